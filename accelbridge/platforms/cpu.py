@@ -1,0 +1,35 @@
+"""The host CPU: always available, served by the pure-torch reference kernels."""
+
+from __future__ import annotations
+
+import platform as _platform
+
+from accelbridge.platforms.arch import Arch
+from accelbridge.platforms.base import Platform
+
+
+class CpuPlatform(Platform):
+    name = "cpu"
+    vendor = "cpu"
+    device_type = "cpu"
+    visible_devices_env = None
+    arch_family = "cpu"
+
+    def is_available(self) -> bool:
+        return True
+
+    def device_count(self) -> int:
+        return 1
+
+    def capability(self, device: int = 0) -> tuple[int, int]:
+        return (0, 0)
+
+    def arch(self, device: int = 0) -> Arch:
+        return Arch("cpu", ())
+
+    @classmethod
+    def arch_from_capability(cls, capability: tuple[int, int]) -> Arch:
+        return Arch("cpu", ())
+
+    def device_name(self, device: int = 0) -> str:
+        return _platform.processor() or _platform.machine() or "cpu"

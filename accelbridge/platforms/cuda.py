@@ -1,0 +1,54 @@
+"""NVIDIA CUDA, as torch's CUDA build reports it."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from packaging.version import Version
+
+from accelbridge.platforms.arch import Arch
+from accelbridge.platforms.base import Platform
+
+
+class CudaPlatform(Platform):
+    name = "cuda"
+    vendor = "nvidia"
+    device_type = "cuda"
+    visible_devices_env = "CUDA_VISIBLE_DEVICES"
+    arch_family = "sm"
+
+    def is_available(self) -> bool:
+        import torch
+
+        # a ROCm build answers torch.cuda too; it is not CUDA
+        return torch.version.cuda is not None and torch.version.hip is None and torch.cuda.is_available()
+
+    def device_count(self) -> int:
+        import torch
+
+        return torch.cuda.device_count()
+
+    def capability(self, device: int = 0) -> tuple[int, int]:
+        import torch
+
+        return tuple(torch.cuda.get_device_capability(device))  # type: ignore[return-value]
+
+    def device_name(self, device: int = 0) -> str:
+        import torch
+
+        return torch.cuda.get_device_name(device)
+
+    @cached_property
+    def toolkit_version(self) -> Version | None:
+        import torch
+
+        return Version(torch.version.cuda) if torch.version.cuda else None
+
+    @classmethod
+    def dtype_names_for(cls, arch: Arch) -> tuple[str, ...]:
+        names = ["fp32", "fp16"]
+        if arch.version >= (8, 0):
+            names.append("bf16")
+        if arch.version >= (8, 9):
+            names += ["fp8_e4m3", "fp8_e5m2"]
+        return tuple(names)

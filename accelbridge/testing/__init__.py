@@ -1,0 +1,1 @@
+"""Test tooling for vendors: the pytest plugin and conformance checks."""

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from accelbridge.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_info_table(capsys):
+    code, out, _ = run(capsys, "info")
+    assert code == 0
+    for label in ("platform", "arch", "toolkit", "dtypes", "fp8 e4m3 dtype", "Kernel resolution", "plugins"):
+        assert label in out
+
+
+@pytest.mark.parametrize(
+    "spec, expect",
+    [
+        (
+            "rocm:gfx942",
+            {"arch": "gfx942", "vendor": "amd", "device_type": "cuda", "fp8_e4m3_dtype": "float8_e4m3fnuz"},
+        ),
+        ("musa:mp31", {"arch": "mp31", "vendor": "mthreads", "device_type": "musa"}),
+        ("cuda:sm90:toolkit=12.8", {"arch": "sm90", "toolkit_version": "12.8", "capability": [9, 0]}),
+    ],
+)
+def test_info_json(capsys, spec, expect):
+    code, out, _ = run(capsys, "info", "--simulate", spec, "--json")
+    assert code == 0
+    report = json.loads(out)
+    for key in (
+        "platform",
+        "vendor",
+        "device_type",
+        "arch",
+        "capability",
+        "toolkit_version",
+        "device_count",
+        "dtypes",
+        "fp8_e4m3_dtype",
+        "visible_devices_env",
+        "simulated",
+        "torch_version",
+        "plugins",
+    ):
+        assert key in report
+    assert report["simulated"] is True
+    assert expect.items() <= report.items()
+
+
+@pytest.mark.parametrize("spec", ["tpu", "cuda:gfx942", "cuda:sm90:x=1"])
+def test_bad_simulate_exits_2_with_one_line(capsys, spec):
+    code, out, err = run(capsys, "info", "--simulate", spec)
+    assert code == 2 and out == ""
+    assert err.startswith("accelbridge: error: ") and err.count("\n") == 1 and "Traceback" not in err
