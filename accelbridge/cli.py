@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from accelbridge import __version__
@@ -87,6 +87,68 @@ def _resolution_table(platform) -> list[dict[str, Any]]:
     return []
 
 
+# -- catalog ------------------------------------------------------------------------------
+def cmd_catalog_validate(args: argparse.Namespace) -> int:
+    from accelbridge.kernels_catalog import validate_file
+
+    issues = [issue for f in args.files for issue in validate_file(f)]
+    for issue in sorted(issues):
+        print(issue)
+    if issues:
+        print(f"{len(issues)} error(s) in {len({i.file for i in issues})} file(s)", file=sys.stderr)
+        return 1
+    print("ok")
+    return 0
+
+
+def cmd_catalog_show(args: argparse.Namespace) -> int:
+    from accelbridge.kernels_catalog import load
+
+    name = args.platform or _platform(args).name
+    data = load(name).to_dict()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"catalog of platform {name}, merged from: {', '.join(data['files'])}")
+    for pid, p in data["providers"].items():
+        trusted = ", trusted" if p["trusted"] else ""
+        print(f"\n{pid}: {p['source']}{trusted}  [{p['from']}]")
+        if p["description"]:
+            print(f"  {p['description']}")
+        if p["install"]:
+            print(f"  install: {p['install']}")
+        for op, e in p["ops"].items():
+            req = "; ".join(f"{k} {v}" for k, v in e["requires"].items()) or "no requirements"
+            adapt = "; adapt " + ", ".join(f"{k}={v}" for k, v in e["adapt"].items()) if e["adapt"] else ""
+            print(f"  {op:<24} {e['function']}  ({req}{adapt})  [{e['from']}]")
+    print("\norder (first viable wins):")
+    for op, ids in data["order"].items():
+        print(f"  {op:<24} {' -> '.join(ids)}")
+    return 0
+
+
+def cmd_catalog_matrix(args: argparse.Namespace) -> int:
+    from accelbridge.kernels_catalog.matrix import support_matrix
+
+    sys.stdout.write(support_matrix())
+    return 0
+
+
+# -- bench --------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    from accelbridge import bench
+
+    results = []
+    for what in args.what or ["overhead"]:
+        result = getattr(bench, f"bench_{what}")()
+        results.append(result)
+        if not args.json:
+            print(bench.format_result(what, result))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
 # -- entry --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -101,12 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print describe() and extras as JSON")
     info.set_defaults(func=cmd_info)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    catalog = sub.add_parser("catalog", help="validate, show and tabulate kernel catalogs")
+    csub = catalog.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
+    validate = csub.add_parser("validate", help="list every error as FILE:LINE:COL (exit 1), or print ok")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(func=cmd_catalog_validate)
+    show = csub.add_parser("show", help="the merged catalog, with the file each entry came from")
+    show.add_argument("--platform", help="cuda, rocm, musa, cpu or a plugin (default: the current platform)")
+    show.add_argument("--simulate", metavar="SPEC", help="take the platform from a simulation spec")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_catalog_show)
+    matrix = csub.add_parser("matrix", help="markdown support matrix of the built-in catalogs")
+    matrix.set_defaults(func=cmd_catalog_matrix)
+    bench = sub.add_parser("bench", help="facade overhead, kernel throughput, catalog load time")
+    bench.add_argument("what", nargs="*", choices=["overhead", "throughput", "catalog"], metavar="WHAT",
+                       help="overhead (default), throughput, catalog")  # fmt: skip
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=cmd_bench)
     return parser
-
-
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

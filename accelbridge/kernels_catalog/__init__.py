@@ -1,0 +1,25 @@
+"""Kernel catalogs: YAML files declaring which providers serve which attention ops, where."""
+
+from accelbridge.kernels_catalog.errors import CatalogError, Issue
+from accelbridge.kernels_catalog.loader import BUILTIN_DIR, clear_cache, load, overlay_files, validate_file
+from accelbridge.kernels_catalog.model import Adapt, Catalog, OpEntry, Provider, Requirements, Source
+from accelbridge.kernels_catalog.ops import OP_FAMILIES, OP_IDS, OPS
+
+__all__ = [
+    "BUILTIN_DIR",
+    "OPS",
+    "OP_FAMILIES",
+    "OP_IDS",
+    "Adapt",
+    "Catalog",
+    "CatalogError",
+    "Issue",
+    "OpEntry",
+    "Provider",
+    "Requirements",
+    "Source",
+    "clear_cache",
+    "load",
+    "overlay_files",
+    "validate_file",
+]
