@@ -83,8 +83,38 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _resolution_table(platform) -> list[dict[str, Any]]:
     """One row per op: the provider that would serve it here, or why none would."""
-    # RESOLUTION TABLE: filled in by the attention facade (catalog + resolver)
-    return []
+    from accelbridge import platforms
+    from accelbridge.attention import chain
+    from accelbridge.attention.resolver import describe
+    from accelbridge.kernels_catalog import OP_IDS
+
+    rows = []
+    with platforms.simulated(platform) if platform is not platforms.current() else _nullcontext():
+        for op in OP_IDS:
+            r = describe(chain(op), load_all=False)
+            skipped = [f"{c['provider']}: {'; '.join(c['reasons'])}" for c in r.candidates if c["viable"] is False]
+            rows.append({"op": op, "selected": r.selected, "note": " | ".join(skipped)})
+    return rows
+
+
+def _nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+# -- explain ------------------------------------------------------------------------------
+def cmd_explain(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from accelbridge import attention, platforms
+
+    with platforms.simulated(args.simulate) if args.simulate else contextlib.nullcontext():
+        if args.json:
+            print(json.dumps(attention.resolve(args.op).to_dict(), indent=2))
+        else:
+            print(attention.explain(args.op))
+    return 0
 
 
 # -- catalog ------------------------------------------------------------------------------
@@ -162,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--simulate", metavar="SPEC", help="e.g. cuda:sm90:toolkit=12.8, rocm:gfx942, musa:mp31")
     info.add_argument("--json", action="store_true", help="print describe() and extras as JSON")
     info.set_defaults(func=cmd_info)
+
+    explain = sub.add_parser("explain", help="why each provider of an op is or is not used here")
+    explain.add_argument("op", metavar="OP", help="fa3.varlen, fa3.kvcache, fa3.scheduler_metadata, fa4.varlen, "
+                         "fa4.kvcache, flashmla.metadata, flashmla.kvcache")  # fmt: skip
+    explain.add_argument("--simulate", metavar="SPEC")
+    explain.add_argument("--json", action="store_true")
+    explain.set_defaults(func=cmd_explain)
 
     catalog = sub.add_parser("catalog", help="validate, show and tabulate kernel catalogs")
     csub = catalog.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)

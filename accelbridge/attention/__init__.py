@@ -1,0 +1,35 @@
+"""The attention facade: FA3 / FA4 / FlashMLA with the engine's signatures, on any platform.
+
+Importing this package loads no provider; resolution happens on the first call of each op.
+"""
+
+from accelbridge.attention.errors import ResolutionError, UnsupportedFeatureError
+from accelbridge.attention.facade import (
+    chain,
+    explain,
+    flash_attn_varlen_func,
+    flash_attn_with_kvcache,
+    flash_mla_with_kvcache,
+    get_mla_metadata,
+    get_scheduler_metadata,
+    reset,
+    resolve,
+)
+from accelbridge.attention.providers import ProviderLoadWarning
+from accelbridge.attention.resolver import Resolution
+
+__all__ = [
+    "ProviderLoadWarning",
+    "Resolution",
+    "ResolutionError",
+    "UnsupportedFeatureError",
+    "chain",
+    "explain",
+    "flash_attn_varlen_func",
+    "flash_attn_with_kvcache",
+    "flash_mla_with_kvcache",
+    "get_mla_metadata",
+    "get_scheduler_metadata",
+    "reset",
+    "resolve",
+]

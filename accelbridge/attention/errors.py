@@ -1,0 +1,25 @@
+"""Errors of the attention facade."""
+
+from __future__ import annotations
+
+from accelbridge.errors import AccelbridgeError
+
+
+class ResolutionError(AccelbridgeError, ValueError):
+    """A bad op id, env setting or feature name: user input, named in the message."""
+
+
+class UnsupportedFeatureError(AccelbridgeError, NotImplementedError):
+    """No candidate provider can serve this call; names the argument and each provider's reason."""
+
+    def __init__(self, op: str, argument: str | None, reasons: dict[str, list[str]], notes: list[str] = ()):
+        self.op, self.argument, self.reasons = op, argument, reasons
+        what = f"argument {argument!r}" if argument and argument not in ("dtype", "head_dim") else (argument or "call")
+        lines = [f"{op}: no provider can serve this call ({what}); candidates:"]
+        for pid, rs in reasons.items():
+            lines.append(f"  {pid}: {'; '.join(rs) or 'viable'}")
+        if not reasons:
+            lines.append("  none: the catalog lists no provider for this op on this platform")
+        lines += [f"  note: {n}" for n in notes]
+        lines.append("  fix: install a provider that supports it, or drop the argument (`accelbridge explain OP`)")
+        super().__init__("\n".join(lines))

@@ -1,0 +1,157 @@
+"""Loading providers: a module, a hub kernel, a local kernel directory, or the reference.
+
+A load is attempted once per process per source; a failure is remembered with its reason
+and warned about once (``ProviderLoadWarning``), and resolution falls through to the next
+candidate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from accelbridge.kernels_catalog import Source
+
+
+class ProviderLoadWarning(RuntimeWarning):
+    """A provider could not be loaded; resolution went on without it."""
+
+
+class LoadFailure(Exception):
+    """Why a provider's source or function could not be obtained (shown by explain)."""
+
+
+_lock = threading.RLock()
+_modules: dict[Any, ModuleType | LoadFailure] = {}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ACCELBRIDGE_CACHE_DIR") or Path.home() / ".cache" / "accelbridge")
+
+
+def lock_file() -> Path:
+    return cache_dir() / "kernels.lock"
+
+
+@contextlib.contextmanager
+def _offline(enabled: bool) -> Iterator[None]:
+    """Make `kernels` look in the local cache only (what HF_HUB_OFFLINE=1 does), if enabled."""
+    if not enabled:
+        yield
+        return
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def _load_hub(source: Source, trusted: bool, offline: bool) -> ModuleType:
+    import kernels
+
+    trust = [source.target] if trusted else False
+    lock = lock_file()
+    with _offline(offline):
+        if lock.exists():
+            try:
+                return kernels.get_locked_kernel(source.target, lockfile=lock, trust_remote_code=trust)
+            except KeyError:
+                raise LoadFailure(f"{source.target} is not in {lock}; run `accelbridge lock`") from None
+        return kernels.get_kernel(
+            source.target, version=source.version, revision=source.revision, trust_remote_code=trust
+        )
+
+
+def _load_path(source: Source, trusted: bool) -> ModuleType:
+    import kernels
+
+    path = Path(source.target)
+    if not path.is_dir():
+        raise LoadFailure(f"local kernel directory {path} does not exist")
+    return kernels.get_local_kernel(path, trust_remote_code=True)
+
+
+def _load(source: Source, trusted: bool, offline: bool) -> ModuleType:
+    if source.kind == "builtin":
+        return importlib.import_module("accelbridge.attention.reference")
+    if source.kind == "module":
+        return importlib.import_module(source.target)
+    if source.kind == "hub":
+        return _load_hub(source, trusted, offline)
+    return _load_path(source, trusted)
+
+
+def describe_failure(source: Source, exc: BaseException, install: str | None) -> str:
+    hint = f" (install: {install})" if install else ""
+    if isinstance(exc, LoadFailure):
+        return str(exc)
+    if isinstance(exc, ModuleNotFoundError) and source.kind == "module":
+        return f"module {exc.name or source.target!r} not installed{hint}"
+    if source.kind == "hub":
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        if "offline" in text.lower() or "not available in the local cache" in text:
+            return f"hub kernel {source.target} not in the local cache (offline): {text}"
+        if "variant" in text.lower():
+            return f"hub kernel {source.target} has no build variant for this system: {text}"
+        return f"hub kernel {source.target} could not be loaded: {type(exc).__name__}: {text}"
+    return f"loading {source.describe()} raised {type(exc).__name__}: {exc}{hint}"
+
+
+def load_module(provider_id: str, source: Source, trusted: bool, install: str | None, offline: bool) -> ModuleType:
+    """The provider's module, loaded once per process; raises LoadFailure (warned once)."""
+    key = (source, offline)
+    with _lock:
+        cached = _modules.get(key)
+        if cached is None:
+            try:
+                cached = _load(source, trusted, offline)
+            except Exception as e:  # any import-time failure falls through, with its reason
+                cached = LoadFailure(describe_failure(source, e, install))
+                warnings.warn(
+                    f"accelbridge: provider {provider_id!r} unavailable: {cached}; trying the next candidate",
+                    ProviderLoadWarning,
+                    stacklevel=2,
+                )
+            _modules[key] = cached
+    if isinstance(cached, LoadFailure):
+        raise cached
+    return cached
+
+
+def resolve_function(module: ModuleType, path: str) -> Callable[..., Any]:
+    """``flash_attn.flash_attn_varlen_func`` under ``module``, importing submodules as needed."""
+    obj: Any = module
+    for part in path.split("."):
+        try:
+            obj = getattr(obj, part)
+            continue
+        except AttributeError:
+            pass
+        if isinstance(obj, ModuleType):
+            try:
+                obj = importlib.import_module(f"{obj.__name__}.{part}")
+                continue
+            except ModuleNotFoundError:
+                pass
+            except Exception as e:
+                raise LoadFailure(f"importing {obj.__name__}.{part} raised {type(e).__name__}: {e}") from None
+        raise LoadFailure(f"{getattr(module, '__name__', module)} has no {path!r}")
+    if not callable(obj):
+        raise LoadFailure(f"{path!r} in {module.__name__} is not callable")
+    return obj
+
+
+def clear() -> None:
+    """Forget loaded modules and failures (tests; after installing a package)."""
+    with _lock:
+        _modules.clear()
