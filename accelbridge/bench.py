@@ -37,4 +37,169 @@ def format_result(what: str, result: dict[str, Any]) -> str:
             f"  median {result['median_ms']:.2f} ms, min {result['min_ms']:.2f} ms over {result['rounds']} rounds "
             f"({verdict} the {result['target_ms']:.0f} ms target)"
         )
+    if what == "overhead":
+        verdict = "within" if result["added_us"] <= result["target_us"] else "OVER"
+        return (
+            f"overhead: {result['what']}\n"
+            f"  direct {result['direct_us']:.3f} us, facade {result['facade_us']:.3f} us per call: "
+            f"+{result['added_us']:.3f} us ({verdict} the {result['target_us']:.1f} us target; "
+            f"median of {result['rounds']} rounds x {result['calls_per_round']} calls)"
+        )
+    if what == "throughput":
+        if "skipped" in result:
+            return f"throughput: skipped ({result['skipped']})"
+        lines = [f"throughput on {result['gpu']} (torch {result['torch']}), median of {result['rounds']} rounds:"]
+        for r in result["rows"]:
+            tflops = f"direct {r['direct_tflops']:7.1f} TFLOP/s  facade {r['facade_tflops']:7.1f} TFLOP/s"
+            lines.append(f"  {r['case']:<32} {tflops}  facade/direct time {r['facade_vs_direct']:.4f}")
+        return "\n".join(lines)
     return "\n".join(f"{k}: {v}" for k, v in result.items())
+
+
+def _cuda_time(fn, iters: int) -> float:
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / iters * 1e-3
+
+
+def bench_throughput(rounds: int = 5, iters: int = 20) -> dict[str, Any]:
+    """TFLOP/s of each available provider, facade vs direct, interleaved A/B on one GPU."""
+    import importlib
+
+    import torch
+
+    from accelbridge import attention
+
+    if not torch.cuda.is_available():
+        return {"what": "kernel throughput", "skipped": "no CUDA device"}
+    dev = "cuda"
+    rows = []
+    B, L, HQ, HK, D = 8, 4096, 32, 8, 128
+    q = torch.randn(B * L, HQ, D, device=dev, dtype=torch.bfloat16)
+    k = torch.randn(B * L, HK, D, device=dev, dtype=torch.bfloat16)
+    v = torch.randn(B * L, HK, D, device=dev, dtype=torch.bfloat16)
+    cu = torch.arange(0, (B + 1) * L, L, dtype=torch.int32, device=dev)
+    prefill_flops = 4 * B * HQ * D * L * L / 2  # causal
+    db, dctx, page = 64, 4096, 64
+    pages = dctx // page
+    kc = torch.randn(db * pages, page, HK, D, device=dev, dtype=torch.bfloat16)
+    vc = torch.randn(db * pages, page, HK, D, device=dev, dtype=torch.bfloat16)
+    table = torch.arange(db * pages, dtype=torch.int32, device=dev).reshape(db, pages)
+    seqlens = torch.full((db,), dctx, dtype=torch.int32, device=dev)
+    dq = torch.randn(db, 1, HQ, D, device=dev, dtype=torch.bfloat16)
+    decode_flops = 4 * db * HQ * D * dctx
+    cases = []
+    try:
+        fa = importlib.import_module("sgl_kernel.flash_attn")
+        cases.append(("sgl-kernel fa3 prefill", prefill_flops,
+                      lambda: fa.flash_attn_varlen_func(q, k, v, cu, cu, L, L, causal=True),
+                      lambda: attention.flash_attn_varlen_func(q, k, v, cu, cu, L, L, causal=True)))  # fmt: skip
+        cases.append(("sgl-kernel fa3 decode (paged)", decode_flops,
+                      lambda: fa.flash_attn_with_kvcache(dq, kc, vc, cache_seqlens=seqlens, page_table=table),
+                      lambda: attention.flash_attn_with_kvcache(dq, kc, vc, cache_seqlens=seqlens,
+                                                                page_table=table)))  # fmt: skip
+    except ImportError:
+        pass
+    try:
+        cute = importlib.import_module("flash_attn.cute")
+        cases.append(("flash-attn-4 prefill", prefill_flops,
+                      lambda: cute.flash_attn_varlen_func(q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=L,
+                                                          max_seqlen_k=L, causal=True),
+                      lambda: attention.flash_attn_varlen_func(q, k, v, cu, cu, L, L, causal=True, ver=4)))  # fmt: skip
+    except ImportError:
+        pass
+    for name, flops, direct, facade in cases:
+        direct(), facade()  # compile / warm up
+        torch.cuda.synchronize()
+        td, tf = [], []
+        for _ in range(rounds):
+            td.append(_cuda_time(direct, iters))
+            tf.append(_cuda_time(facade, iters))
+        d, f = statistics.median(td), statistics.median(tf)
+        rows.append({"case": name, "direct_tflops": flops / d / 1e12, "facade_tflops": flops / f / 1e12,
+                     "direct_us": d * 1e6, "facade_us": f * 1e6, "facade_vs_direct": f / d})  # fmt: skip
+    return {"what": "kernel throughput, facade vs direct", "gpu": torch.cuda.get_device_name(0),
+            "torch": torch.__version__, "rounds": rounds, "iters": iters, "rows": rows}  # fmt: skip
+
+
+_INSTANT = """
+def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None,
+    seqused_q=None, seqused_k=None, page_table=None, softmax_scale=None, causal=False, qv=None,
+    q_descale=None, k_descale=None, v_descale=None, window_size=(-1, -1), attention_chunk=0,
+    softcap=0.0, num_splits=1, pack_gqa=None, only_qv=False, sm_margin=0, return_softmax_lse=False,
+    sinks=None, score_mod=None, aux_tensors=None, ver=3, out=None):
+    return q
+"""
+
+
+def bench_overhead(rounds: int = 15, calls: int = 20000) -> dict[str, Any]:
+    """Per-call cost the facade adds over calling the same provider directly.
+
+    The provider is a function with sgl-kernel's exact varlen signature that returns at once,
+    so only call overhead is measured; facade and direct alternate round by round (A/B) in
+    this process and the medians of the per-round differences are reported.
+    """
+    import sys
+    import tempfile
+    import textwrap
+    from pathlib import Path
+
+    import torch
+
+    from accelbridge import attention, platforms
+
+    tmp = Path(tempfile.mkdtemp(prefix="accelbridge-bench-"))
+    (tmp / "instant_fa3.py").write_text(textwrap.dedent(_INSTANT))
+    (tmp / "bench.yaml").write_text(
+        "schema: 1\nplatform: cpu\nproviders:\n  instant:\n    source: {module: instant_fa3}\n"
+        "    ops:\n      fa3.varlen: {function: flash_attn_varlen_func}\norder:\n  fa3.varlen: [instant]\n"
+    )
+    sys.path.insert(0, str(tmp))
+    import os
+
+    saved = os.environ.get("ACCELBRIDGE_CATALOG_PATH")
+    os.environ["ACCELBRIDGE_CATALOG_PATH"] = str(tmp / "bench.yaml")
+    try:
+        from instant_fa3 import flash_attn_varlen_func as direct
+
+        q = torch.zeros(8, 4, 64, dtype=torch.bfloat16)
+        cu = torch.tensor([0, 8], dtype=torch.int32)
+        facade = attention.flash_attn_varlen_func
+        with platforms.simulated("cpu"):
+            attention.reset()
+            assert attention.resolve("fa3.varlen").selected == "instant"
+            facade(q, q, q, cu, cu, 8, 8, causal=True)
+
+            def run(fn) -> float:
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    fn(q, q, q, cu, cu, 8, 8, causal=True)
+                return (time.perf_counter() - t0) / calls
+
+            d_times, f_times = [], []
+            for _ in range(rounds):
+                d_times.append(run(direct))
+                f_times.append(run(facade))
+    finally:
+        sys.path.remove(str(tmp))
+        if saved is None:
+            os.environ.pop("ACCELBRIDGE_CATALOG_PATH", None)
+        else:
+            os.environ["ACCELBRIDGE_CATALOG_PATH"] = saved
+        attention.reset()
+    added = statistics.median(f - d for f, d in zip(f_times, d_times))
+    return {
+        "what": "facade vs direct call of the same instant provider (sgl-kernel varlen signature), A/B",
+        "rounds": rounds,
+        "calls_per_round": calls,
+        "direct_us": statistics.median(d_times) * 1e6,
+        "facade_us": statistics.median(f_times) * 1e6,
+        "added_us": added * 1e6,
+        "target_us": 1.0,
+    }

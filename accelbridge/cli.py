@@ -221,8 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    # load failures are reported in the tables and explain output; no duplicate warning lines
+    warnings.filterwarnings("ignore", message="accelbridge: provider ")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
