@@ -75,11 +75,12 @@ def parse(text: str | bytes, file: str) -> tuple[Document | None, list[Issue]]:
 
 def _build(node: yaml.Node, path: Path, doc: Document, issues: list[Issue], constructor: yaml.SafeLoader) -> Any:
     doc.value_marks[path] = _mark(node)
-    if isinstance(node, yaml.MappingNode):
+    # node.id, not isinstance: libyaml's composer keeps the node classes of the first `yaml` import
+    if node.id == "mapping":
         out: dict[Any, Any] = {}
         first_seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
+            if key_node.id != "scalar":
                 issues.append(Issue(doc.file, *_mark(key_node), "a mapping key must be a plain scalar"))
                 continue
             key = constructor.construct_object(key_node)
@@ -92,7 +93,7 @@ def _build(node: yaml.Node, path: Path, doc: Document, issues: list[Issue], cons
             doc.key_marks[path + (key,)] = _mark(key_node)
             out[key] = _build(value_node, path + (key,), doc, issues, constructor)
         return out
-    if isinstance(node, yaml.SequenceNode):
+    if node.id == "sequence":
         return [_build(item, path + (i,), doc, issues, constructor) for i, item in enumerate(node.value)]
     try:
         return constructor.construct_object(node)

@@ -1,0 +1,42 @@
+"""The pytest plugin, run in a child pytest with the markers."""
+
+pytest_plugins = ["pytester"]
+
+TESTS = """
+import pytest
+
+@pytest.mark.platform("cuda")
+def test_cuda_only():
+    pass
+
+@pytest.mark.arch(">=sm90")
+def test_hopper():
+    pass
+
+@pytest.mark.op("fa3.varlen", provider="sgl-kernel")
+def test_sgl():
+    pass
+
+@pytest.mark.op("fa3.varlen")
+def test_any_fa3():
+    pass
+"""
+
+
+def test_markers_on_cpu(pytester):
+    pytester.makepyfile(TESTS)
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(passed=1, skipped=3)
+    result.stdout.fnmatch_lines(["accelbridge: platform cpu, arch cpu*", "*accelbridge capability skips*",
+                                 "*1 skipped: needs platform cuda, this is cpu",
+                                 "*fa3.varlen: sgl-kernel is not a candidate on cpu"])  # fmt: skip
+
+
+def test_markers_under_simulation(pytester):
+    pytester.makepyfile(TESTS)
+    result = pytester.runpytest("-rs", "--accel-simulate", "cuda:sm100")
+    result.assert_outcomes(passed=3, skipped=1)
+    result.stdout.fnmatch_lines([
+        "accelbridge: platform cuda, arch sm100, toolkit 12.8 (simulated cuda:sm100)",
+        "*fa3.varlen: sgl-kernel needs arch >=sm80, <sm100, this is sm100*",
+    ])  # fmt: skip
