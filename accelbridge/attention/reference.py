@@ -74,6 +74,15 @@ def _gather_pages(cache: torch.Tensor, pages: torch.Tensor, length: int) -> torc
     return cache[pages[:n].long()].reshape(-1, *cache.shape[2:])[:length]
 
 
+def _finish(o, lse, dtype, out, return_softmax_lse):
+    """Cast to the input dtype, write into ``out`` when given, and apply the return convention."""
+    result = o.to(dtype)
+    if out is not None:
+        out.copy_(result)
+        result = out
+    return (result, lse) if return_softmax_lse else result
+
+
 def flash_attn_varlen_func(
     q,
     k,
@@ -117,11 +126,7 @@ def flash_attn_varlen_func(
         ob, lb = attend(q[q0 : q0 + lq], kb, vb, scale, causal, window_size, softcap, sinks)
         o[q0 : q0 + lq] = ob
         lse[:, q0 : q0 + lq] = lb
-    result = o.to(q.dtype)
-    if out is not None:
-        out.copy_(result)
-        result = out
-    return (result, lse) if return_softmax_lse else result
+    return _finish(o, lse, q.dtype, out, return_softmax_lse)
 
 
 def flash_attn_with_kvcache(
@@ -180,11 +185,7 @@ def flash_attn_with_kvcache(
             kb, vb = k_cache[rows[b], :length], v_cache[rows[b], :length]
         ob, lb = attend(q[b], kb, vb, scale, causal, window_size, softcap, sinks)
         o[b], lse[b] = ob, lb
-    result = o.to(q.dtype)
-    if out is not None:
-        out.copy_(result)
-        result = out
-    return (result, lse) if return_softmax_lse else result
+    return _finish(o, lse, q.dtype, out, return_softmax_lse)
 
 
 def get_mla_metadata(
