@@ -6,6 +6,7 @@ User input errors print one line and exit 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -89,7 +90,7 @@ def _resolution_table(platform) -> list[dict[str, Any]]:
     from accelbridge.kernels_catalog import OP_IDS
 
     rows = []
-    with platforms.simulated(platform) if platform is not platforms.current() else _nullcontext():
+    with platforms.simulated(platform) if platform is not platforms.current() else contextlib.nullcontext():
         for op in OP_IDS:
             r = describe(chain(op), load_all=False)
             skipped = [f"{c['provider']}: {'; '.join(c['reasons'])}" for c in r.candidates if c["viable"] is False]
@@ -97,16 +98,8 @@ def _resolution_table(platform) -> list[dict[str, Any]]:
     return rows
 
 
-def _nullcontext():
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
 # -- explain ------------------------------------------------------------------------------
 def cmd_explain(args: argparse.Namespace) -> int:
-    import contextlib
-
     from accelbridge import attention, platforms
 
     with platforms.simulated(args.simulate) if args.simulate else contextlib.nullcontext():
