@@ -172,6 +172,56 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- selftest -----------------------------------------------------------------------------
+_SELFTEST_ROW = "{:<16} {:<14} {:<16} {:<6} {:>9} {:>9} {:>13}  {}"
+
+
+def _fmt_err(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2e}"
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from accelbridge import platforms
+    from accelbridge.testing import conformance
+
+    if args.op and args.op not in conformance.CHECKED_OPS:
+        raise AccelbridgeError(f"selftest: no checks for op {args.op!r}; valid: {', '.join(conformance.CHECKED_OPS)}")
+    seed = conformance.new_seed() if args.seed is None else args.seed
+    with platforms.simulated(args.simulate) if args.simulate else contextlib.nullcontext():
+        p = platforms.current()
+        if args.provider and args.provider not in p.catalog().providers:
+            valid = ", ".join(p.catalog().providers)
+            raise AccelbridgeError(f"selftest: no provider {args.provider!r} in the {p.name} catalog; valid: {valid}")
+        where = f"{p.name} {p.arch().name}" + (f" (simulated {p.spec})" if p.simulated else "")
+        if not args.json:
+            print(f"accelbridge selftest on {where}, device {conformance.device()}, torch {torch.__version__}, "
+                  f"seed {seed} (rerun with --seed {seed})")  # fmt: skip
+            print(_SELFTEST_ROW.format("op", "provider", "case", "result", "max_abs", "rel_l2", "atol/rtol", "note"))
+        start, rows = time.perf_counter(), []
+        for r in conformance.run_all(args.op, args.provider, full=args.full, seed=seed):
+            rows.append(r)
+            if not args.json:
+                tol = "-" if r.case.name == "*" else f"{r.case.tolerance.atol:g}/{r.case.tolerance.rtol:g}"
+                print(_SELFTEST_ROW.format(r.case.op, r.provider, r.case.name, r.status, _fmt_err(r.max_abs),
+                                           _fmt_err(r.rel), tol, r.detail).rstrip(), flush=True)  # fmt: skip
+    counts = {s: sum(r.status == s for r in rows) for s in ("pass", "FAIL", "error", "skip")}
+    elapsed = time.perf_counter() - start
+    if args.json:
+        print(json.dumps({"platform": p.name, "arch": p.arch().name, "seed": seed, "counts": counts,
+                          "seconds": round(elapsed, 2), "results": [r.to_dict() for r in rows]}, indent=2))  # fmt: skip
+    else:
+        tested = counts["pass"] + counts["FAIL"] + counts["error"]
+        print(f"\n{tested} case(s) run: {counts['pass']} passed, {counts['FAIL']} FAILED, {counts['error']} errors; "
+              f"{counts['skip']} skipped ({elapsed:.1f} s)")  # fmt: skip
+        if not tested:
+            print("no provider here could run a case; `accelbridge explain OP` says why")
+    return 1 if counts["FAIL"] or counts["error"] else 0
+
+
 # -- entry --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -205,6 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_catalog_show)
     matrix = csub.add_parser("matrix", help="markdown support matrix of the built-in catalogs")
     matrix.set_defaults(func=cmd_catalog_matrix)
+    selftest = sub.add_parser("selftest", help="every available provider vs the float32 reference (conformance)")
+    selftest.add_argument("--op", metavar="OP", help="one op: fa3.varlen, fa3.kvcache, fa4.varlen, fa4.kvcache, "
+                          "flashmla.kvcache (default: all)")  # fmt: skip
+    selftest.add_argument("--provider", metavar="P", help="one provider id of the current catalog (default: all)")
+    selftest.add_argument("--full", action="store_true", help="add the dtype x GQA x head dim x mask cross product")
+    selftest.add_argument("--seed", type=int, help="reuse the inputs of an earlier run (printed in its header)")
+    selftest.add_argument("--simulate", metavar="SPEC")
+    selftest.add_argument("--json", action="store_true")
+    selftest.set_defaults(func=cmd_selftest)
     bench = sub.add_parser("bench", help="facade overhead, kernel throughput, catalog load time")
     bench.add_argument("what", nargs="*", choices=["overhead", "throughput", "catalog"], metavar="WHAT",
                        help="overhead (default), throughput, catalog")  # fmt: skip

@@ -1,10 +1,14 @@
-"""Shared fixtures: every test starts from a clean platform state and env."""
+"""Shared fixtures: every test starts from a clean platform, resolution and env state."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from accelbridge import platforms
+from accelbridge import attention, kernels_catalog, platforms
+from accelbridge.attention import providers
 
 _ENV = (
     "ACCELBRIDGE_PLATFORM",
@@ -24,3 +28,26 @@ def _clean_platform_state(monkeypatch):
     platforms.reset()
     yield
     platforms.reset()
+
+
+FIXTURES = Path(__file__).parent / "attention" / "fixtures"
+FIXTURE_MODULES = ("sgl_kernel", "flash_attn", "vllm_flash_attn", "aiter", "mate", "_convert")
+
+
+@pytest.fixture(autouse=True)
+def fresh_resolution():
+    providers.clear()
+    attention.reset()
+    kernels_catalog.clear_cache()
+    yield
+    providers.clear()
+    attention.reset()
+
+
+@pytest.fixture
+def fixture_providers(monkeypatch):
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    yield FIXTURES
+    for name in list(sys.modules):
+        if name.split(".")[0] in FIXTURE_MODULES:
+            del sys.modules[name]

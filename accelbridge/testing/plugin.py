@@ -85,6 +85,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     reason = skip_reason(item)
     if reason:
         _SKIPS[reason] += 1
+        _skip_at_test(reason)
+
+
+def _skip_at_test(reason: str) -> None:
+    """Skip, reported at the test's own location (as a skip marker is), not at this plugin's line."""
+    try:
+        raise pytest.skip.Exception(reason, _use_item_location=True)
+    except TypeError:  # a pytest without that keyword: plain skip
         pytest.skip(reason)
 
 

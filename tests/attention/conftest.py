@@ -1,35 +1,7 @@
-"""Fixture providers on sys.path, fresh resolution state, and random problem builders."""
-
-import sys
-from pathlib import Path
+"""Random problem builders (fixture providers and fresh resolution state: tests/conftest.py)."""
 
 import pytest
 import torch
-
-from accelbridge import attention, kernels_catalog
-from accelbridge.attention import providers
-
-FIXTURES = Path(__file__).parent / "fixtures"
-FIXTURE_MODULES = ("sgl_kernel", "flash_attn", "vllm_flash_attn", "aiter", "mate", "_convert")
-
-
-@pytest.fixture(autouse=True)
-def fresh_resolution():
-    providers.clear()
-    attention.reset()
-    kernels_catalog.clear_cache()
-    yield
-    providers.clear()
-    attention.reset()
-
-
-@pytest.fixture
-def fixture_providers(monkeypatch):
-    monkeypatch.syspath_prepend(str(FIXTURES))
-    yield FIXTURES
-    for name in list(sys.modules):
-        if name.split(".")[0] in FIXTURE_MODULES:
-            del sys.modules[name]
 
 
 @pytest.fixture

@@ -43,12 +43,12 @@ def get_scheduler_metadata(batch_size, max_seqlen_q, max_seqlen_k, num_heads_q, 
 '''
 
 
-def build_local_kernel(root: Path, name: str = "flash-attn3", source: str = FLASH_ATTN3) -> Path:
-    """root/name/build/torch-cpu/{metadata.json,__init__.py}; returns root/name."""
-    variant = root / name / "build" / "torch-cpu"
+def build_local_kernel(root: Path, name: str = "flash-attn3", source: str = FLASH_ATTN3, backend: str = "cpu") -> Path:
+    """root/name/build/torch-BACKEND/{metadata.json,__init__.py} (a noarch variant); returns root/name."""
+    variant = root / name / "build" / f"torch-{backend}"
     variant.mkdir(parents=True)
-    meta = {"id": f"_{name.replace('-', '_')}_cpu_test", "name": name, "version": 1, "license": "Apache-2.0",
-            "python-depends": [], "backend": {"type": "cpu"}}  # fmt: skip
+    meta = {"id": f"_{name.replace('-', '_')}_{backend}_test", "name": name, "version": 1, "license": "Apache-2.0",
+            "python-depends": [], "backend": {"type": backend}}  # fmt: skip
     (variant / "metadata.json").write_text(json.dumps(meta))
     (variant / "__init__.py").write_text(textwrap.dedent(source))
     return root / name
