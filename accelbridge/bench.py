@@ -39,19 +39,25 @@ def format_result(what: str, result: dict[str, Any]) -> str:
         )
     if what == "overhead":
         verdict = "within" if result["added_us"] <= result["target_us"] else "OVER"
-        return (
-            f"overhead: {result['what']}\n"
-            f"  direct {result['direct_us']:.3f} us, facade {result['facade_us']:.3f} us per call: "
-            f"+{result['added_us']:.3f} us ({verdict} the {result['target_us']:.1f} us target; "
-            f"median of {result['rounds']} rounds x {result['calls_per_round']} calls)"
-        )
+        lines = [
+            f"overhead: {result['what']}; median of {result['rounds']} rounds x {result['calls_per_round']} calls",
+            f"  direct call                          {result['direct_us']:.3f} us",
+        ]
+        for level, r in result["checks"].items():
+            facade = f"{r['facade_us']:.3f} us  (+{r['added_us']:.3f} us)"
+            lines.append(f"  facade, ACCELBRIDGE_CHECKS={level:<6}    {facade}")
+        lines.append(f"  dispatch alone (checks off): +{result['added_us']:.3f} us, {verdict} the "
+                     f"{result['target_us']:.1f} us target; argument checks cost the rest")  # fmt: skip
+        return "\n".join(lines)
     if what == "throughput":
         if "skipped" in result:
             return f"throughput: skipped ({result['skipped']})"
         lines = [f"throughput on {result['gpu']} (torch {result['torch']}), median of {result['rounds']} rounds:"]
         for r in result["rows"]:
             tflops = f"direct {r['direct_tflops']:7.1f} TFLOP/s  facade {r['facade_tflops']:7.1f} TFLOP/s"
-            lines.append(f"  {r['case']:<32} {tflops}  facade/direct time {r['facade_vs_direct']:.4f}")
+            lines.append(f"  {r['case']:<32} {tflops}  facade/direct time {r['facade_vs_direct']:.4f}"
+                         f"  (with ACCELBRIDGE_CHECKS=full: {r['full_checks_vs_direct']:.4f})")  # fmt: skip
+        lines.append("  facade = production setting ACCELBRIDGE_CHECKS=cheap; full adds value checks (a host sync)")
         return "\n".join(lines)
     return "\n".join(f"{k}: {v}" for k, v in result.items())
 
@@ -114,16 +120,23 @@ def bench_throughput(rounds: int = 5, iters: int = 20) -> dict[str, Any]:
                       lambda: attention.flash_attn_varlen_func(q, k, v, cu, cu, L, L, causal=True, ver=4)))  # fmt: skip
     except ImportError:
         pass
-    for name, flops, direct, facade in cases:
-        direct(), facade()  # compile / warm up
-        torch.cuda.synchronize()
-        td, tf = [], []
-        for _ in range(rounds):
-            td.append(_cuda_time(direct, iters))
-            tf.append(_cuda_time(facade, iters))
-        d, f = statistics.median(td), statistics.median(tf)
-        rows.append({"case": name, "direct_tflops": flops / d / 1e12, "facade_tflops": flops / f / 1e12,
-                     "direct_us": d * 1e6, "facade_us": f * 1e6, "facade_vs_direct": f / d})  # fmt: skip
+    try:
+        for name, flops, direct, facade in cases:
+            direct(), facade()  # compile / warm up
+            torch.cuda.synchronize()
+            td, tf, tfull = [], [], []
+            for _ in range(rounds):  # interleaved: direct, facade (cheap checks), facade (full checks)
+                td.append(_cuda_time(direct, iters))
+                attention.set_checks("cheap")
+                tf.append(_cuda_time(facade, iters))
+                attention.set_checks("full")
+                tfull.append(_cuda_time(facade, iters))
+            d, f, full = statistics.median(td), statistics.median(tf), statistics.median(tfull)
+            rows.append({"case": name, "direct_tflops": flops / d / 1e12, "facade_tflops": flops / f / 1e12,
+                         "direct_us": d * 1e6, "facade_us": f * 1e6, "facade_vs_direct": f / d,
+                         "facade_full_checks_us": full * 1e6, "full_checks_vs_direct": full / d})  # fmt: skip
+    finally:
+        attention.set_checks(None)
     return {"what": "kernel throughput, facade vs direct", "gpu": torch.cuda.get_device_name(0),
             "torch": torch.__version__, "rounds": rounds, "iters": iters, "rows": rows}  # fmt: skip
 
@@ -136,6 +149,9 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=Non
     sinks=None, score_mod=None, aux_tensors=None, ver=3, out=None):
     return q
 """
+
+
+_CHECK_LEVELS = ("off", "cheap", "full")
 
 
 def bench_overhead(rounds: int = 15, calls: int = 20000) -> dict[str, Any]:
@@ -182,24 +198,33 @@ def bench_overhead(rounds: int = 15, calls: int = 20000) -> dict[str, Any]:
                     fn(q, q, q, cu, cu, 8, 8, causal=True)
                 return (time.perf_counter() - t0) / calls
 
-            d_times, f_times = [], []
+            times: dict[str, list[float]] = {"direct": [], **{level: [] for level in _CHECK_LEVELS}}
             for _ in range(rounds):
-                d_times.append(run(direct))
-                f_times.append(run(facade))
+                times["direct"].append(run(direct))
+                for level in _CHECK_LEVELS:
+                    attention.set_checks(level)
+                    times[level].append(run(facade))
     finally:
         sys.path.remove(str(tmp))
         if saved is None:
             os.environ.pop("ACCELBRIDGE_CATALOG_PATH", None)
         else:
             os.environ["ACCELBRIDGE_CATALOG_PATH"] = saved
+        attention.set_checks(None)
         attention.reset()
-    added = statistics.median(f - d for f, d in zip(f_times, d_times))
+    d_times = times["direct"]
+    levels = {
+        level: {"facade_us": statistics.median(times[level]) * 1e6,
+                "added_us": statistics.median(f - d for f, d in zip(times[level], d_times)) * 1e6}
+        for level in _CHECK_LEVELS
+    }  # fmt: skip
     return {
         "what": "facade vs direct call of the same instant provider (sgl-kernel varlen signature), A/B",
         "rounds": rounds,
         "calls_per_round": calls,
         "direct_us": statistics.median(d_times) * 1e6,
-        "facade_us": statistics.median(f_times) * 1e6,
-        "added_us": added * 1e6,
+        "checks": levels,
+        "facade_us": levels["off"]["facade_us"],
+        "added_us": levels["off"]["added_us"],
         "target_us": 1.0,
     }

@@ -3,7 +3,8 @@
 Importing this package loads no provider; resolution happens on the first call of each op.
 """
 
-from accelbridge.attention.errors import ResolutionError, UnsupportedFeatureError
+from accelbridge.attention.checks import set_level as set_checks
+from accelbridge.attention.errors import InvalidArgumentError, ResolutionError, UnsupportedFeatureError
 from accelbridge.attention.facade import (
     chain,
     explain,
@@ -19,6 +20,7 @@ from accelbridge.attention.providers import ProviderLoadWarning
 from accelbridge.attention.resolver import Resolution
 
 __all__ = [
+    "InvalidArgumentError",
     "ProviderLoadWarning",
     "Resolution",
     "ResolutionError",
@@ -32,4 +34,5 @@ __all__ = [
     "get_scheduler_metadata",
     "reset",
     "resolve",
+    "set_checks",
 ]

@@ -23,3 +23,7 @@ class UnsupportedFeatureError(AccelbridgeError, NotImplementedError):
         lines += [f"  note: {n}" for n in notes]
         lines.append("  fix: install a provider that supports it, or drop the argument (`accelbridge explain OP`)")
         super().__init__("\n".join(lines))
+
+
+class InvalidArgumentError(AccelbridgeError, ValueError):
+    """A facade argument of the wrong dtype, shape, device or value; raised before any kernel runs."""

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from accelbridge import platforms
+from accelbridge.attention import checks as _checks
 from accelbridge.attention import metadata as _metadata
 from accelbridge.attention.errors import ResolutionError
 from accelbridge.attention.resolver import Chain, Resolution, describe, feature_values
@@ -34,6 +35,7 @@ def reset() -> None:
         _KVCACHE.clear()
         _SINGLE.clear()
         _chains.clear()
+        _checks.set_level()
 
 
 platforms.on_change(reset)
@@ -134,6 +136,8 @@ def flash_attn_varlen_func(
         fn = _VARLEN[ver]
     except (KeyError, TypeError):
         fn = _impl_for(_VARLEN, ver, _ver_op(ver, "varlen"))
+    if _checks.cheap_on:
+        _checks.varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_k, page_table, out)
     return fn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table,
               softmax_scale, causal, qv, q_descale, k_descale, v_descale, window_size, attention_chunk, softcap,
               num_splits, pack_gqa, only_qv, sm_margin, return_softmax_lse, sinks, score_mod, aux_tensors,
@@ -183,6 +187,8 @@ def flash_attn_with_kvcache(
         fn = _KVCACHE[ver]
     except (KeyError, TypeError):
         fn = _impl_for(_KVCACHE, ver, _ver_op(ver, "kvcache"))
+    if _checks.cheap_on:
+        _checks.kvcache(q, k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx, page_table, out)
     return fn(q, k_cache, v_cache, k, v, qv, rotary_cos, rotary_sin, cache_seqlens, cache_batch_idx, cache_leftpad,
               page_table, cu_seqlens_q, cu_seqlens_k_new, max_seqlen_q, rotary_seqlens, q_descale, k_descale,
               v_descale, softmax_scale, causal, window_size, attention_chunk, softcap, rotary_interleaved,
@@ -276,6 +282,8 @@ def flash_mla_with_kvcache(
         fn = _SINGLE["flashmla.kvcache"]
     except KeyError:
         fn = _impl_for(_SINGLE, "flashmla.kvcache", "flashmla.kvcache")
+    if _checks.cheap_on:
+        _checks.mla(q, k_cache, block_table, cache_seqlens, head_dim_v, is_fp8_kvcache)
     return fn(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits, softmax_scale,
               causal, descale_q, descale_k, is_fp8_kvcache, indices, attn_sink, extra_k_cache,
               extra_indices_in_kvcache, topk_length, extra_topk_length)  # fmt: skip

@@ -232,7 +232,8 @@ class _Inputs:
 
 
 def _sinks(inp: _Inputs) -> torch.Tensor | None:
-    return inp.randn(inp.case.hq, dtype=torch.float32) if inp.case.sinks else None
+    """Per-head sink logits in the input dtype, as engines keep them (sgl-kernel requires it)."""
+    return inp.randn(inp.case.hq) if inp.case.sinks else None
 
 
 def _varlen_args(inp: _Inputs) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -242,9 +243,10 @@ def _varlen_args(inp: _Inputs) -> tuple[dict[str, Any], dict[str, Any]]:
     q = inp.randn(sum(c.lens_q), c.hq, c.d)
     kw: dict[str, Any] = {"cu_seqlens_q": _cu(c.lens_q, dev), "cu_seqlens_k": _cu(lens_k, dev),
                           "max_seqlen_q": max(c.lens_q), "max_seqlen_k": max(lens_k)}  # fmt: skip
-    if c.page_size:
+    if c.page_size:  # FA's paged convention: no cu_seqlens_k, the key lengths in seqused_k
         k, kw["page_table"] = inp.paged(lens_k, c.hk, c.d)
         v = inp.randn(*k.shape[:3], dv)
+        kw["cu_seqlens_k"], kw["seqused_k"] = None, torch.tensor(lens_k, dtype=torch.int32, device=dev)
     else:
         k, v = inp.randn(sum(lens_k), c.hk, c.d), inp.randn(sum(lens_k), c.hk, dv)
     kw.update(q=q, k=k, v=v, causal=c.causal, window_size=c.window, softcap=c.softcap, sinks=_sinks(inp))
