@@ -222,6 +222,25 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return 1 if counts["FAIL"] or counts["error"] else 0
 
 
+# -- lock / download -------------------------------------------------------------------------
+def cmd_lock(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from accelbridge.attention import hub
+
+    hub.lock(Path(args.output) if args.output else None)
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from accelbridge.attention import hub
+
+    paths = hub.download()
+    print(f"{len(paths)} hub kernel(s) in the cache" + ("" if hub.lock_file().exists() else " (no lock file: "
+          "latest matching revisions; `accelbridge lock` pins them)"))  # fmt: skip
+    return 0
+
+
 # -- entry --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -264,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--simulate", metavar="SPEC")
     selftest.add_argument("--json", action="store_true")
     selftest.set_defaults(func=cmd_selftest)
+    lock = sub.add_parser("lock", help="pin the catalogs' hub kernels to commits in the kernels.lock of the cache dir")
+    lock.add_argument("--output", metavar="PATH", help="write the lock here instead")
+    lock.set_defaults(func=cmd_lock)
+    download = sub.add_parser("download", help="fetch the catalogs' hub kernels (the locked commits, if locked)")
+    download.set_defaults(func=cmd_download)
     bench = sub.add_parser("bench", help="facade overhead, kernel throughput, catalog load time")
     bench.add_argument("what", nargs="*", choices=["overhead", "throughput", "catalog"], metavar="WHAT",
                        help="overhead (default), throughput, catalog")  # fmt: skip

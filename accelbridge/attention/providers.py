@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from accelbridge.attention import hub
 from accelbridge.kernels_catalog import Source
 
 
@@ -30,14 +30,7 @@ class LoadFailure(Exception):
 
 _lock = threading.RLock()
 _modules: dict[Any, ModuleType | LoadFailure] = {}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ACCELBRIDGE_CACHE_DIR") or Path.home() / ".cache" / "accelbridge")
-
-
-def lock_file() -> Path:
-    return cache_dir() / "kernels.lock"
+_warned: set[tuple[str, str]] = set()
 
 
 @contextlib.contextmanager
@@ -57,16 +50,23 @@ def _offline(enabled: bool) -> Iterator[None]:
 
 
 def _load_hub(source: Source, trusted: bool, offline: bool) -> ModuleType:
+    """With a lock file, only the locked commit loads (checked against the catalog's pin first)."""
     import kernels
 
     trust = [source.target] if trusted else False
-    lock = lock_file()
+    lock = hub.lock_file()
     with _offline(offline):
         if lock.exists():
             try:
+                commit = hub.locked_commit(source.target, source.version, source.revision, lock)
+            except hub.LockError as e:
+                raise LoadFailure(str(e)) from None
+            try:
                 return kernels.get_locked_kernel(source.target, lockfile=lock, trust_remote_code=trust)
-            except KeyError:
-                raise LoadFailure(f"{source.target} is not in {lock}; run `accelbridge lock`") from None
+            except Exception as e:
+                text = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise LoadFailure(f"hub kernel {source.target} at locked commit {commit} could not be loaded: "
+                                  f"{text}; run `accelbridge download`") from None  # fmt: skip
         return kernels.get_kernel(
             source.target, version=source.version, revision=source.revision, trust_remote_code=trust
         )
@@ -78,7 +78,7 @@ def _load_path(source: Source, trusted: bool) -> ModuleType:
     path = Path(source.target)
     if not path.is_dir():
         raise LoadFailure(f"local kernel directory {path} does not exist")
-    return kernels.get_local_kernel(path, trust_remote_code=True)
+    return kernels.get_local_kernel(path, trust_remote_code=[str(path)] if trusted else False)
 
 
 def _load(source: Source, trusted: bool, offline: bool) -> ModuleType:
@@ -97,12 +97,14 @@ def describe_failure(source: Source, exc: BaseException, install: str | None) ->
         return str(exc)
     if isinstance(exc, ModuleNotFoundError) and source.kind == "module":
         return f"module {exc.name or source.target!r} not installed{hint}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    what = f"hub kernel {source.target}" if source.kind == "hub" else f"{source.kind} {source.target}"
+    if source.kind in ("hub", "path") and "variant" in text.lower():
+        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
+        return f"{what} has no build variant for this system (torch, backend): {text} {detail}".rstrip()
     if source.kind == "hub":
-        text = str(exc).splitlines()[0] if str(exc) else ""
         if "offline" in text.lower() or "not available in the local cache" in text:
-            return f"hub kernel {source.target} not in the local cache (offline): {text}"
-        if "variant" in text.lower():
-            return f"hub kernel {source.target} has no build variant for this system: {text}"
+            return f"hub kernel {source.target} not in the local cache (offline): {text}; run `accelbridge download`"
         return f"hub kernel {source.target} could not be loaded: {type(exc).__name__}: {text}"
     return f"loading {source.describe()} raised {type(exc).__name__}: {exc}{hint}"
 
@@ -117,15 +119,21 @@ def load_module(provider_id: str, source: Source, trusted: bool, install: str | 
                 cached = _load(source, trusted, offline)
             except Exception as e:  # any import-time failure falls through, with its reason
                 cached = LoadFailure(describe_failure(source, e, install))
-                warnings.warn(
-                    f"accelbridge: provider {provider_id!r} unavailable: {cached}; trying the next candidate",
-                    ProviderLoadWarning,
-                    stacklevel=2,
-                )
+                warn_unavailable(provider_id, str(cached))
             _modules[key] = cached
     if isinstance(cached, LoadFailure):
         raise cached
     return cached
+
+
+def warn_unavailable(provider_id: str, cause: str) -> None:
+    """One ProviderLoadWarning per provider and cause per process, however often it is resolved."""
+    with _lock:
+        if (provider_id, cause) in _warned:
+            return
+        _warned.add((provider_id, cause))
+    warnings.warn(f"accelbridge: provider {provider_id!r} unavailable: {cause}; trying the next candidate",
+                  ProviderLoadWarning, stacklevel=3)  # fmt: skip
 
 
 def resolve_function(module: ModuleType, path: str) -> Callable[..., Any]:
@@ -155,3 +163,4 @@ def clear() -> None:
     """Forget loaded modules and failures (tests; after installing a package)."""
     with _lock:
         _modules.clear()
+        _warned.clear()

@@ -118,19 +118,26 @@ class Chain:
         cand.reasons += entry.requires.platform_reasons(self.platform, Version(torch.__version__))
         if cand.reasons:
             return cand
-        try:
+        try:  # a failed load has warned already
             module = providers.load_module(
                 pid, provider.source, provider.trusted, provider.install, self.platform.simulated
             )
-            fn = providers.resolve_function(module, entry.function)
         except providers.LoadFailure as e:
             cand.reasons.append(str(e))
+            return cand
+        try:
+            fn = providers.resolve_function(module, entry.function)
+        except providers.LoadFailure as e:  # loaded, but the function is missing
+            cand.reasons.append(str(e))
+            providers.warn_unavailable(pid, f"{self.op}: {e}")
             return cand
         name = f"{getattr(module, '__name__', pid)}.{entry.function}"
         check = self.meta_checker(pid) if self.meta_checker else None
         cand.adapter = adapters.build(pid, entry, fn, OPS[self.op].facade, self.canonical, name, check)
         cand.adapter.reroute = lambda arg, args: self.reroute(index + 1, pid, arg, args)
         cand.reasons += cand.adapter.reasons
+        if cand.adapter.fn is None:  # installed, but its signature cannot serve the op
+            providers.warn_unavailable(pid, f"{self.op}: {'; '.join(cand.adapter.reasons)}")
         return cand
 
     def all(self) -> list[Candidate]:
