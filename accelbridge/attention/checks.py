@@ -182,18 +182,19 @@ def _cumulative(fn: str, name: str, cu: torch.Tensor, total: int, max_name: str,
 
 
 def _pages(fn: str, table: torch.Tensor, lengths: list[int], page_size: int, blocks: int, what: str) -> None:
+    """Every page in use names a real block. Reads the table on the host: a copy, never a kernel."""
     width = table.shape[1]
     need = [math.ceil(n / page_size) for n in lengths]
     for b, n in enumerate(need):
         if n > width:
             _fail(fn, what, f"has {width} columns but sequence {b} needs {n} pages of {page_size}",
                   "enough columns for the longest sequence")  # fmt: skip
-    used = torch.arange(width, device=table.device)[None, :] < torch.tensor(need, device=table.device)[:, None]
-    bad = used & ((table < 0) | (table >= blocks))
-    if bool(bad.any()):
-        b, col = (int(x) for x in bad.nonzero()[0])
-        entry = f"{what}[{b}, {col}]"
-        _fail(fn, entry, f"is {int(table[b, col])}", f"block ids in [0, {blocks}) for every page in use")
+    rows = table[:, : max(need, default=0)].tolist()
+    for b, (row, n) in enumerate(zip(rows, need)):
+        for col in range(n):
+            if not 0 <= row[col] < blocks:
+                entry = f"{what}[{b}, {col}]"
+                _fail(fn, entry, f"is {row[col]}", f"block ids in [0, {blocks}) for every page in use")
 
 
 def _varlen_values(fn, q, k, cu_q, cu_k, max_q, max_k, seqused_k, page_table) -> None:
