@@ -140,7 +140,7 @@ def build(
     emulating = adapt.emulate == "kvcache-via-varlen"
     rename = dict(KVCACHE_VIA_VARLEN_RENAME) if emulating else {}
     rename.update(adapt.rename)
-    blocked = KVCACHE_VIA_VARLEN_UNSUPPORTED if emulating else frozenset()
+    blocked = (KVCACHE_VIA_VARLEN_UNSUPPORTED if emulating else frozenset()) | frozenset(adapt.ignores)
     var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
     hints = HINTS.get(facade, frozenset())
     mapped: dict[str, str] = {}  # canonical -> provider parameter

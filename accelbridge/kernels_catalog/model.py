@@ -107,6 +107,7 @@ class Adapt:
     constants: dict[str, Any] = field(default_factory=dict)
     emulate: str | None = None
     kwargs: tuple[str, ...] = ()
+    ignores: tuple[str, ...] = ()  # accepted by the signature but not honoured: such calls go elsewhere
 
     @classmethod
     def from_data(cls, data: dict[str, Any] | None) -> Adapt:
@@ -118,6 +119,7 @@ class Adapt:
             constants=dict(data.get("constants", {})),
             emulate=data.get("emulate"),
             kwargs=tuple(data.get("kwargs", ())),
+            ignores=tuple(data.get("ignores", ())),
         )
 
 

@@ -52,6 +52,7 @@ ADAPT_KEYS: dict[str, Any] = {
     "constants": dict,
     "emulate": str,
     "kwargs": list,
+    "ignores": list,
 }
 WINDOW_MODES = ("as-is", "none-for-infinite", "none-if-infinite", "triple")
 RETURN_MODES = ("auto", "out", "always-tuple")
@@ -283,11 +284,12 @@ class Validator:
         for name in a.get("constants", {}):
             if not isinstance(name, str) or not _IDENT.match(name):
                 self.error(path + ("constants", name), f"constants: {name!r} must be a parameter name", key=True)
-        for i, name in enumerate(a.get("kwargs", [])):
-            if name not in canonical:
-                self.error(
-                    path + ("kwargs", i), f"kwargs: {name!r} is no argument of {op}{did_you_mean(name, canonical)}"
-                )
+        for key in ("kwargs", "ignores"):
+            for i, name in enumerate(a.get(key, [])):
+                if name not in canonical:
+                    self.error(
+                        path + (key, i), f"{key}: {name!r} is no argument of {op}{did_you_mean(name, canonical)}"
+                    )
 
 
 def _example(family: str) -> str:

@@ -232,8 +232,8 @@ class _Inputs:
 
 
 def _sinks(inp: _Inputs) -> torch.Tensor | None:
-    """Per-head sink logits in the input dtype, as engines keep them (sgl-kernel requires it)."""
-    return inp.randn(inp.case.hq) if inp.case.sinks else None
+    """Per-head sink logits in bf16, as engines keep them (sgl-kernel 0.4.5 takes no other dtype)."""
+    return inp.randn(inp.case.hq, dtype=torch.bfloat16) if inp.case.sinks else None
 
 
 def _varlen_args(inp: _Inputs) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -152,3 +152,17 @@ def test_inputs_are_random_not_zero(broken):
     inp = conformance._Inputs(conformance.cases("fa3.varlen")[0], 5, torch.device("cpu"))
     kw, _ = conformance._varlen_args(inp)
     assert kw["q"].abs().min() >= 0 and kw["q"].std() > 0.5
+
+
+@pytest.mark.filterwarnings("ignore::accelbridge.attention.providers.ProviderLoadWarning")
+def test_catalog_ignores_routes_a_dropped_argument_elsewhere(fixture_providers):
+    """sgl-kernel 0.4.5 varlen takes page_table but drops it (found by selftest on an H200): the catalog
+    says so, conformance skips that case for it with the reason, and the facade routes such calls on."""
+    (paged,) = [c for c in conformance.cases("fa3.varlen") if c.name == "paged"]
+    with platforms.simulated("cuda:sm90"):
+        r = conformance.run(paged, "sgl-kernel")
+        assert r.status == "skip" and "cannot honour page_table=" in r.detail
+        from accelbridge import attention
+
+        assert attention.resolve("fa3.varlen", page_table=True).selected == "reference"
+        assert conformance.run(paged, "reference").status == "pass"
