@@ -87,13 +87,15 @@ class Adapter:
     head_dim_ok: Callable[[int], bool] | None = None
     source: str = ""
     reroute: Callable[[str, tuple[Any, ...]], Any] | None = None
+    ignored: frozenset[str] = frozenset()  # in the signature, but the catalog says not honoured
 
     def call_reasons(self, values: dict[str, Any]) -> list[str]:
         """Why this provider cannot serve a call with these canonical argument values."""
         reasons = []
         for name, default in self.unsupported.items():
             if name in values and not is_default(values[name], default):
-                reasons.append(f"cannot honour {name}= (no such parameter in {self.source})")
+                why = "the catalog marks it ignored by" if name in self.ignored else "no such parameter in"
+                reasons.append(f"cannot honour {name}= ({why} {self.source})")
         q = values.get("q")
         if isinstance(q, torch.Tensor):
             if self.dtypes is not None and q.dtype not in self.dtypes:
@@ -141,6 +143,7 @@ def build(
     rename = dict(KVCACHE_VIA_VARLEN_RENAME) if emulating else {}
     rename.update(adapt.rename)
     blocked = (KVCACHE_VIA_VARLEN_UNSUPPORTED if emulating else frozenset()) | frozenset(adapt.ignores)
+    adapter.ignored = frozenset(adapt.ignores)
     var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
     hints = HINTS.get(facade, frozenset())
     mapped: dict[str, str] = {}  # canonical -> provider parameter
