@@ -86,6 +86,19 @@ def _heads(fn: str, hq: int, hk: int, kname: str) -> None:
         _fail(fn, "q", f"has {hq} heads and {kname} {hk}", "q heads to be a multiple of kv heads (MHA, GQA or MQA)")
 
 
+def _kv(fn: str, q: torch.Tensor, q_heads: int, names: tuple[str, str], k: Any, v: Any, ndims: tuple[int, ...],
+        form: str) -> None:  # fmt: skip
+    """Keys and values: their layout, q's dtype and device, a GQA head ratio, q's head dim."""
+    kn, vn = names
+    _tensor(fn, kn, k, ndims, form)
+    _tensor(fn, vn, v, (k.dim(),), form.replace("head_dim)", "head_dim_v)"))
+    _same(fn, q, {kn: k, vn: v})
+    _heads(fn, q_heads, k.shape[-2], kn)
+    if k.shape[-1] != q.shape[-1] or v.shape[:-1] != k.shape[:-1]:
+        _fail(fn, f"{kn}/{vn}", f"have shapes {tuple(k.shape)}/{tuple(v.shape)} for q {tuple(q.shape)}",
+              f"{kn}'s head_dim equal to q's, {vn}'s shape equal to {kn}'s but for the last dim")  # fmt: skip
+
+
 def _out(fn: str, out: Any, q: torch.Tensor, shape: tuple[int, ...]) -> None:
     if out is None:
         return
@@ -133,18 +146,8 @@ def _varlen_diagnose(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, page_table,
     fn = "flash_attn_varlen_func"
     paged = page_table is not None
     _tensor(fn, "q", q, (3,), "(total_q, num_heads, head_dim)")
-    form = (
-        "(num_blocks, page_size, num_heads_k, head_dim) with page_table"
-        if paged
-        else "(total_k, num_heads_k, head_dim)"
-    )
-    _tensor(fn, "k", k, (4,) if paged else (3,), form)
-    _tensor(fn, "v", v, (k.dim(),), form.replace("head_dim)", "head_dim_v)"))
-    _same(fn, q, {"k": k, "v": v})
-    _heads(fn, q.shape[1], k.shape[-2], "k")
-    if k.shape[-1] != q.shape[-1] or v.shape[:-1] != k.shape[:-1]:
-        _fail(fn, "k/v", f"have shapes {tuple(k.shape)}/{tuple(v.shape)} for q {tuple(q.shape)}",
-              "k's head_dim equal to q's and v's shape equal to k's but for the last dim")  # fmt: skip
+    form = _PAGED_FORM + " with page_table" if paged else "(total_k, num_heads_k, head_dim)"
+    _kv(fn, q, q.shape[1], ("k", "v"), k, v, (4,) if paged else (3,), form)
     _index(fn, "cu_seqlens_q", cu_seqlens_q, q, 1, "(batch + 1,) of cumulative query lengths")
     if cu_seqlens_q is None:
         _fail(fn, "cu_seqlens_q", "is None", "an int32 tensor (batch + 1,) of cumulative query lengths")
@@ -241,19 +244,8 @@ def _kvcache_diagnose(q, k_cache, v_cache, k, v, cache_seqlens, cache_batch_idx,
     fn = "flash_attn_with_kvcache"
     paged = page_table is not None
     _tensor(fn, "q", q, (4,), "(batch, seqlen_q, num_heads, head_dim)")
-    form = (
-        "(num_blocks, page_size, num_heads_k, head_dim)"
-        if paged
-        else "(batch_cache, seqlen_cache, num_heads_k, head_dim)"
-    )
-    _tensor(fn, "k_cache", k_cache, (4,), form)
-    _tensor(fn, "v_cache", v_cache, (4,), form.replace("head_dim)", "head_dim_v)"))
-    _same(fn, q, {"k_cache": k_cache, "v_cache": v_cache})
-    _heads(fn, q.shape[2], k_cache.shape[2], "k_cache")
-    if k_cache.shape[-1] != q.shape[-1] or v_cache.shape[:-1] != k_cache.shape[:-1]:
-        shapes = f"{tuple(k_cache.shape)}/{tuple(v_cache.shape)} for q {tuple(q.shape)}"
-        _fail(fn, "k_cache/v_cache", f"have shapes {shapes}",
-              "k_cache's head_dim equal to q's, v_cache's shape equal to k_cache's but for the last dim")  # fmt: skip
+    form = _PAGED_FORM if paged else "(batch_cache, seqlen_cache, num_heads_k, head_dim)"
+    _kv(fn, q, q.shape[2], ("k_cache", "v_cache"), k_cache, v_cache, (4,), form)
     batch = q.shape[0]
     if (k is None) != (v is None):
         _fail(fn, "k" if k is None else "v", "is None but the other is given", "both new k and v, or neither")
