@@ -7,5 +7,16 @@ class AccelbridgeError(Exception):
     """Base of every error accelbridge raises on purpose."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ("" if it has none): enough for a table or a warning."""
+    text = str(exc)
+    return text.splitlines()[0] if text else ""
+
+
+def summary(exc: BaseException) -> str:
+    """``TypeName: first line of the message``."""
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
 class PlatformError(AccelbridgeError, ValueError):
     """Bad platform name, simulation spec, arch or rule: a user input error."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from accelbridge.errors import AccelbridgeError
+from accelbridge.errors import AccelbridgeError, summary
 
 
 class LockError(AccelbridgeError):
@@ -141,7 +141,7 @@ def lock(
         try:
             resolved = resolve(hk.dependency())
         except Exception as e:  # network, trust, missing repo: reported per kernel
-            failures.append(f"{hk.repo} ({hk.spec}): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            failures.append(f"{hk.repo} ({hk.spec}): {summary(e)}")
             progress(f"      failed: {failures[-1]}")
             continue
         merged.update(resolved)
@@ -183,7 +183,7 @@ def download(
         try:
             where = install(hk.repo, revision, version, hk.trust())
         except Exception as e:
-            failures.append(f"{hk.repo} ({how}): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            failures.append(f"{hk.repo} ({how}): {summary(e)}")
             progress(f"      failed: {failures[-1]}")
             continue
         done.append(Path(where))

@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from accelbridge.attention import hub
+from accelbridge.errors import first_line
 from accelbridge.kernels_catalog import Source
 
 
@@ -64,7 +65,7 @@ def _load_hub(source: Source, trusted: bool, offline: bool) -> ModuleType:
             try:
                 return kernels.get_locked_kernel(source.target, lockfile=lock, trust_remote_code=trust)
             except Exception as e:
-                text = str(e).splitlines()[0] if str(e) else type(e).__name__
+                text = first_line(e) or type(e).__name__
                 raise LoadFailure(f"hub kernel {source.target} at locked commit {commit} could not be loaded: "
                                   f"{text}; run `accelbridge download`") from None  # fmt: skip
         return kernels.get_kernel(
@@ -97,7 +98,7 @@ def describe_failure(source: Source, exc: BaseException, install: str | None) ->
         return str(exc)
     if isinstance(exc, ModuleNotFoundError) and source.kind == "module":
         return f"module {exc.name or source.target!r} not installed{hint}"
-    text = str(exc).splitlines()[0] if str(exc) else ""
+    text = first_line(exc)
     what = f"hub kernel {source.target}" if source.kind == "hub" else f"{source.kind} {source.target}"
     if source.kind in ("hub", "path") and "variant" in text.lower():
         detail = " ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())

@@ -21,6 +21,7 @@ import torch
 
 from accelbridge import platforms
 from accelbridge.attention import reference
+from accelbridge.errors import summary
 from accelbridge.platforms.dtypes import DTYPE_ATTRS
 
 CHECKED_OPS = ("fa3.varlen", "fa3.kvcache", "fa4.varlen", "fa4.kvcache", "flashmla.kvcache")
@@ -357,7 +358,7 @@ def run(case: Case, provider: str, seed: int | None = None) -> Result:
     try:
         got = cand.adapter.fn(*bound.arguments.values())
     except Exception as e:  # a kernel error is a conformance failure of this case, reported
-        result.status, result.detail = "error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        result.status, result.detail = "error", summary(e)
         return result
     return _judge(result, case, kw, got, expected, expected_kw)
 
