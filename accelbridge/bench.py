@@ -174,6 +174,7 @@ def bench_overhead(rounds: int = 15, calls: int = 20000) -> dict[str, Any]:
     (tmp / "instant_fa3.py").write_text(textwrap.dedent(_INSTANT))
     (tmp / "bench.yaml").write_text(
         "schema: 1\nplatform: cpu\nproviders:\n  instant:\n    source: {module: instant_fa3}\n"
+        "    validates: [dtype, shape]\n"
         "    ops:\n      fa3.varlen: {function: flash_attn_varlen_func}\norder:\n  fa3.varlen: [instant]\n"
     )
     sys.path.insert(0, str(tmp))

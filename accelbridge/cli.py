@@ -84,14 +84,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _resolution_table(platform) -> list[dict[str, Any]]:
     """One row per op: the provider that would serve it here, or why none would."""
-    from accelbridge import platforms
+    from accelbridge import ops, platforms
     from accelbridge.attention import chain
     from accelbridge.attention.resolver import describe
-    from accelbridge.kernels_catalog import OP_IDS
 
     rows = []
     with platforms.simulated(platform) if platform is not platforms.current() else contextlib.nullcontext():
-        for op in OP_IDS:
+        for op in ops.ids():
             r = describe(chain(op), load_all=False)
             skipped = [f"{c['provider']}: {'; '.join(c['reasons'])}" for c in r.candidates if c["viable"] is False]
             rows.append({"op": op, "selected": r.selected, "note": " | ".join(skipped)})
@@ -162,6 +161,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from accelbridge import bench
 
     results = []
+    unknown = [w for w in args.what if w not in ("overhead", "throughput", "catalog")]
+    if unknown:
+        raise AccelbridgeError(f"bench: unknown measurement {unknown[0]!r}; valid: overhead, throughput, catalog")
     for what in args.what or ["overhead"]:
         result = getattr(bench, f"bench_{what}")()
         results.append(result)
@@ -188,13 +190,16 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     from accelbridge import platforms
     from accelbridge.testing import conformance
 
-    if args.op and args.op not in conformance.CHECKED_OPS:
-        raise AccelbridgeError(f"selftest: no checks for op {args.op!r}; valid: {', '.join(conformance.CHECKED_OPS)}")
+    checked = conformance.checked_ops()
+    if args.op and args.op not in checked:
+        raise AccelbridgeError(f"selftest: no checks for op {args.op!r}; valid: {', '.join(checked)}")
     seed = conformance.new_seed() if args.seed is None else args.seed
     with platforms.simulated(args.simulate) if args.simulate else contextlib.nullcontext():
         p = platforms.current()
-        if args.provider and args.provider not in p.catalog().providers:
-            valid = ", ".join(p.catalog().providers)
+        from accelbridge import kernels_catalog
+
+        if args.provider and args.provider not in kernels_catalog.load(p).providers:
+            valid = ", ".join(kernels_catalog.load(p).providers)
             raise AccelbridgeError(f"selftest: no provider {args.provider!r} in the {p.name} catalog; valid: {valid}")
         where = f"{p.name} {p.arch().name}" + (f" (simulated {p.spec})" if p.simulated else "")
         if not args.json:
@@ -243,6 +248,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 # -- entry --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from accelbridge import ops
+
     parser = argparse.ArgumentParser(
         prog="accelbridge",
         description="What this accelerator can run, why, and running it.",
@@ -256,8 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     explain = sub.add_parser("explain", help="why each provider of an op is or is not used here")
-    explain.add_argument("op", metavar="OP", help="fa3.varlen, fa3.kvcache, fa3.scheduler_metadata, fa4.varlen, "
-                         "fa4.kvcache, flashmla.metadata, flashmla.kvcache")  # fmt: skip
+    explain.add_argument("op", metavar="OP", help=", ".join(ops.ids()))
     explain.add_argument("--simulate", metavar="SPEC")
     explain.add_argument("--json", action="store_true")
     explain.set_defaults(func=cmd_explain)
@@ -275,8 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     matrix = csub.add_parser("matrix", help="markdown support matrix of the built-in catalogs")
     matrix.set_defaults(func=cmd_catalog_matrix)
     selftest = sub.add_parser("selftest", help="every available provider vs the float32 reference (conformance)")
-    selftest.add_argument("--op", metavar="OP", help="one op: fa3.varlen, fa3.kvcache, fa4.varlen, fa4.kvcache, "
-                          "flashmla.kvcache (default: all)")  # fmt: skip
+    checked = ", ".join(op for op, spec in ops.OPS.items() if spec.cases is not None)
+    selftest.add_argument("--op", metavar="OP", help=f"one op: {checked} (default: all)")
     selftest.add_argument("--provider", metavar="P", help="one provider id of the current catalog (default: all)")
     selftest.add_argument("--full", action="store_true", help="add the dtype x GQA x head dim x mask cross product")
     selftest.add_argument("--seed", type=int, help="reuse the inputs of an earlier run (printed in its header)")
@@ -289,8 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     download = sub.add_parser("download", help="fetch the catalogs' hub kernels (the locked commits, if locked)")
     download.set_defaults(func=cmd_download)
     bench = sub.add_parser("bench", help="facade overhead, kernel throughput, catalog load time")
-    bench.add_argument("what", nargs="*", choices=["overhead", "throughput", "catalog"], metavar="WHAT",
-                       help="overhead (default), throughput, catalog")  # fmt: skip
+    bench.add_argument("what", nargs="*", metavar="WHAT", help="overhead (default), throughput, catalog")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
     return parser

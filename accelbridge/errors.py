@@ -20,3 +20,7 @@ def summary(exc: BaseException) -> str:
 
 class PlatformError(AccelbridgeError, ValueError):
     """Bad platform name, simulation spec, arch or rule: a user input error."""
+
+
+class InvalidArgumentError(AccelbridgeError, ValueError):
+    """An op argument of the wrong dtype, shape, device or value; raised before any kernel runs."""

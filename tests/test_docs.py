@@ -36,5 +36,5 @@ def test_porting_guide_musa_steps(fixture_providers, tmp_path, monkeypatch, caps
     assert cli.main(["explain", "fa3.scheduler_metadata", "--simulate", "musa:mp31"]) == 0
     assert "renamed num_heads->num_heads_q, num_heads_k->num_heads_kv" in capsys.readouterr().out
     assert cli.main(["selftest", "--simulate", "musa:mp31", "--provider", "mate"]) == 0
-    assert "28 case(s) run: 28 passed, 0 FAILED, 0 errors; 3 skipped" in capsys.readouterr().out
+    assert "34 case(s) run: 34 passed, 0 FAILED, 0 errors; 7 skipped" in capsys.readouterr().out
     assert "28 cases" in text and "skips 3" in text

@@ -3,8 +3,14 @@
 Importing this package loads no provider; resolution happens on the first call of each op.
 """
 
+from accelbridge.attention import checks
 from accelbridge.attention.checks import set_level as set_checks
-from accelbridge.attention.errors import InvalidArgumentError, ResolutionError, UnsupportedFeatureError
+from accelbridge.attention.errors import (
+    InvalidArgumentError,
+    ProviderContractError,
+    ResolutionError,
+    UnsupportedFeatureError,
+)
 from accelbridge.attention.facade import (
     chain,
     explain,
@@ -21,11 +27,13 @@ from accelbridge.attention.resolver import Resolution
 
 __all__ = [
     "InvalidArgumentError",
+    "ProviderContractError",
     "ProviderLoadWarning",
     "Resolution",
     "ResolutionError",
     "UnsupportedFeatureError",
     "chain",
+    "checks",
     "explain",
     "flash_attn_varlen_func",
     "flash_attn_with_kvcache",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from accelbridge.errors import AccelbridgeError
+from accelbridge.errors import AccelbridgeError, InvalidArgumentError
+
+__all__ = ["InvalidArgumentError", "ProviderContractError", "ResolutionError", "UnsupportedFeatureError"]
 
 
 class ResolutionError(AccelbridgeError, ValueError):
@@ -25,5 +27,5 @@ class UnsupportedFeatureError(AccelbridgeError, NotImplementedError):
         super().__init__("\n".join(lines))
 
 
-class InvalidArgumentError(AccelbridgeError, ValueError):
-    """A facade argument of the wrong dtype, shape, device or value; raised before any kernel runs."""
+class ProviderContractError(AccelbridgeError, RuntimeError):
+    """A provider returned something its catalog entry does not describe (fix the entry's adapt block)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accelbridge import env
 from accelbridge.errors import AccelbridgeError, summary
 
 
@@ -28,7 +29,7 @@ NETWORK_HINT = ("lock and download need huggingface.co; on a machine without it,
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("ACCELBRIDGE_CACHE_DIR") or Path.home() / ".cache" / "accelbridge")
+    return Path(env.get("ACCELBRIDGE_CACHE_DIR") or Path.home() / ".cache" / "accelbridge")
 
 
 def lock_file() -> Path:

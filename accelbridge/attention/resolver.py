@@ -1,15 +1,13 @@
 """Resolution: which provider serves an op here, and why each other one does not.
 
-A ``Chain`` holds an op's candidates in order (catalog order, then env pins and
-preferences). Candidates are examined lazily: platform requirements, then loading, then
-the adapter built from the signature. The first viable one serves; a call it cannot honour
-is handed down the chain; when none can, ``UnsupportedFeatureError`` lists every reason.
+A ``Chain`` holds an op's candidates in order (catalog order, then env pins and preferences).
+Candidates are examined lazily: platform requirements, then loading, then binding the
+provider's signature. The first viable one serves; a call it cannot honour is handed down the
+chain; when none can, ``UnsupportedFeatureError`` lists every reason.
 """
 
 from __future__ import annotations
 
-import inspect
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,23 +16,38 @@ from typing import Any
 import torch
 from packaging.version import Version
 
-from accelbridge.attention import adapters, providers
+from accelbridge import env, kernels_catalog, ops
+from accelbridge.attention import adapters, checks, providers
 from accelbridge.attention.errors import ResolutionError, UnsupportedFeatureError
-from accelbridge.kernels_catalog import OP_FAMILIES, OP_IDS, OPS, Catalog
+from accelbridge.kernels_catalog import Catalog
 
-SGL_FA3_HUB = "hub-sgl-fa3"
+
+@dataclass(frozen=True)
+class EnvPreference:
+    """An engine's variable that moves a provider to the front of an op family's candidates."""
+
+    variable: str
+    value: str
+    family: str
+    provider: str
+    platform: str  # where the catalog must define the provider (elsewhere the preference is a note)
+
+
+# sglang: SGLANG_USE_SGL_FA3_KERNEL=0 means "use the hub FA3 build instead of sgl-kernel's"
+PREFERENCES = (EnvPreference("SGLANG_USE_SGL_FA3_KERNEL", "0", "fa3", "hub-sgl-fa3", "cuda"),)
 
 
 @dataclass
 class Candidate:
     provider_id: str
-    adapter: adapters.Adapter | None = None
+    binding: adapters.Binding | None = None
     reasons: list[str] = field(default_factory=list)
     source: str = ""
+    compiled: dict[str, Callable[..., Any]] = field(default_factory=dict)  # check level -> call
 
     @property
     def viable(self) -> bool:
-        return self.adapter is not None and self.adapter.fn is not None
+        return self.binding is not None and self.binding.ok
 
 
 def parse_provider_pins(text: str, catalog: Catalog) -> dict[str, str]:
@@ -44,8 +57,8 @@ def parse_provider_pins(text: str, catalog: Catalog) -> dict[str, str]:
         key, sep, pid = (s.strip() for s in item.partition("="))
         if not sep or not key or not pid:
             raise ResolutionError(f"ACCELBRIDGE_PROVIDERS: bad entry {item!r}; expected OP_OR_FAMILY=PROVIDER")
-        if key not in OP_IDS and key not in OP_FAMILIES:
-            valid = ", ".join((*OP_FAMILIES, *OP_IDS))
+        if key not in ops.OPS and key not in ops.FAMILIES:
+            valid = ", ".join((*ops.FAMILIES, *ops.ids()))
             raise ResolutionError(f"ACCELBRIDGE_PROVIDERS: unknown op or family {key!r}; valid: {valid}")
         if pid not in catalog.providers:
             valid = ", ".join(catalog.providers)
@@ -60,43 +73,37 @@ def parse_provider_pins(text: str, catalog: Catalog) -> dict[str, str]:
 def candidate_ids(op: str, catalog: Catalog) -> tuple[list[str], list[str]]:
     """The provider ids to try for ``op``, and notes on how the env changed the catalog order."""
     ids, notes = list(catalog.candidates(op)), []
-    family = OPS[op].family
-    pins = parse_provider_pins(os.environ.get("ACCELBRIDGE_PROVIDERS", ""), catalog)
+    family = ops.get(op).family
+    pins = parse_provider_pins(env.get("ACCELBRIDGE_PROVIDERS"), catalog)
     pinned = pins.get(op) or pins.get(family)
     if pinned:
         notes.append(f"pinned to {pinned} by ACCELBRIDGE_PROVIDERS")
         return [pinned], notes
-    if family == "fa3" and os.environ.get("SGLANG_USE_SGL_FA3_KERNEL", "").strip() == "0":
-        if SGL_FA3_HUB not in catalog.providers:
-            if catalog.platform == "cuda":
+    for pref in PREFERENCES:
+        if pref.family != family or env.get(pref.variable) != pref.value:
+            continue
+        setting = f"{pref.variable}={pref.value}"
+        if pref.provider not in catalog.providers:
+            if catalog.platform == pref.platform:
                 valid = ", ".join(catalog.providers)
-                raise ResolutionError(
-                    f"SGLANG_USE_SGL_FA3_KERNEL=0 asks for provider {SGL_FA3_HUB!r}, which the cuda catalog "
-                    f"does not define; valid: {valid}"
-                )
-            notes.append(f"SGLANG_USE_SGL_FA3_KERNEL=0 ignored: no {SGL_FA3_HUB} on {catalog.platform}")
-        elif SGL_FA3_HUB in ids:
-            ids.remove(SGL_FA3_HUB)
-            ids.insert(0, SGL_FA3_HUB)
-            notes.append(f"{SGL_FA3_HUB} preferred by SGLANG_USE_SGL_FA3_KERNEL=0")
+                raise ResolutionError(f"{setting} asks for provider {pref.provider!r}, which the {catalog.platform} "
+                                      f"catalog does not define; valid: {valid}")  # fmt: skip
+            notes.append(f"{setting} ignored: no {pref.provider} on {catalog.platform}")
+        elif pref.provider in ids:
+            ids.remove(pref.provider)
+            ids.insert(0, pref.provider)
+            notes.append(f"{pref.provider} preferred by {setting}")
     return ids, notes
 
 
 class Chain:
     """The candidates of one op on one platform, examined lazily and cached."""
 
-    def __init__(
-        self,
-        op: str,
-        platform: Any,
-        canonical: inspect.Signature,
-        meta_checker: Callable[[str], Callable[..., Any]] | None = None,
-    ):
+    def __init__(self, op: str, platform: Any):
         self.op = op
+        self.spec = ops.get(op)
         self.platform = platform
-        self.canonical = canonical
-        self.meta_checker = meta_checker  # provider id -> scheduler-metadata check (kvcache ops)
-        self.catalog = platform.catalog()
+        self.catalog = kernels_catalog.load(platform)
         self.ids, self.notes = candidate_ids(op, self.catalog)
         self._candidates: dict[int, Candidate] = {}
         self._lock = threading.RLock()
@@ -104,10 +111,13 @@ class Chain:
     def candidate(self, i: int) -> Candidate:
         with self._lock:
             if i not in self._candidates:
-                self._candidates[i] = self._examine(self.ids[i], i)
+                self._candidates[i] = self._examine(self.ids[i])
             return self._candidates[i]
 
-    def _examine(self, pid: str, index: int) -> Candidate:
+    def index(self, provider_id: str) -> int | None:
+        return self.ids.index(provider_id) if provider_id in self.ids else None
+
+    def _examine(self, pid: str) -> Candidate:
         provider = self.catalog.providers[pid]
         entry = provider.ops.get(self.op)
         cand = Candidate(pid)
@@ -132,43 +142,50 @@ class Chain:
             providers.warn_unavailable(pid, f"{self.op}: {e}")
             return cand
         name = f"{getattr(module, '__name__', pid)}.{entry.function}"
-        check = self.meta_checker(pid) if self.meta_checker else None
-        cand.adapter = adapters.build(pid, entry, fn, OPS[self.op].facade, self.canonical, name, check)
-        cand.adapter.reroute = lambda arg, args: self.reroute(index + 1, pid, arg, args)
-        cand.reasons += cand.adapter.reasons
-        if cand.adapter.fn is None:  # installed, but its signature cannot serve the op
-            providers.warn_unavailable(pid, f"{self.op}: {'; '.join(cand.adapter.reasons)}")
+        cand.binding = adapters.bind(pid, self.spec, entry, fn, name)
+        cand.reasons += cand.binding.reasons
+        if not cand.binding.ok:  # installed, but its signature cannot serve the op
+            providers.warn_unavailable(pid, f"{self.op}: {'; '.join(cand.binding.reasons)}")
         return cand
 
     def all(self) -> list[Candidate]:
         return [self.candidate(i) for i in range(len(self.ids))]
 
-    def first_viable(self) -> Candidate | None:
-        for i in range(len(self.ids)):
-            if self.candidate(i).viable:
-                return self.candidate(i)
-        return None
+    def first_viable(self) -> int | None:
+        return next((i for i in range(len(self.ids)) if self.candidate(i).viable), None)
+
+    def call(self, i: int) -> Callable[..., Any]:
+        """Candidate ``i``'s compiled call at the current check level (it must be viable)."""
+        cand, level = self.candidate(i), checks.level()
+        fn = cand.compiled.get(level)
+        if fn is None:
+            fn = cand.compiled[level] = adapters.compile_call(
+                cand.binding,  # type: ignore[arg-type]
+                level,
+                lambda arg, args, i=i: self.reroute(i + 1, arg, args),
+            )
+        return fn
 
     def impl(self) -> Callable[..., Any]:
-        """The steady-state function for calls of this op: the first viable adapter."""
+        """The steady-state function for calls of this op: the first viable provider's call."""
         first = self.first_viable()
         if first is not None:
-            return first.adapter.fn  # type: ignore[union-attr]
-        return lambda *args: self.reroute(len(self.ids), None, None, args)
+            return self.call(first)
+        return lambda *args: self.reroute(len(self.ids), None, args)
 
-    def reroute(self, start: int, refused_by: str | None, arg: str | None, args: tuple[Any, ...]) -> Any:
+    def reroute(self, start: int, arg: str | None, args: tuple[Any, ...]) -> Any:
         """A provider refused this call: try the next ones; none left raises with every reason."""
-        values = dict(zip(self.canonical.parameters, args))
+        values = dict(zip(self.spec.names, args))
         for i in range(start, len(self.ids)):
             cand = self.candidate(i)
-            if cand.viable and not cand.adapter.call_reasons(values):  # type: ignore[union-attr]
-                return cand.adapter.fn(*args)  # type: ignore[union-attr]
-        reasons = {}
-        for cand in self.all():
-            reasons[cand.provider_id] = cand.reasons or cand.adapter.call_reasons(values)  # type: ignore[union-attr]
-        if self.op == "fa3.scheduler_metadata":
+            if cand.viable and not cand.binding.call_reasons(values):  # type: ignore[union-attr]
+                return self.call(i)(*args)
+        if self.spec.without_provider == "none":
             return None  # no provider plans scheduling here: a no-op, callers stay unchanged
-        raise UnsupportedFeatureError(self.op, arg, reasons, self.notes)
+        raise UnsupportedFeatureError(self.op, arg, self.reasons(values), self.notes)
+
+    def reasons(self, values: dict[str, Any]) -> dict[str, list[str]]:
+        return {c.provider_id: c.reasons or c.binding.call_reasons(values) for c in self.all()}  # type: ignore[union-attr]
 
 
 @dataclass
@@ -183,29 +200,24 @@ class Resolution:
     notes: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "op": self.op,
-            "platform": self.platform,
-            "arch": self.arch,
-            "selected": self.selected,
-            "candidates": self.candidates,
-            "notes": self.notes,
-        }
+        return {"op": self.op, "platform": self.platform, "arch": self.arch, "selected": self.selected,
+                "candidates": self.candidates, "notes": self.notes}  # fmt: skip
 
 
-_FEATURE_ALIASES = {"dtype", "head_dim"}
+FEATURE_ALIASES = ("dtype", "head_dim")
 
 
 def feature_values(op: str, features: dict[str, Any]) -> dict[str, Any]:
     """resolve() features -> canonical values: dtype/head_dim shape a fake q; others are arguments."""
-    unknown = set(features) - set(OPS[op].args) - _FEATURE_ALIASES
+    spec = ops.get(op)
+    unknown = set(features) - set(spec.params) - set(FEATURE_ALIASES)
     if unknown:
         raise ResolutionError(f"resolve({op!r}): unknown feature(s) {sorted(unknown)}; use dtype, head_dim "
-                              f"or argument names of {OPS[op].facade}")  # fmt: skip
-    values = {k: v for k, v in features.items() if k not in _FEATURE_ALIASES}
+                              f"or argument names of {spec.facade}")  # fmt: skip
+    values = {k: v for k, v in features.items() if k not in FEATURE_ALIASES}
     for name, value in list(values.items()):
-        if value is True and name not in ("causal", "return_softmax_lse", "is_fp8_kvcache"):
-            values[name] = object()  # "this call passes a non-default value"
+        if value is True and spec.params[name].default is not False:
+            values[name] = object()  # "this call passes a non-inert value"
     if "dtype" in features or "head_dim" in features:
         dtype = features.get("dtype", torch.bfloat16)
         if isinstance(dtype, str):
@@ -226,11 +238,11 @@ def describe(chain: Chain, values: dict[str, Any] | None = None, load_all: bool 
             continue
         reasons = list(cand.reasons)
         if cand.viable:
-            reasons += cand.adapter.call_reasons(values)  # type: ignore[union-attr]
+            reasons += cand.binding.call_reasons(values)  # type: ignore[union-attr]
         viable = not reasons
         row = {"provider": cand.provider_id, "viable": viable, "reasons": reasons, "source": cand.source}
-        if cand.adapter is not None and cand.adapter.fn is not None:
-            row["adapts"] = cand.adapter.notes
+        if cand.viable:
+            row["adapts"] = cand.binding.notes  # type: ignore[union-attr]
         rows.append(row)
         if viable and selected is None:
             selected = cand.provider_id

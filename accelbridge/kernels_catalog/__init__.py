@@ -3,13 +3,9 @@
 from accelbridge.kernels_catalog.errors import CatalogError, Issue
 from accelbridge.kernels_catalog.loader import BUILTIN_DIR, clear_cache, load, overlay_files, validate_file
 from accelbridge.kernels_catalog.model import Adapt, Catalog, OpEntry, Provider, Requirements, Source
-from accelbridge.kernels_catalog.ops import OP_FAMILIES, OP_IDS, OPS
 
 __all__ = [
     "BUILTIN_DIR",
-    "OPS",
-    "OP_FAMILIES",
-    "OP_IDS",
     "Adapt",
     "Catalog",
     "CatalogError",

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from accelbridge import env
 from accelbridge.kernels_catalog.errors import CatalogError, Issue
 from accelbridge.kernels_catalog.model import Adapt, Catalog, OpEntry, Provider, Requirements, Source
 from accelbridge.kernels_catalog.schema import Validator
@@ -33,7 +34,7 @@ def builtin_file(platform: str) -> Path | None:
 def overlay_files() -> list[Path]:
     """Files named by ACCELBRIDGE_CATALOG_PATH (directories give their *.yaml in name order)."""
     files: list[Path] = []
-    for entry in filter(None, os.environ.get("ACCELBRIDGE_CATALOG_PATH", "").split(os.pathsep)):
+    for entry in filter(None, env.get("ACCELBRIDGE_CATALOG_PATH").split(os.pathsep)):
         path = Path(entry)
         if path.is_dir():
             files += sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
@@ -131,6 +132,7 @@ def _build(platform: str, merged: dict[str, Any], files: list[str]) -> Catalog:
                 base_req & Requirements.from_data(e.get("requires")),
                 Adapt.from_data(e.get("adapt")),
                 e["_origin"],
+                frozenset(p.get("validates", ())),
             )
             for op, e in p["ops"].items()
         }

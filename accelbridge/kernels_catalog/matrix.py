@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from accelbridge import ops
 from accelbridge.kernels_catalog.loader import load
-from accelbridge.kernels_catalog.ops import OP_IDS
 
 BUILTIN_PLATFORMS = ("cuda", "rocm", "musa", "cpu")
 HEADER = (
@@ -18,7 +18,7 @@ HEADER = (
 def support_matrix(platforms: tuple[str, ...] = BUILTIN_PLATFORMS) -> str:
     catalogs = {p: load(p) for p in platforms}
     lines = [HEADER]
-    for op in OP_IDS:
+    for op in ops.ids():
         lines.append(f"\n## `{op}`\n")
         lines.append("| platform | # | provider | source | arch | toolkit | torch | dtypes | head_dim |")
         lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -130,6 +130,7 @@ class OpEntry:
     requires: Requirements  # provider-level AND op-level
     adapt: Adapt
     origin: str
+    validates: frozenset[str] = frozenset()  # checks the provider's kernel performs itself (dtype, shape, device)
 
 
 @dataclass(frozen=True)

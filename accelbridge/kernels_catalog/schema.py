@@ -8,11 +8,11 @@ from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
+from accelbridge import ops
 from accelbridge.errors import PlatformError
 from accelbridge.kernels_catalog.errors import Issue
-from accelbridge.kernels_catalog.ops import OP_IDS, OPS
 from accelbridge.kernels_catalog.yamlmarks import Document, Path
-from accelbridge.platforms.arch import Arch, family_vendor
+from accelbridge.platforms.arch import family_vendor
 from accelbridge.platforms.dtypes import DTYPE_NAMES
 from accelbridge.platforms.rules import ArchRule, parse_int_rule
 
@@ -25,7 +25,10 @@ PROVIDER_KEYS: dict[str, Any] = {
     "requires": dict,
     "ops": dict,
     "trusted": bool,
+    "validates": list,
 }
+# what a provider's kernel checks itself, with a clear error (the facade's cheap level then skips it)
+VALIDATES = ("dtype", "shape", "device")
 SOURCE_KINDS = ("module", "hub", "path", "builtin")
 SOURCE_KEYS: dict[str, Any] = {
     "module": str,
@@ -147,9 +150,9 @@ class Validator:
         return self.issues
 
     def op_id(self, path: Path, op: Any) -> bool:
-        if op in OP_IDS:
+        if op in ops.OPS:
             return True
-        self.error(path, f"unknown op {op!r}{did_you_mean(op, OP_IDS)}; valid ops: {', '.join(OP_IDS)}", key=True)
+        self.error(path, f"unknown op {op!r}{did_you_mean(op, ops.ids())}; valid ops: {', '.join(ops.ids())}", key=True)
         return False
 
     def order(self, path: Path, op: Any, ids: Any, ops_of: dict[str, set[str]]) -> None:
@@ -186,6 +189,10 @@ class Validator:
             self.source(path + ("source",), p["source"])
         if "requires" in p:
             self.requires(path + ("requires",), p["requires"])
+        for i, what in enumerate(p.get("validates", [])):
+            if what not in VALIDATES:
+                self.error(path + ("validates", i), f"validates: unknown check kind {what!r}"
+                           f"{did_you_mean(str(what), VALIDATES)}; valid: {', '.join(VALIDATES)}")  # fmt: skip
         served: set[str] = set()
         for op, entry in p.get("ops", {}).items():
             if not self.op_id(path + ("ops", op), op):
@@ -268,7 +275,7 @@ class Validator:
 
     def adapt(self, path: Path, op: str, adapt: dict[str, Any]) -> None:
         a = self.mapping(path, adapt, ADAPT_KEYS, "adapt")
-        canonical = OPS[op].args
+        canonical = ops.get(op).names
         for name, target in a.get("rename", {}).items():
             if name not in canonical:
                 hint = did_you_mean(name, canonical)
@@ -294,7 +301,3 @@ class Validator:
 
 def _example(family: str) -> str:
     return {"sm": "sm90", "gfx": "gfx942", "mp": "mp31", "cpu": "cpu"}.get(family, f"{family}12")
-
-
-def example_arch(family: str) -> Arch:
-    return Arch.parse(_example(family))

@@ -6,11 +6,11 @@ answers; ``simulated(SPEC)`` makes one current inside a ``with`` block.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from accelbridge import env
 from accelbridge.errors import PlatformError
 from accelbridge.platforms.arch import Arch, ArchMismatchError, register_family
 from accelbridge.platforms.base import Platform
@@ -75,7 +75,7 @@ def current() -> Platform:
     if _detected is None:
         with _lock:
             if _detected is None:
-                spec = os.environ.get("ACCELBRIDGE_SIMULATE", "").strip()
+                spec = env.get("ACCELBRIDGE_SIMULATE")
                 plugins = _plugin_records()
                 _detected = simulate(spec) if spec else detect(plugins)
     return _detected

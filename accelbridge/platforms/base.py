@@ -79,15 +79,6 @@ class Platform:
     def fp8_e4m3_dtype(self) -> torch.dtype:
         return torch_dtype(self.fp8_e4m3_dtype_attr)
 
-    def catalog(self) -> Any:
-        """This platform's merged, validated kernel catalog.
-
-        The catalog layer sits above this one, so it is imported here, on demand only.
-        """
-        from accelbridge.kernels_catalog import load
-
-        return load(self)
-
     def describe(self) -> dict[str, Any]:
         """The JSON-serialisable report `accelbridge info --json` prints."""
         available = self.is_available()

@@ -5,11 +5,11 @@ Nothing here runs at import time; probing happens on the first ``platforms.curre
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
+from accelbridge import env
 from accelbridge.errors import PlatformError
 from accelbridge.platforms.base import Platform
 from accelbridge.platforms.cpu import CpuPlatform
@@ -80,7 +80,7 @@ def platform_classes(plugins: list[PluginRecord]) -> dict[str, type[Platform]]:
 def detect(plugins: list[PluginRecord]) -> Platform:
     """The active platform of this process (simulation is handled by the caller)."""
     classes = platform_classes(plugins)
-    forced = os.environ.get("ACCELBRIDGE_PLATFORM", "").strip()
+    forced = env.get("ACCELBRIDGE_PLATFORM")
     if forced:
         if forced not in classes:
             raise PlatformError(

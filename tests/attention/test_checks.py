@@ -27,7 +27,9 @@ def spy(tmp_path, monkeypatch):
     monkeypatch.setenv("ACCELBRIDGE_CATALOG_PATH", str(tmp_path / "spy.yaml"))
     platforms.reset()
     spy_provider.CALLS.clear()
+    attention.set_checks("full")  # value checks are opt-in; these tests cover them
     yield spy_provider.CALLS
+    attention.set_checks(None)
 
 
 def varlen(rng, lens=(3, 5), hq=4, hk=2, d=16, dtype=torch.bfloat16):
@@ -83,7 +85,7 @@ VARLEN_CASES = [
      "out is torch.bfloat16 (8, 4, 8) on cpu; expected torch.bfloat16 (8, 4, 16) on cpu"),
     ("out dtype", lambda kw: _with(kw, out=torch.empty(8, 4, 16)), "out is torch.float32 (8, 4, 16)"),
     ("out device", lambda kw: _with(kw, out=torch.empty(8, 4, 16, dtype=torch.bfloat16, device="meta")),
-     "out is torch.bfloat16 (8, 4, 16) on meta; expected torch.bfloat16 (8, 4, 16) on cpu"),
+     "out is on meta but q is on cpu; expected every tensor on q's device"),
     ("not a tensor", lambda kw: _with(kw, k=kw["k"].tolist()), "k is list; expected a tensor"),
 ]  # fmt: skip
 
@@ -108,7 +110,7 @@ PAGED_CASES = [
      "cu_seqlens_k is given with page_table; expected cu_seqlens_k=None and the key lengths in seqused_k"),
     ("no seqused_k", lambda kw: _with(kw, seqused_k=None), "seqused_k is None with page_table"),
     ("3-d pool", lambda kw: _with(kw, k=kw["k"][0], v=kw["v"][0]),
-     "k has shape (4, 2, 16); expected (num_blocks, page_size, num_heads_k, head_dim) with page_table"),
+     "k has shape (4, 2, 16); expected a tensor (num_blocks, page_size, num_heads_k, head_dim) with page_table"),
 ]  # fmt: skip
 
 
@@ -181,7 +183,7 @@ def test_bad_paged_kvcache_and_mla(rng, spy):
 
 def test_cheap_level_skips_value_checks_but_keeps_metadata_checks(rng, spy, monkeypatch):
     monkeypatch.setenv("ACCELBRIDGE_CHECKS", "cheap")
-    attention.reset()
+    attention.set_checks(None)  # re-read the environment
     kw = varlen(rng)
     attention.flash_attn_varlen_func(**_with(kw, max_seqlen_q=3))  # a value check: not run at this level
     assert spy == ["flash_attn_varlen_func"]
@@ -198,10 +200,10 @@ def test_check_level_switch(monkeypatch):
         attention.set_checks("fast")
     monkeypatch.setenv("ACCELBRIDGE_CHECKS", "fast")
     with pytest.warns(RuntimeWarning, match="ACCELBRIDGE_CHECKS='fast' is not one of full, cheap, off; using full"):
-        attention.reset()
+        attention.set_checks(None)
     assert attention.checks.level() == "full"
     monkeypatch.setenv("ACCELBRIDGE_CHECKS", "CHEAP")
-    attention.reset()
+    attention.set_checks(None)
     assert attention.checks.level() == "cheap"
 
 

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from accelbridge import attention, platforms
+from accelbridge import attention, ops, platforms
 from accelbridge.attention import (
     ProviderLoadWarning,
     ResolutionError,
@@ -15,7 +15,6 @@ from accelbridge.attention import (
     flash_attn_varlen_func,
     flash_attn_with_kvcache,
 )
-from accelbridge.kernels_catalog import OPS
 
 from .conftest import varlen_problem
 
@@ -42,10 +41,12 @@ def module_provider(tmp_path, monkeypatch, name, source, op="fa3.varlen", functi
         """)  # fmt: skip
 
 
-def test_facade_signatures_match_the_op_table():
-    for info in OPS.values():
-        params = [p for p in inspect.signature(getattr(attention, info.facade)).parameters if p != "ver"]
-        assert tuple(params) == info.args, info.op
+def test_facade_signatures_are_the_op_declarations():
+    for spec in ops.OPS.values():
+        fn = getattr(attention, spec.facade)
+        params = [p for p in inspect.signature(fn).parameters if p != "ver"]
+        assert tuple(params) == spec.names, spec.id
+        assert fn.__defaults__ == spec.signature.__defaults__ and fn.__doc__ == spec.signature.__doc__
 
 
 @pytest.mark.parametrize("ver", [2, 5, "3", None, True, 3.5])
@@ -122,8 +123,8 @@ def test_old_names_reach_renamed_parameters(tmp_path, monkeypatch, rng):
 def test_unhonourable_argument_raises_naming_it_and_every_reason(rng):
     q, k, v, cu_q, cu_k = varlen_problem(rng, [3], [3])
     with pytest.raises(UnsupportedFeatureError) as e:
-        flash_attn_varlen_func(q, k, v, cu_q, cu_k, 3, 3, qv=q)
-    assert e.value.argument == "qv" and "reference: cannot honour qv=" in str(e.value)
+        flash_attn_varlen_func(q, k, v, cu_q, cu_k, 3, 3, score_mod=lambda s, *a: s)
+    assert e.value.argument == "score_mod" and "reference: cannot honour score_mod=" in str(e.value)
 
 
 def test_kernel_errors_propagate_unchanged(tmp_path, monkeypatch, rng):

@@ -1,5 +1,6 @@
 """Random facade arguments: a correct result, or an InvalidArgumentError naming the argument; nothing else."""
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -56,6 +57,13 @@ def build(c):
     elif bad == "k_heads" and c["hq"] > 1:
         k, v = k.repeat(1, c["hq"] + 1, 1), v.repeat(1, c["hq"] + 1, 1)
     return q, k, v, cu_q, cu_k, kw
+
+
+@pytest.fixture(autouse=True)
+def _full_checks():
+    attention.set_checks("full")  # value checks (cu_seqlens overrun, max_seqlen) are opt-in
+    yield
+    attention.set_checks(None)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -48,7 +48,7 @@ def test_fa3_rule_is_the_engines():
 
 
 def test_platform_catalog_and_mate_requirement(capsys):
-    cat = platforms.simulate("musa:mp31").catalog()
+    cat = kernels_catalog.load(platforms.simulate("musa:mp31"))
     assert cat.platform == "musa" and "mate" in cat.providers
     assert main(["catalog", "show", "--platform", "musa"]) == 0
     out = capsys.readouterr().out

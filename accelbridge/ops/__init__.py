@@ -1,0 +1,51 @@
+"""The ops: one declaration each (signature, roles, inert values, checks, reference, plan, cases).
+
+The layer every other reads: ``kernels_catalog`` validates op ids and argument names against
+it, ``attention`` generates its functions and adapters from it, ``testing`` its conformance
+cases. It imports nothing above ``platforms``.
+"""
+
+from __future__ import annotations
+
+from accelbridge.ops.spec import Arg, Check, CheckFailed, OpSpec, Param, PlanRelation, fail
+
+OPS: dict[str, OpSpec] = {}
+FAMILIES: tuple[str, ...] = ()
+
+
+def register(spec: OpSpec) -> OpSpec:
+    """Declare an op (built-in or a vendor's own); its id must be new."""
+    global FAMILIES
+    if spec.id in OPS and OPS[spec.id] is not spec:
+        raise ValueError(f"op {spec.id!r} is already declared")
+    OPS[spec.id] = spec
+    FAMILIES = tuple(dict.fromkeys(s.family for s in OPS.values()))
+    return spec
+
+
+def unregister(op: str) -> None:
+    """Forget an op declared with ``register`` (tests of toy ops)."""
+    global FAMILIES
+    OPS.pop(op, None)
+    FAMILIES = tuple(dict.fromkeys(s.family for s in OPS.values()))
+
+
+def get(op: str) -> OpSpec:
+    return OPS[op]
+
+
+def ids() -> tuple[str, ...]:
+    return tuple(OPS)
+
+
+def _register_builtin() -> None:
+    from accelbridge.ops import flash_attn, flash_mla
+
+    for spec in (*flash_attn.SPECS, *flash_mla.SPECS):
+        register(spec)
+
+
+_register_builtin()
+
+__all__ = ["FAMILIES", "OPS", "Arg", "Check", "CheckFailed", "OpSpec", "Param", "PlanRelation", "fail", "get", "ids",
+           "register", "unregister"]  # fmt: skip

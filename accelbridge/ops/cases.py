@@ -1,0 +1,103 @@
+"""Conformance cases: one problem each, and the random inputs an op's declaration builds from it."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from accelbridge.platforms.dtypes import DTYPE_ATTRS
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """|actual - expected| <= atol + rtol * |expected| for every element of the output."""
+
+    atol: float
+    rtol: float
+    lse_atol: float = 1e-2
+
+
+# Kernels round P to the input dtype before the PV product and round the output once: a few
+# ulps of the output dtype (bf16 ulp at 1.0 is 2**-7), never more, for inputs ~ N(0, 1).
+# FP8 inputs are dequantised by the reference, so only the output rounding (bf16) and the
+# kernel's internal FP8 rounding of P remain: FA3's hopper tests allow a few times bf16's.
+TOLERANCES: dict[str, Tolerance] = {
+    "bf16": Tolerance(atol=2e-2, rtol=2e-2),
+    "fp16": Tolerance(atol=4e-3, rtol=4e-3),
+    "fp32": Tolerance(atol=1e-4, rtol=1e-4, lse_atol=1e-4),
+    "fp8_e4m3": Tolerance(atol=6e-2, rtol=6e-2, lse_atol=5e-2),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One conformance problem. Lengths are per sequence; ``lens_k`` are the cached lengths for kvcache."""
+
+    op: str
+    name: str
+    lens_q: tuple[int, ...] = (0, 1, 33, 128)
+    lens_k: tuple[int, ...] | None = None  # None: same as lens_q
+    dtype: str = "bf16"
+    hq: int = 8
+    hk: int = 2
+    d: int = 128
+    dv: int | None = None
+    causal: bool = True
+    window: tuple[int, int] = (-1, -1)
+    softcap: float = 0.0
+    sinks: bool = False
+    page_size: int = 0  # 0: contiguous k/v (or cache); else a shuffled page table
+    new_tokens: int = 0  # kvcache: k/v appended into the cache in place before attending
+    with_out: bool = True
+    return_lse: bool = False
+    qv_dim: int = 0  # FA3 qv (absorbed MLA): an extra query part of this head dim against v
+    rotary: str = ""  # "interleaved" | "half": rotary embedding applied to q and the new k
+    leftpad: bool = False  # kvcache: cache_leftpad (each sequence starts later in its row)
+    batch_idx: bool = False  # kvcache: cache_batch_idx (sequence b uses cache row idx[b])
+    chunk: int = 0  # attention_chunk: keys only within the query's chunk
+
+    def __str__(self) -> str:
+        return f"{self.op}:{self.name}"
+
+    @property
+    def tolerance(self) -> Tolerance:
+        return TOLERANCES[self.dtype]
+
+    def describe(self) -> str:
+        """The parameters that differ from a plain case, for tables and failure messages."""
+        base = Case(self.op, self.name)
+        return ", ".join(
+            f"{k}={v}" for k, v in asdict(self).items() if k not in ("op", "name") and getattr(base, k) != v
+        )
+
+
+def cumulative(lens: tuple[int, ...], dev: torch.device) -> torch.Tensor:
+    return torch.tensor([0, *itertools.accumulate(lens)], dtype=torch.int32, device=dev)
+
+
+class Inputs:
+    """Random inputs of one case on one device, from one seeded generator."""
+
+    def __init__(self, case: Case, seed: int, dev: torch.device):
+        self.case, self.dev = case, dev
+        self.gen = torch.Generator().manual_seed(seed)
+        self.dtype = getattr(torch, DTYPE_ATTRS[case.dtype])
+
+    def randn(self, *shape: int, dtype: torch.dtype | None = None, scale: float = 1.0) -> torch.Tensor:
+        x = torch.randn(*shape, generator=self.gen) * scale
+        return x.to(dtype or self.dtype).to(self.dev)
+
+    def ints(self, *shape: int, low: int = 0, high: int) -> torch.Tensor:
+        return torch.randint(low, high, shape, generator=self.gen).to(torch.int32).to(self.dev)
+
+    def paged(self, lens: tuple[int, ...], heads: int, dim: int, spare: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """A shuffled page pool holding ``lens`` rows per sequence, and its page table."""
+        ps = self.case.page_size
+        per_seq = max(1, max(math.ceil((n + spare) / ps) for n in lens))
+        blocks = per_seq * len(lens) + 1
+        pool = self.randn(blocks, ps, heads, dim)
+        table = torch.randperm(blocks, generator=self.gen)[: per_seq * len(lens)].reshape(len(lens), per_seq)
+        return pool, table.to(torch.int32).to(self.dev)

@@ -1,0 +1,328 @@
+"""Pure-torch reference attention, float32 accumulation, any device.
+
+Each function declares exactly the canonical parameters it implements; the facade reads that
+from its signature, so an argument the reference cannot honour routes elsewhere or raises
+instead of being dropped. These functions are the oracle of every numerical test: written for
+clarity (a loop over sequences), never for speed.
+
+Semantics follow FlashAttention 3 (``hopper/test_util.py``'s attention_ref): masks align
+bottom-right (query i sees key j <= i + Lk - Lq); ``qv`` adds qv.v to the scores with a default
+scale of 1/sqrt(d + dv); FP8 inputs are dequantised with per-(sequence, kv-head) descales and
+produce bf16; ``attention_chunk`` keeps keys within the query's chunk; rotary embeddings rotate
+q and the appended k at ``rotary_seqlens`` (default ``cache_seqlens``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from accelbridge.ops.spec import out_dtype, window_tuple
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    causal: bool = False,
+    window_size: Any = (-1, -1),
+    softcap: float = 0.0,
+    sinks: torch.Tensor | None = None,
+    qv: torch.Tensor | None = None,
+    attention_chunk: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sequence: q (Lq, Hq, D), k (Lk, Hk, D), v (Lk, Hk, Dv) -> out (Lq, Hq, Dv) float32, lse (Hq, Lq).
+
+    Rows that see no key give zeros and lse -inf. ``sinks`` (Hq,) add a per-head logit to the
+    softmax denominator only. ``qv`` (Lq, Hq, Dv) adds qv.v to the scores.
+    """
+    lq, hq = q.shape[0], q.shape[1]
+    lk, hk = k.shape[0], k.shape[1]
+    if hq % hk:
+        raise ValueError(f"q has {hq} heads, not a multiple of k's {hk} heads")
+    group = hq // hk
+    qf, kf, vf = q.float(), k.float(), v.float()
+    if group > 1:
+        kf, vf = kf.repeat_interleave(group, dim=1), vf.repeat_interleave(group, dim=1)
+    s = torch.einsum("qhd,khd->hqk", qf, kf)
+    if qv is not None:
+        s = s + torch.einsum("qhd,khd->hqk", qv.float(), vf)
+    s = s * scale
+    if softcap:
+        s = softcap * torch.tanh(s / softcap)
+    left, right = window_tuple(window_size)
+    if causal:
+        right = 0
+    if left >= 0 or right >= 0 or attention_chunk:
+        i = torch.arange(lq, device=q.device)[:, None] + (lk - lq)
+        j = torch.arange(lk, device=q.device)[None, :]
+        allowed = torch.ones(lq, lk, dtype=torch.bool, device=q.device)
+        if left >= 0:
+            allowed &= j >= i - left
+        if right >= 0:
+            allowed &= j <= i + right
+        if attention_chunk:
+            start = i - i % attention_chunk
+            allowed &= (j >= start) & (j < start + attention_chunk)
+        s = s.masked_fill(~allowed, float("-inf"))
+    if sinks is not None:
+        s = torch.cat([s, sinks.float()[:, None, None].expand(hq, lq, 1)], dim=-1)
+    lse = torch.logsumexp(s, dim=-1)  # (Hq, Lq)
+    finite = torch.isfinite(lse)
+    p = torch.exp(s - torch.where(finite, lse, torch.zeros_like(lse))[..., None])
+    p = torch.where(finite[..., None], p, torch.zeros_like(p))[..., :lk]
+    out = torch.einsum("hqk,khd->qhd", p, vf)
+    return out, lse
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor, interleaved: bool):
+    """Rotary embedding of x (L, H, D) at ``positions`` (L,): the first 2 * cos.shape[-1] channels turn."""
+    half = cos.shape[-1]
+    c = cos.float()[positions.long()][:, None, :]
+    s = sin.float()[positions.long()][:, None, :]
+    xf = x.float()
+    rot = xf[..., : 2 * half]
+    if interleaved:
+        x1, x2 = rot[..., 0::2], rot[..., 1::2]
+        turned = torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).flatten(-2)
+    else:
+        x1, x2 = rot[..., :half], rot[..., half:]
+        turned = torch.cat([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1)
+    return torch.cat([turned, xf[..., 2 * half :]], dim=-1)
+
+
+def _lengths(t: Any) -> list[int] | None:
+    return None if t is None else [int(x) for x in t.tolist()]
+
+
+def _gather_pages(cache: torch.Tensor, pages: torch.Tensor, length: int) -> torch.Tensor:
+    """(num_blocks, page_size, H, D) + page ids of one sequence -> its first ``length`` rows."""
+    n = math.ceil(length / cache.shape[1])
+    return cache[pages[:n].long()].reshape(-1, *cache.shape[2:])[:length]
+
+
+def _dequant(x: torch.Tensor, descale: Any, b: int, group: int = 1) -> torch.Tensor:
+    """x (L, H, D) of sequence b, scaled by descale[b] per kv head (repeated over a GQA group for q)."""
+    if descale is None:
+        return x.float()
+    d = descale[b].float()
+    if group > 1:
+        d = d.repeat_interleave(group)
+    return x.float() * d[None, :, None]
+
+
+def _default_scale(softmax_scale: Any, d: int, qv: Any) -> float:
+    if softmax_scale is not None:
+        return softmax_scale
+    return (d + (qv.shape[-1] if qv is not None else 0)) ** -0.5
+
+
+def _finish(o, lse, dtype, out, return_softmax_lse):
+    """Cast to the output dtype, write into ``out`` when given, and apply the return convention."""
+    result = o.to(out_dtype(dtype))
+    if out is not None:
+        out.copy_(result)
+        result = out
+    return (result, lse) if return_softmax_lse else result
+
+
+def flash_attn_varlen_func(
+    q,
+    k,
+    v,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    seqused_q=None,
+    seqused_k=None,
+    page_table=None,
+    softmax_scale=None,
+    causal=False,
+    qv=None,
+    q_descale=None,
+    k_descale=None,
+    v_descale=None,
+    window_size=(-1, -1),
+    attention_chunk=0,
+    softcap=0.0,
+    return_softmax_lse=False,
+    sinks=None,
+    out=None,
+):
+    """Varlen attention: q (total_q, Hq, D); k/v (total_k, Hk, D) or paged (blocks, page, Hk, D)."""
+    batch = cu_seqlens_q.numel() - 1
+    total_q, hq, d = q.shape
+    hk, dv = k.shape[-2], v.shape[-1]
+    scale = _default_scale(softmax_scale, d, qv)
+    o = torch.zeros(total_q, hq, dv, dtype=torch.float32, device=q.device)
+    lse = torch.full((hq, total_q), float("-inf"), dtype=torch.float32, device=q.device)
+    cu_q, cu_k = _lengths(cu_seqlens_q), _lengths(cu_seqlens_k)
+    used_q, used_k = _lengths(seqused_q), _lengths(seqused_k)
+    for b in range(batch):
+        q0 = cu_q[b]
+        lq = used_q[b] if used_q is not None else cu_q[b + 1] - q0
+        if page_table is not None:
+            lk = used_k[b] if used_k is not None else cu_k[b + 1] - cu_k[b]
+            kb, vb = _gather_pages(k, page_table[b], lk), _gather_pages(v, page_table[b], lk)
+        else:
+            k0 = cu_k[b]
+            lk = used_k[b] if used_k is not None else cu_k[b + 1] - k0
+            kb, vb = k[k0 : k0 + lk], v[k0 : k0 + lk]
+        if lq == 0:
+            continue
+        group = hq // hk
+        qb = _dequant(q[q0 : q0 + lq], q_descale, b, group)
+        qvb = None if qv is None else _dequant(qv[q0 : q0 + lq], q_descale, b, group)
+        ob, lb = attend(qb, _dequant(kb, k_descale, b), _dequant(vb, v_descale, b), scale, causal, window_size,
+                        softcap, sinks, qvb, attention_chunk or 0)  # fmt: skip
+        o[q0 : q0 + lq] = ob
+        lse[:, q0 : q0 + lq] = lb
+    return _finish(o, lse, q.dtype, out, return_softmax_lse)
+
+
+def flash_attn_with_kvcache(
+    q,
+    k_cache,
+    v_cache,
+    k=None,
+    v=None,
+    qv=None,
+    rotary_cos=None,
+    rotary_sin=None,
+    cache_seqlens=None,
+    cache_batch_idx=None,
+    cache_leftpad=None,
+    page_table=None,
+    cu_seqlens_q=None,
+    cu_seqlens_k_new=None,
+    rotary_seqlens=None,
+    q_descale=None,
+    k_descale=None,
+    v_descale=None,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    attention_chunk=None,
+    softcap=0.0,
+    rotary_interleaved=True,
+    return_softmax_lse=False,
+    sinks=None,
+    out=None,
+):
+    """Decode/append attention over a contiguous (B, S, Hk, D) or paged cache.
+
+    ``k``/``v`` (B, S_new, Hk, D), or packed (total_new, Hk, D) with ``cu_seqlens_k_new``, are
+    rotated (with rotary) and written into the cache at ``cache_seqlens`` first, in place as FA3
+    does; attention then covers keys ``cache_leftpad .. cache_seqlens + S_new``. With
+    ``cu_seqlens_q`` q is packed (total_q, Hq, D) and so is the output.
+    """
+    packed_q = cu_seqlens_q is not None
+    cu_q = _lengths(cu_seqlens_q)
+    batch = len(cu_q) - 1 if packed_q else q.shape[0]
+    hq, d = q.shape[-2], q.shape[-1]
+    hk, dv = k_cache.shape[-2], v_cache.shape[-1]
+    group = hq // hk
+    scale = _default_scale(softmax_scale, d, qv)
+    if cache_seqlens is None:
+        if page_table is not None:
+            raise ValueError("cache_seqlens is required with page_table")
+        seqlens = [k_cache.shape[1]] * batch
+    elif isinstance(cache_seqlens, int):
+        seqlens = [cache_seqlens] * batch
+    else:
+        seqlens = _lengths(cache_seqlens)
+    rows = _lengths(cache_batch_idx) or list(range(batch))
+    pads = _lengths(cache_leftpad) or [0] * batch
+    offsets = _lengths(rotary_seqlens) or seqlens
+    cu_new = _lengths(cu_seqlens_k_new)
+    page_size = k_cache.shape[1]
+    o = torch.zeros(*q.shape[:-1], dv, dtype=torch.float32, device=q.device)
+    lse_shape = (hq, q.shape[0]) if packed_q else (batch, hq, q.shape[1])
+    lse = torch.full(lse_shape, float("-inf"), dtype=torch.float32, device=q.device)
+    local = causal or window_tuple(window_size) != (-1, -1)
+    for b in range(batch):
+        q_rows = slice(cu_q[b], cu_q[b + 1]) if packed_q else slice(None)
+        qb = q[q_rows] if packed_q else q[b]
+        qvb = None if qv is None else (qv[q_rows] if packed_q else qv[b])
+        if k is None:
+            kn = vn = None
+        elif cu_new is not None:
+            kn, vn = k[cu_new[b] : cu_new[b + 1]], v[cu_new[b] : cu_new[b + 1]]
+        else:
+            kn, vn = k[b], v[b]
+        new = 0 if kn is None else kn.shape[0]
+        start = seqlens[b]
+        if rotary_cos is not None:
+            pos_q = torch.arange(qb.shape[0], device=q.device) if local else torch.zeros(qb.shape[0], dtype=torch.long)
+            qb = rotate(qb, rotary_cos, rotary_sin, (pos_q + offsets[b]).to(q.device), rotary_interleaved)
+            if qvb is not None:
+                qvb = qvb.float()
+            if kn is not None:
+                pos_k = torch.arange(new, device=q.device) + offsets[b]
+                kn = rotate(kn, rotary_cos, rotary_sin, pos_k, rotary_interleaved).to(k_cache.dtype)
+        for t in range(new):
+            pos = start + t
+            if page_table is not None:
+                block = int(page_table[rows[b], pos // page_size])
+                k_cache[block, pos % page_size] = kn[t]
+                v_cache[block, pos % page_size] = vn[t]
+            else:
+                k_cache[rows[b], pos] = kn[t]
+                v_cache[rows[b], pos] = vn[t]
+        length = start + new
+        if page_table is not None:
+            pages = page_table[rows[b]]
+            kb, vb = _gather_pages(k_cache, pages, length), _gather_pages(v_cache, pages, length)
+        else:
+            kb, vb = k_cache[rows[b], :length], v_cache[rows[b], :length]
+        kb, vb = kb[pads[b] :], vb[pads[b] :]
+        qd = _dequant(qb, q_descale, b, group)
+        qvd = None if qvb is None else _dequant(qvb, q_descale, b, group)
+        ob, lb = attend(qd, _dequant(kb, k_descale, b), _dequant(vb, v_descale, b), scale, causal, window_size,
+                        softcap, sinks, qvd, attention_chunk or 0)  # fmt: skip
+        if packed_q:
+            o[q_rows], lse[:, q_rows] = ob, lb
+        else:
+            o[b], lse[b] = ob, lb
+    return _finish(o, lse, q.dtype, out, return_softmax_lse)
+
+
+def get_mla_metadata(
+    cache_seqlens=None,
+    num_q_tokens_per_head_k=None,
+    num_heads_k=None,
+    num_heads_q=None,
+    is_fp8_kvcache=False,
+    topk=None,
+):
+    """The reference schedules nothing: (None, None), accepted back by flash_mla_with_kvcache."""
+    return None, None
+
+
+def flash_mla_with_kvcache(
+    q,
+    k_cache,
+    block_table,
+    cache_seqlens,
+    head_dim_v,
+    tile_scheduler_metadata=None,
+    num_splits=None,
+    softmax_scale=None,
+    causal=False,
+):
+    """FlashMLA dense decode: q (B, Sq, Hq, 576), paged latent cache (blocks, page, Hk, 576).
+
+    V is the first ``head_dim_v`` channels of the cache. Returns (out (B, Sq, Hq, Dv), lse (B, Hq, Sq));
+    a query that sees no key gives out 0 and lse +inf, as FlashMLA's kernels do.
+    """
+    batch, sq, hq, d = q.shape
+    scale = softmax_scale if softmax_scale is not None else d**-0.5
+    o = torch.zeros(batch, sq, hq, head_dim_v, dtype=torch.float32, device=q.device)
+    lse = torch.full((batch, hq, sq), float("inf"), dtype=torch.float32, device=q.device)
+    for b, length in enumerate(_lengths(cache_seqlens)):
+        kb = _gather_pages(k_cache, block_table[b], length)
+        ob, lb = attend(q[b], kb, kb[..., :head_dim_v], scale, causal)
+        o[b], lse[b] = ob, torch.where(torch.isneginf(lb), float("inf"), lb)
+    return o.to(q.dtype), lse

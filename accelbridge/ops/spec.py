@@ -1,0 +1,359 @@
+"""One declaration per op: what the facade, adapters, resolver, checks and conformance all read.
+
+An op is declared by a *signature function*: a Python function whose parameters are the
+canonical ones (names, order, defaults) and whose annotations give each parameter's role and,
+where the default does not say it, the value at which it asks for nothing (its *inert* value).
+Next to it: a check table (small checks, each with its reason), the reference function, the
+scheduler-metadata relation and the conformance cases. Everything else is derived.
+
+Inert and check expressions are Python expressions over the canonical argument names. The same
+compiled text serves the fast path (inlined into the generated call) and the explanation (run
+one check at a time to name the first that fails), so no rule is written twice.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import functools
+import inspect
+from collections import ChainMap
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from accelbridge.errors import InvalidArgumentError
+
+_EMPTY = inspect.Parameter.empty
+
+# -- roles -------------------------------------------------------------------------------------
+ROLES = ("data", "index", "option", "hint", "plan", "out", "selector")
+
+
+class Arg:
+    """A parameter's role, used as its annotation; call it to declare a conditional inert value.
+
+    Roles: ``data`` (tensors the result is computed from), ``index`` (int32 index tensors:
+    lengths, offsets, page tables), ``option`` (values that change the result), ``hint``
+    (scheduling: speed only, any provider may ignore it), ``plan`` (a planning object from
+    another op), ``out`` (the output buffer), ``selector`` (picks the op, e.g. ``ver``).
+    """
+
+    __slots__ = ("role", "inert")
+
+    def __init__(self, role: str, inert: str | None = None):
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
+        self.role, self.inert = role, inert
+
+    def __call__(self, inert: str) -> Arg:
+        """The same role, inert when the expression ``inert`` holds (it may read other arguments)."""
+        return Arg(self.role, inert)
+
+    def __repr__(self) -> str:
+        return self.role if self.inert is None else f"{self.role}(inert: {self.inert})"
+
+
+Data, Index, Option, Hint, Plan, Out, Selector = (Arg(r) for r in ROLES)
+
+
+def window_inert(w: Any) -> bool:
+    """(-1, -1), (None, None) or None: an infinite window asks for nothing."""
+    if w is None:
+        return True
+    if w.__class__ not in (tuple, list) or len(w) < 2:
+        return False
+    return w[0] in (-1, None) and w[1] in (-1, None)
+
+
+def default_inert(name: str, default: Any) -> str | None:
+    """The inert expression a default implies; None for a required parameter (always passed)."""
+    if default is _EMPTY:
+        return None
+    if default is None:
+        return f"{name} is None"
+    if default is True:
+        return f"{name} is True"
+    if default is False or (type(default) in (int, float) and default == 0):
+        return f"not {name}"
+    if isinstance(default, tuple) and tuple(default) == (-1, -1):
+        return f"_window_inert({name})"
+    return f"{name} == {default!r}"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    role: str
+    default: Any
+    inert: str | None  # expression that holds when the value asks for nothing; None: required
+
+    @property
+    def required(self) -> bool:
+        return self.default is _EMPTY
+
+    @property
+    def passed(self) -> str:
+        """The expression "this argument asks for something": inlined by adapters, evaluated by reasons."""
+        return "True" if self.inert is None else f"not ({self.inert})"
+
+
+# -- checks ------------------------------------------------------------------------------------
+class CheckFailed(Exception):
+    """Raised by a values check: which argument, what it is, what was expected."""
+
+    def __init__(self, arg: str, got: str, expected: str):
+        super().__init__(arg, got, expected)
+        self.arg, self.got, self.expected = arg, got, expected
+
+
+def fail(arg: str, got: str, expected: str) -> None:
+    raise CheckFailed(arg, got, expected)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule with its reason. ``metadata``: an expression reading dtype/shape/device only.
+
+    ``values``: a function of the argument mapping that reads index tensors (a device->host
+    copy) and calls ``fail(arg, got, expected)``; only run at the ``full`` check level.
+    """
+
+    arg: str
+    ok: str | Callable[[Mapping[str, Any]], None]
+    got: str = ""
+    expected: str = ""
+    kind: str = "metadata"
+    what: str = "shape"  # shape (also type and rank) | dtype | device: what a kernel may check itself
+
+    def __post_init__(self) -> None:
+        if self.what not in ("shape", "dtype", "device"):
+            raise ValueError(f"check what must be shape, dtype or device, not {self.what!r}")
+        if self.kind not in ("metadata", "values"):
+            raise ValueError(f"check kind must be metadata or values, not {self.kind!r}")
+        if (self.kind == "metadata") != isinstance(self.ok, str):
+            raise ValueError("a metadata check is an expression string; a values check is a function")
+
+
+def _shape(x: Any) -> str:
+    return f"has shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else f"is {type(x).__name__}"
+
+
+def _index_desc(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"is {x.dtype} with shape {tuple(x.shape)}"
+    return "is None" if x is None else f"is {type(x).__name__}"
+
+
+def _tensor_desc(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"is {x.dtype} {tuple(x.shape)} on {x.device}"
+    return f"is {type(x).__name__}"
+
+
+FLOAT_DTYPES = frozenset(
+    getattr(torch, n)
+    for n in ("float16", "bfloat16", "float32", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+    if hasattr(torch, n)
+)
+FP8_DTYPES = frozenset(d for d in FLOAT_DTYPES if "float8" in str(d))
+
+
+def out_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Attention kernels write bf16 for FP8 inputs, the input dtype otherwise."""
+    return torch.bfloat16 if dtype in FP8_DTYPES else dtype
+
+
+def window_tuple(w: Any) -> tuple[int, int]:
+    """A window in FA's (-1, -1) convention, whatever form the caller used."""
+    return (-1, -1) if w is None else tuple(-1 if x is None else int(x) for x in tuple(w)[:2])  # type: ignore[return-value]
+
+
+# names every inert and check expression may use besides the canonical arguments
+EXPRESSION_ENV: dict[str, Any] = {
+    "torch": torch,
+    "_Tensor": torch.Tensor,
+    "_I32": torch.int32,
+    "_F": FLOAT_DTYPES,
+    "_FP8": FP8_DTYPES,
+    "_window_inert": window_inert,
+    "_window": window_tuple,
+    "_out_dtype": out_dtype,
+    "_shape": _shape,
+    "_index": _index_desc,
+    "_tensor": _tensor_desc,
+}
+
+
+@dataclass(frozen=True)
+class PlanRelation:
+    """A planning object passed to this op (``param``) that op ``producer`` built.
+
+    ``keys``: (label, expression over the producer's arguments, expression over this op's
+    arguments); a plan used with other values is refused before any kernel runs.
+    ``producer_args``: the producer's arguments for a call of this op (conformance plans with it).
+    """
+
+    param: str
+    producer: str
+    keys: tuple[tuple[str, str, str], ...]
+    producer_args: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    result_params: tuple[str, ...] = ()  # the consumer arguments a tuple result fills; () -> (param,)
+
+
+# -- the spec ----------------------------------------------------------------------------------
+@dataclass
+class OpSpec:
+    """Every fact about one op. Build with ``OpSpec(id, signature_function, ...)``; register with ``ops.register``."""
+
+    id: str
+    signature: Callable[..., Any]
+    selector: tuple[str, Any] | None = None  # ("ver", 3): the facade argument value selecting this op
+    checks: tuple[Check, ...] = ()
+    reference: Callable[..., Any] | None = None
+    plan: PlanRelation | None = None
+    cases: Callable[[bool], list[Any]] | None = None  # full -> conformance cases
+    inputs: Callable[[Any, Any], dict[str, Any]] | None = None  # (case, inputs) -> canonical kwargs
+    features: dict[str, str] = field(default_factory=lambda: {"dtype": "q.dtype", "head_dim": "q.shape[-1]"})
+    without_provider: str = "raise"  # "none": no provider is a no-op returning None (planning ops)
+    family: str = ""
+    params: dict[str, Param] = field(init=False)
+    _inert_code: dict[str, Any] = field(init=False, repr=False)
+    _check_code: list[tuple[Any, Any, Any, Any]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.family = self.family or self.id.split(".")[0]
+        sig = inspect.signature(self.signature)
+        params = {}
+        for p in sig.parameters.values():
+            ann = p.annotation
+            if not isinstance(ann, Arg):
+                raise TypeError(f"{self.id}: parameter {p.name!r} needs a role annotation (ops.spec.Data, ...)")
+            if ann.role == "selector":
+                continue
+            params[p.name] = Param(p.name, ann.role, p.default, ann.inert or default_inert(p.name, p.default))
+        self.params = params
+        self._inert_code = {
+            n: compile(p.inert, f"<{self.id} inert {n}>", "eval") for n, p in params.items() if p.inert is not None
+        }
+        self._check_code = []
+        for c in self.checks:
+            if c.kind == "metadata":
+                _names_known(self, c.ok, f"check on {c.arg}")  # type: ignore[arg-type]
+                code = compile(c.ok, f"<{self.id} check {c.arg}>", "eval")
+                self._check_code.append((code, _fstring(c.arg), _fstring(c.got), _fstring(c.expected)))
+        for n, p in params.items():
+            if p.inert is not None:
+                _names_known(self, p.inert, f"inert value of {n}")
+
+    # -- derived facts ----------------------------------------------------------------------
+    @property
+    def facade(self) -> str:
+        """The accelbridge.attention function serving this op."""
+        return self.signature.__name__
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Canonical parameter names in order (the selector excluded): how adapters take arguments."""
+        return tuple(self.params)
+
+    @property
+    def help(self) -> str:
+        return (inspect.getdoc(self.signature) or "").split("\n")[0]
+
+    def role_names(self, *roles: str) -> tuple[str, ...]:
+        return tuple(n for n, p in self.params.items() if p.role in roles)
+
+    @functools.cached_property
+    def metadata_checks(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.kind == "metadata")
+
+    @functools.cached_property
+    def values_checks(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.kind == "values")
+
+    def with_defaults(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The call's values, the declared defaults for what it leaves out."""
+        if len(values) == len(self.params):
+            return values  # a complete call (what adapters pass): nothing to fill
+        return ChainMap(dict(values), self._defaults)
+
+    @functools.cached_property
+    def _defaults(self) -> dict[str, Any]:
+        return {n: p.default for n, p in self.params.items() if not p.required}
+
+    def is_passed(self, name: str, values: Mapping[str, Any]) -> bool:
+        """Whether the call's value of ``name`` asks for something (the one predicate everyone uses)."""
+        code = self._inert_code.get(name)
+        if code is None:
+            return True
+        try:
+            return not eval(code, EXPRESSION_ENV, self.with_defaults(values))  # noqa: S307 - our own declarations
+        except NameError:  # a partial feature set (resolve()) without a required argument it reads
+            return True
+
+    def feature(self, name: str, values: Mapping[str, Any]) -> Any:
+        """``dtype`` or ``head_dim`` of a call (None where it cannot be told)."""
+        expr = self.features.get(name)
+        if expr is None:
+            return None
+        try:
+            return eval(expr, EXPRESSION_ENV, dict(values))  # noqa: S307
+        except Exception:
+            return None
+
+    # -- checks -----------------------------------------------------------------------------
+    def metadata_condition(self, skip: frozenset[str] = frozenset()) -> str:
+        """The metadata checks (but those of the kinds in ``skip``) as one expression: the fast path inlines it."""
+        return " and ".join(f"({c.ok})" for c in self.metadata_checks if c.what not in skip) or "True"
+
+    def explain_metadata(self, values: Mapping[str, Any]) -> None:
+        """Raise InvalidArgumentError for the first metadata check that fails (the slow, explaining pass)."""
+        env = self.with_defaults(values)
+        for code, arg, got, expected in self._check_code:
+            try:
+                ok = eval(code, EXPRESSION_ENV, env)  # noqa: S307
+            except Exception:
+                ok = False
+            if not ok:
+                raise InvalidArgumentError(self.message(_render(arg, env), _render(got, env), _render(expected, env)))
+
+    def check_values(self, values: Mapping[str, Any]) -> None:
+        """Run the values checks (reads index tensors on the host)."""
+        env = self.with_defaults(values)
+        try:
+            for check in self.values_checks:
+                check.ok(env)  # type: ignore[operator]
+        except CheckFailed as f:
+            raise InvalidArgumentError(self.message(f.arg, f.got, f.expected)) from None
+
+    def message(self, arg: str, got: str, expected: str) -> str:
+        return f"{self.facade}: {arg} {got}; expected {expected}"
+
+
+def _fstring(template: str) -> Any:
+    return compile("f" + repr(template), "<check message>", "eval") if template else None
+
+
+def _render(code: Any, env: Mapping[str, Any]) -> str:
+    if code is None:
+        return ""
+    try:
+        return eval(code, EXPRESSION_ENV, env)  # noqa: S307
+    except Exception:
+        return "is not of the expected form"
+
+
+def _names_known(spec: OpSpec, expr: str, what: str) -> None:
+    """A declaration reading an unknown name is a bug of the declaration: fail at import, not per call."""
+    tree = ast.parse(expr, mode="eval")
+    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    unknown = sorted(read - bound - set(spec.params) - set(EXPRESSION_ENV) - _BUILTINS)
+    if unknown:
+        raise NameError(f"{spec.id}: {what} reads unknown name(s) {unknown}")
+
+
+_BUILTINS = frozenset(dir(builtins))
