@@ -55,9 +55,11 @@ def format_result(what: str, result: dict[str, Any]) -> str:
         lines = [f"throughput on {result['gpu']} (torch {result['torch']}), median of {result['rounds']} rounds:"]
         for r in result["rows"]:
             tflops = f"direct {r['direct_tflops']:7.1f} TFLOP/s  facade {r['facade_tflops']:7.1f} TFLOP/s"
-            lines.append(f"  {r['case']:<32} {tflops}  facade/direct time {r['facade_vs_direct']:.4f}"
+            lines.append(f"  {r['case']:<34} {tflops}  facade/direct time {r['facade_vs_direct']:.4f}"
                          f"  (with ACCELBRIDGE_CHECKS=full: {r['full_checks_vs_direct']:.4f})")  # fmt: skip
-        lines.append("  facade = production setting ACCELBRIDGE_CHECKS=cheap; full adds value checks (a host sync)")
+        lines.append(
+            f"  facade = the default check level ({result.get('level', 'cheap')}); full adds value checks (a host sync)"
+        )
         return "\n".join(lines)
     return "\n".join(f"{k}: {v}" for k, v in result.items())
 
@@ -75,7 +77,7 @@ def _cuda_time(fn, iters: int) -> float:
 
 
 def bench_throughput(rounds: int = 5, iters: int = 20) -> dict[str, Any]:
-    """TFLOP/s of each available provider, facade vs direct, interleaved A/B on one GPU."""
+    """TFLOP/s of each available provider, facade (default check level) vs direct, interleaved A/B on one GPU."""
     import importlib
 
     import torch
@@ -84,32 +86,36 @@ def bench_throughput(rounds: int = 5, iters: int = 20) -> dict[str, Any]:
 
     if not torch.cuda.is_available():
         return {"what": "kernel throughput", "skipped": "no CUDA device"}
-    dev = "cuda"
-    rows = []
+    dev, bf16 = "cuda", torch.bfloat16
     B, L, HQ, HK, D = 8, 4096, 32, 8, 128
-    q = torch.randn(B * L, HQ, D, device=dev, dtype=torch.bfloat16)
-    k = torch.randn(B * L, HK, D, device=dev, dtype=torch.bfloat16)
-    v = torch.randn(B * L, HK, D, device=dev, dtype=torch.bfloat16)
+    q = torch.randn(B * L, HQ, D, device=dev, dtype=bf16)
+    k = torch.randn(B * L, HK, D, device=dev, dtype=bf16)
+    v = torch.randn(B * L, HK, D, device=dev, dtype=bf16)
     cu = torch.arange(0, (B + 1) * L, L, dtype=torch.int32, device=dev)
     prefill_flops = 4 * B * HQ * D * L * L / 2  # causal
-    db, dctx, page = 64, 4096, 64
-    pages = dctx // page
-    kc = torch.randn(db * pages, page, HK, D, device=dev, dtype=torch.bfloat16)
-    vc = torch.randn(db * pages, page, HK, D, device=dev, dtype=torch.bfloat16)
-    table = torch.arange(db * pages, dtype=torch.int32, device=dev).reshape(db, pages)
-    seqlens = torch.full((db,), dctx, dtype=torch.int32, device=dev)
-    dq = torch.randn(db, 1, HQ, D, device=dev, dtype=torch.bfloat16)
+    db, dctx = 64, 4096
+    dq = torch.randn(db, 1, HQ, D, device=dev, dtype=bf16)
     decode_flops = 4 * db * HQ * D * dctx
+    seqlens = torch.full((db,), dctx, dtype=torch.int32, device=dev)
+    paged = {}
+    for page in (64, 1):
+        pages = dctx // page
+        kc = torch.randn(db * pages, page, HK, D, device=dev, dtype=bf16)
+        vc = torch.randn(db * pages, page, HK, D, device=dev, dtype=bf16)
+        table = torch.randperm(db * pages, device=dev).to(torch.int32).reshape(db, pages)
+        paged[page] = (kc, vc, table)
     cases = []
     try:
         fa = importlib.import_module("sgl_kernel.flash_attn")
         cases.append(("sgl-kernel fa3 prefill", prefill_flops,
                       lambda: fa.flash_attn_varlen_func(q, k, v, cu, cu, L, L, causal=True),
                       lambda: attention.flash_attn_varlen_func(q, k, v, cu, cu, L, L, causal=True)))  # fmt: skip
-        cases.append(("sgl-kernel fa3 decode (paged)", decode_flops,
-                      lambda: fa.flash_attn_with_kvcache(dq, kc, vc, cache_seqlens=seqlens, page_table=table),
-                      lambda: attention.flash_attn_with_kvcache(dq, kc, vc, cache_seqlens=seqlens,
-                                                                page_table=table)))  # fmt: skip
+        for page, (kc, vc, table) in paged.items():
+            cases.append((f"sgl-kernel fa3 decode (page {page})", decode_flops,
+                          lambda kc=kc, vc=vc, table=table: fa.flash_attn_with_kvcache(
+                              dq, kc, vc, cache_seqlens=seqlens, page_table=table, causal=True),
+                          lambda kc=kc, vc=vc, table=table: attention.flash_attn_with_kvcache(
+                              dq, kc, vc, cache_seqlens=seqlens, page_table=table, causal=True)))  # fmt: skip
     except ImportError:
         pass
     try:
@@ -121,24 +127,44 @@ def bench_throughput(rounds: int = 5, iters: int = 20) -> dict[str, Any]:
     except ImportError:
         pass
     try:
+        fm = importlib.import_module("sgl_kernel.flash_mla")
+        mb, mhq, mctx = 64, 128, 4096
+        mq = torch.randn(mb, 1, mhq, 576, device=dev, dtype=bf16)
+        mpages = mctx // 64
+        mkc = torch.randn(mb * mpages, 64, 1, 576, device=dev, dtype=bf16)
+        mtable = torch.randperm(mb * mpages, device=dev).to(torch.int32).reshape(mb, mpages)
+        mlens = torch.full((mb,), mctx, dtype=torch.int32, device=dev)
+        d_meta, d_splits = fm.get_mla_metadata(mlens, mhq, 1)
+        f_meta, f_splits = attention.get_mla_metadata(mlens, mhq, 1)
+        mla_flops = 2 * mb * mhq * mctx * (576 + 512)
+        cases.append(("flashmla dense decode", mla_flops,
+                      lambda: fm.flash_mla_with_kvcache(mq, mkc, mtable, mlens, 512, d_meta, d_splits, causal=True),
+                      lambda: attention.flash_mla_with_kvcache(mq, mkc, mtable, mlens, 512, f_meta, f_splits,
+                                                               causal=True)))  # fmt: skip
+    except ImportError:
+        pass
+    rows = []
+    default = attention.checks.level()
+    try:
         for name, flops, direct, facade in cases:
             direct(), facade()  # compile / warm up
             torch.cuda.synchronize()
             td, tf, tfull = [], [], []
-            for _ in range(rounds):  # interleaved: direct, facade (cheap checks), facade (full checks)
+            for _ in range(rounds):  # interleaved: direct, facade (default level), facade (full checks)
                 td.append(_cuda_time(direct, iters))
-                attention.set_checks("cheap")
+                attention.set_checks(default)
                 tf.append(_cuda_time(facade, iters))
                 attention.set_checks("full")
                 tfull.append(_cuda_time(facade, iters))
+            attention.set_checks(default)
             d, f, full = statistics.median(td), statistics.median(tf), statistics.median(tfull)
             rows.append({"case": name, "direct_tflops": flops / d / 1e12, "facade_tflops": flops / f / 1e12,
                          "direct_us": d * 1e6, "facade_us": f * 1e6, "facade_vs_direct": f / d,
                          "facade_full_checks_us": full * 1e6, "full_checks_vs_direct": full / d})  # fmt: skip
     finally:
-        attention.set_checks(None)
+        attention.set_checks(default)
     return {"what": "kernel throughput, facade vs direct", "gpu": torch.cuda.get_device_name(0),
-            "torch": torch.__version__, "rounds": rounds, "iters": iters, "rows": rows}  # fmt: skip
+            "torch": torch.__version__, "rounds": rounds, "iters": iters, "level": default, "rows": rows}  # fmt: skip
 
 
 _INSTANT = """

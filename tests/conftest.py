@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from accelbridge import attention, kernels_catalog, platforms
 from accelbridge.attention import providers
 
 _ENV = (
+    "ACCELBRIDGE_STRICT",
     "ACCELBRIDGE_PLATFORM",
     "ACCELBRIDGE_SIMULATE",
     "ACCELBRIDGE_CATALOG_PATH",
@@ -23,11 +25,20 @@ _ENV = (
 
 
 @pytest.fixture(autouse=True)
-def _clean_platform_state(monkeypatch):
+def _clean_platform_state(request, monkeypatch):
+    """Every test starts on the simulated CPU platform with accelbridge's variables unset.
+
+    Hermetic on any machine: a GPU machine with kernel packages installed, or a shell exporting
+    ACCELBRIDGE_*. Tests of detection itself are marked ``detection`` and see the real platform;
+    tests/gpu see the real platform too.
+    """
     for name in _ENV:
         monkeypatch.delenv(name, raising=False)
     platforms.reset()
-    yield
+    attention.set_checks(None)  # the default level, whatever the shell exported
+    real = request.node.get_closest_marker("detection") or "tests/gpu/" in request.node.nodeid
+    with contextlib.nullcontext() if real else platforms.simulated("cpu"):
+        yield
     platforms.reset()
 
 

@@ -10,6 +10,8 @@ import torch
 from accelbridge import platforms
 from accelbridge.platforms import PlatformError
 
+pytestmark = pytest.mark.detection  # these tests exercise detection itself: the real (mocked) platform
+
 
 @pytest.fixture
 def fake_cuda(monkeypatch):

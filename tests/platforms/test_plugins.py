@@ -7,6 +7,8 @@ import pytest
 
 from accelbridge import platforms
 
+pytestmark = pytest.mark.detection  # these tests exercise detection itself: the real (mocked) platform
+
 PLUGIN = """
 from accelbridge.platforms import Platform, register_family
 

@@ -62,6 +62,7 @@ def test_bad_specs(spec, message):
         platforms.simulate(spec)
 
 
+@pytest.mark.detection
 def test_env_simulate(monkeypatch):
     monkeypatch.setenv("ACCELBRIDGE_SIMULATE", "rocm:gfx90a")
     p = platforms.current()
