@@ -76,7 +76,7 @@ def _cuda_time(fn, iters: int) -> float:
     return start.elapsed_time(end) / iters * 1e-3
 
 
-def bench_throughput(rounds: int = 5, iters: int = 20) -> dict[str, Any]:
+def bench_throughput(rounds: int = 10, iters: int = 30) -> dict[str, Any]:
     """TFLOP/s of each available provider, facade (default check level) vs direct, interleaved A/B on one GPU."""
     import importlib
 
@@ -150,11 +150,12 @@ def bench_throughput(rounds: int = 5, iters: int = 20) -> dict[str, Any]:
             direct(), facade()  # compile / warm up
             torch.cuda.synchronize()
             td, tf, tfull = [], [], []
-            for _ in range(rounds):  # interleaved: direct, facade (default level), facade (full checks)
-                td.append(_cuda_time(direct, iters))
-                attention.set_checks(default)
-                tf.append(_cuda_time(facade, iters))
-                attention.set_checks("full")
+            for r in range(rounds):  # A/B at the default level, the order alternating (ABBA) against clock drift
+                pair = ((td, direct), (tf, facade)) if r % 2 == 0 else ((tf, facade), (td, direct))
+                for times, fn in pair:
+                    times.append(_cuda_time(fn, iters))
+            attention.set_checks("full")  # value checks (a host sync per call): measured apart, after
+            for _ in range(rounds):
                 tfull.append(_cuda_time(facade, iters))
             attention.set_checks(default)
             d, f, full = statistics.median(td), statistics.median(tf), statistics.median(tfull)

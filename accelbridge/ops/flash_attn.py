@@ -240,6 +240,7 @@ VARLEN_CHECKS = (
 )  # fmt: skip
 
 _BATCH = "(q.shape[0] if cu_seqlens_q is None else cu_seqlens_q.shape[0] - 1)"
+_CAPACITY = "(k_cache.shape[1] if page_table is None else page_table.shape[1] * k_cache.shape[1])"
 
 
 def _kvcache_values(a) -> None:
@@ -318,6 +319,9 @@ KVCACHE_CHECKS = (
     _index("cu_seqlens_k_new", 1, "(batch + 1,) of cumulative new-key lengths"),
     Check("rotary_sin", "rotary_cos is None or (rotary_sin is not None and rotary_sin.shape == rotary_cos.shape)",
           "{_shape(rotary_sin)}", "the shape of rotary_cos (seqlen_ro, rotary_dim / 2)"),
+    # FA3 refuses a table shorter than the cache ("cos/sin seqlen must be at least the seqlen of KV cache")
+    Check("rotary_cos", "rotary_cos is None or rotary_cos.shape[0] >= " + _CAPACITY, "has {rotary_cos.shape[0]} rows",
+          "at least the cache's capacity, {" + _CAPACITY + "} positions"),
     _out("v_cache"),
     _OUT_DEVICE,
     Check("cache_seqlens", _kvcache_values, kind="values"),
@@ -465,8 +469,8 @@ def kvcache_inputs(case: Case, inp: Inputs) -> dict:
         kw["cache_leftpad"] = torch.tensor([n // 3 for n in lens_k], dtype=torch.int32, device=dev)
     if c.new_tokens:
         kw["k"], kw["v"] = inp.randn(b, c.new_tokens, c.hk, c.d), inp.randn(b, c.new_tokens, c.hk, dv)
-    if c.rotary:
-        positions = max(lens_k) + max(c.new_tokens, sq) + 1
+    if c.rotary:  # FA3 wants a table covering the cache's capacity
+        positions = k_cache.shape[1] if not c.page_size else kw["page_table"].shape[1] * c.page_size
         angle = torch.rand(positions, c.d // 4, generator=inp.gen) * 2 * math.pi
         kw.update(rotary_cos=torch.cos(angle).to(inp.dtype).to(dev), rotary_sin=torch.sin(angle).to(inp.dtype).to(dev),
                   rotary_interleaved=c.rotary == "interleaved")  # fmt: skip

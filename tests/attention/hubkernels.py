@@ -43,8 +43,26 @@ def get_scheduler_metadata(batch_size, max_seqlen_q, max_seqlen_k, num_heads_q, 
 '''
 
 
-def build_local_kernel(root: Path, name: str = "flash-attn3", source: str = FLASH_ATTN3, backend: str = "cpu") -> Path:
-    """root/name/build/torch-BACKEND/{metadata.json,__init__.py} (a noarch variant); returns root/name."""
+def this_backend() -> str:
+    """The build backend `kernels` looks for with the installed torch (cuda, rocm or cpu)."""
+    import torch
+
+    return "cuda" if torch.version.cuda else ("rocm" if torch.version.hip else "cpu")
+
+
+def other_backend() -> str:
+    """A backend this machine's torch cannot load: for a 'no build variant' test on any machine."""
+    return "rocm" if this_backend() == "cuda" else "cuda"
+
+
+def build_local_kernel(
+    root: Path, name: str = "flash-attn3", source: str = FLASH_ATTN3, backend: str | None = None
+) -> Path:
+    """root/name/build/torch-BACKEND/{metadata.json,__init__.py} (a noarch variant); returns root/name.
+
+    ``backend`` defaults to this machine's (cpu here, cuda on the GPU machine): the test is hermetic.
+    """
+    backend = backend or this_backend()
     variant = root / name / "build" / f"torch-{backend}"
     variant.mkdir(parents=True)
     meta = {"id": f"_{name.replace('-', '_')}_{backend}_test", "name": name, "version": 1, "license": "Apache-2.0",

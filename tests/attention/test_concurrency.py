@@ -48,6 +48,7 @@ def test_eight_ranks_load_the_same_local_kernel_at_once(tmp_path):
         """))  # fmt: skip
     env = {
         **os.environ,
+        "ACCELBRIDGE_SIMULATE": "cpu",  # the ranks run on the CPU platform on any machine
         "ACCELBRIDGE_CATALOG_PATH": str(tmp_path / "tp.yaml"),
         "PYTHONWARNINGS": "error::Warning",
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),

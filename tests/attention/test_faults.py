@@ -13,7 +13,7 @@ from accelbridge.attention import ProviderLoadWarning, flash_attn_varlen_func, r
 from accelbridge.attention.hub import HubKernel
 
 from .conftest import varlen_problem
-from .hubkernels import build_local_kernel
+from .hubkernels import build_local_kernel, other_backend
 from .oracle import attend_rows, close
 
 SIGS = """
@@ -101,7 +101,7 @@ def test_fault_falls_back_with_exactly_one_warning(tmp_path, monkeypatch, rng, f
 
 
 def test_no_build_variant_for_this_system(tmp_path, monkeypatch, rng):
-    kernel_dir = build_local_kernel(tmp_path, backend="cuda")  # a CUDA-only build, on this CPU machine
+    kernel_dir = build_local_kernel(tmp_path, backend=other_backend())  # a build for another torch backend
     faulty_catalog(tmp_path, monkeypatch, {"cuda-only": (f"{{path: {kernel_dir}}}", "flash_attn_varlen_func")})
     caught = run_and_collect(rng)
     assert len(caught) == 1

@@ -1,6 +1,14 @@
 """The pytest plugin, run in a child pytest with the markers."""
 
+from importlib.metadata import entry_points
+
 pytest_plugins = ["pytester"]
+# where accelbridge runs from a source tree (no entry point installed), load the plugin by name
+LOAD = (
+    ()
+    if any(ep.name == "accelbridge" for ep in entry_points(group="pytest11"))
+    else ("-p", "accelbridge.testing.plugin")
+)
 
 TESTS = """
 import pytest
@@ -25,16 +33,17 @@ def test_any_fa3():
 
 def test_markers_on_cpu(pytester):
     pytester.makepyfile(TESTS)
-    result = pytester.runpytest("-rs")
+    result = pytester.runpytest(*LOAD, "-rs", "--accel-simulate", "cpu")
     result.assert_outcomes(passed=1, skipped=3)
-    result.stdout.fnmatch_lines(["accelbridge: platform cpu, arch cpu*", "*accelbridge capability skips*",
+    result.stdout.fnmatch_lines(["accelbridge: platform cpu, arch cpu*(simulated cpu)",
+                                 "*accelbridge capability skips*",
                                  "*1 skipped: needs platform cuda, this is cpu",
                                  "*fa3.varlen: sgl-kernel is not a candidate on cpu"])  # fmt: skip
 
 
 def test_markers_under_simulation(pytester):
     pytester.makepyfile(TESTS)
-    result = pytester.runpytest("-rs", "--accel-simulate", "cuda:sm100")
+    result = pytester.runpytest(*LOAD, "-rs", "--accel-simulate", "cuda:sm100")
     result.assert_outcomes(passed=3, skipped=1)
     result.stdout.fnmatch_lines([
         "accelbridge: platform cuda, arch sm100, toolkit 12.8 (simulated cuda:sm100)",
