@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from accelbridge import env
+from accelbridge.attention import kernels_compat
 from accelbridge.errors import AccelbridgeError, summary
 
 
@@ -51,10 +52,7 @@ class HubKernel:
         return f"version {self.version}" if self.version is not None else f"revision {self.revision}"
 
     def dependency(self) -> Any:
-        from kernels._rust import KernelDependency
-        from kernels._versions import revision_or_version
-
-        return KernelDependency(self.repo, revision_or_version(revision=self.revision, version=self.version))
+        return kernels_compat.dependency(self.repo, self.revision, self.version)
 
     def trust(self) -> list[str] | bool:
         return [self.repo] if self.trusted else False
@@ -81,10 +79,8 @@ def hub_kernels(platform_names: list[str] | None = None) -> list[HubKernel]:
 
 # -- reading the lock --------------------------------------------------------------------------------
 def read_locks(path: Path) -> Any:
-    from kernels._rust import KernelLocks
-
     try:
-        return KernelLocks.from_json(path.read_text())
+        return kernels_compat.locks_from_json(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise LockError(f"{path} is not a valid kernels lock file ({e}); delete it or run `accelbridge lock`") from None
 
@@ -112,24 +108,15 @@ def _describe_version(v: Any) -> str:
 
 
 # -- writing the lock ------------------------------------------------------------------------------
-def _resolve_with_kernels(dep: Any) -> dict[Any, Any]:
-    from kernels.hf_hub import _get_hf_api
-    from kernels.locking import lock_kernel_tree
-
-    return lock_kernel_tree(dep, api=_get_hf_api())
-
-
 def lock(
     path: Path | None = None,
     progress: Callable[[str], None] = print,
-    resolve: Callable[[Any], dict[Any, Any]] = _resolve_with_kernels,
+    resolve: Callable[[Any], dict[Any, Any]] = kernels_compat.lock_tree,
 ) -> Path:
     """Resolve every catalog hub kernel (and its kernel dependencies) to a commit; write the lock.
 
     All or nothing: if any kernel cannot be resolved, nothing is written and the error lists each.
     """
-    from kernels._rust import KernelLocks
-
     path = path or lock_file()
     kernels_ = hub_kernels()
     if not kernels_:
@@ -153,7 +140,7 @@ def lock(
                         + "\n  ".join(failures) + f"\n  hint: {NETWORK_HINT}")  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(KernelLocks(merged).to_json() + "\n")
+    tmp.write_text(kernels_compat.locks_to_json(merged) + "\n")
     os.replace(tmp, path)  # atomic: readers see the old lock or the new one, never half
     progress(f"wrote {path} ({len(merged)} kernel(s))")
     return path

@@ -65,6 +65,27 @@ def _platform_families() -> dict[str, str]:
     return {name: platforms.get_platform_class(name).arch_family for name in platforms.known_platforms()}
 
 
+REFERENCE = "reference"
+
+
+def _implicit_reference() -> dict[str, Any]:
+    """The pure-torch reference provider, in every platform's catalog without being written there.
+
+    It serves each op whose declaration has a reference function; a catalog may still name it in
+    ``order`` (usually last), override its entries, or remove it with ``reference: null``.
+    """
+    from accelbridge import ops
+
+    entries = {op: {"function": spec.reference.__name__, "_origin": "accelbridge.ops"}
+               for op, spec in ops.OPS.items() if spec.reference is not None}  # fmt: skip
+    return {"source": {"builtin": REFERENCE}, "_origin": "accelbridge.ops (implicit)", "ops": entries,
+            "description": "pure-torch reference (float32 accumulation); correct everywhere, fast nowhere"}  # fmt: skip
+
+
+def _new_merged() -> dict[str, Any]:
+    return {"providers": {REFERENCE: _implicit_reference()}, "order": {}, "removed": {}}
+
+
 def _ops_by_provider(merged: dict[str, Any]) -> dict[str, set[str]]:
     return {pid: set(p.get("ops", {})) for pid, p in merged["providers"].items()}
 
@@ -162,7 +183,7 @@ def load(platform: Any, extra: Iterable[Path | str] = ()) -> Catalog:
         if key in _cache:
             return _cache[key]
     families = _platform_families()
-    merged: dict[str, Any] = {"providers": {}, "order": {}, "removed": {}}
+    merged = _new_merged()
     issues: list[Issue] = []
     files = []
     for path in paths:
@@ -181,6 +202,8 @@ def load(platform: Any, extra: Iterable[Path | str] = ()) -> Catalog:
     issues += _check_merged(merged)
     if issues:
         raise CatalogError(issues)
+    if REFERENCE in merged["providers"]:  # the last resort comes last where no `order` says otherwise
+        merged["providers"][REFERENCE] = merged["providers"].pop(REFERENCE)
     catalog = _build(name, merged, files)
     with _lock:
         _cache[key] = catalog
@@ -201,13 +224,12 @@ def validate_file(path: Path | str) -> list[Issue]:
     except CatalogError as e:
         return e.issues
     families = _platform_families()
-    known: dict[str, set[str]] = {}
+    merged = _new_merged()
     name = doc.data.get("platform")
     builtin = builtin_file(name) if isinstance(name, str) else None
     if builtin and builtin.resolve() != Path(path).resolve():
-        merged: dict[str, Any] = {"providers": {}, "order": {}, "removed": {}}
         _merge(merged, read(builtin))
-        known = _ops_by_provider(merged)
+    known = _ops_by_provider(merged)
     return Validator(doc, families, known).validate()
 
 

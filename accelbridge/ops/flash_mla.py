@@ -117,7 +117,7 @@ MLA_PLAN = PlanRelation(
 )
 
 SPECS = [
-    OpSpec("flashmla.metadata", get_mla_metadata, features={}),
+    OpSpec("flashmla.metadata", get_mla_metadata, features={}, reference=reference.get_mla_metadata),
     OpSpec("flashmla.kvcache", flash_mla_with_kvcache, checks=MLA_CHECKS, reference=reference.flash_mla_with_kvcache,
            plan=MLA_PLAN, cases=mla_cases, inputs=mla_inputs),
 ]  # fmt: skip

@@ -28,6 +28,11 @@ class Platform:
     visible_devices_env: ClassVar[str | None] = None
     arch_family: ClassVar[str] = "cpu"
     simulated: ClassVar[bool] = False
+    # what a bare simulation spec (`cuda`, `rocm`) stands for: an arch name and a toolkit version
+    default_simulated_arch: ClassVar[str | None] = None
+    default_simulated_toolkit: ClassVar[str | None] = None
+    # among the built-in platforms, lower probes first (plugins are probed before all of them)
+    detection_priority: ClassVar[int] = 100
 
     # -- hardware probes ---------------------------------------------------------------
     def is_available(self) -> bool:

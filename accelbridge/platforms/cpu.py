@@ -14,6 +14,8 @@ class CpuPlatform(Platform):
     device_type = "cpu"
     visible_devices_env = None
     arch_family = "cpu"
+    default_simulated_arch = "cpu"
+    detection_priority = 1000  # always available: the last resort
 
     def is_available(self) -> bool:
         return True

@@ -8,35 +8,24 @@ from packaging.version import Version
 
 from accelbridge.platforms.arch import Arch
 from accelbridge.platforms.base import Platform
+from accelbridge.platforms.torch_cuda import TorchCudaDevices
 
 
-class CudaPlatform(Platform):
+class CudaPlatform(TorchCudaDevices, Platform):
     name = "cuda"
     vendor = "nvidia"
     device_type = "cuda"
     visible_devices_env = "CUDA_VISIBLE_DEVICES"
     arch_family = "sm"
+    default_simulated_arch = "sm90"
+    default_simulated_toolkit = "12.8"
+    detection_priority = 30
 
     def is_available(self) -> bool:
         import torch
 
         # a ROCm build answers torch.cuda too; it is not CUDA
         return torch.version.cuda is not None and torch.version.hip is None and torch.cuda.is_available()
-
-    def device_count(self) -> int:
-        import torch
-
-        return torch.cuda.device_count()
-
-    def capability(self, device: int = 0) -> tuple[int, int]:
-        import torch
-
-        return tuple(torch.cuda.get_device_capability(device))  # type: ignore[return-value]
-
-    def device_name(self, device: int = 0) -> str:
-        import torch
-
-        return torch.cuda.get_device_name(device)
 
     @cached_property
     def toolkit_version(self) -> Version | None:

@@ -5,6 +5,7 @@ Nothing here runs at import time; probing happens on the first ``platforms.curre
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -12,20 +13,15 @@ from importlib.metadata import entry_points
 from accelbridge import env
 from accelbridge.errors import PlatformError
 from accelbridge.platforms.base import Platform
-from accelbridge.platforms.cpu import CpuPlatform
-from accelbridge.platforms.cuda import CudaPlatform
-from accelbridge.platforms.musa import MusaPlatform
-from accelbridge.platforms.rocm import RocmPlatform
 
 PLUGIN_GROUP = "accelbridge.platforms"
-BUILTIN: dict[str, type[Platform]] = {
-    "musa": MusaPlatform,
-    "rocm": RocmPlatform,
-    "cuda": CudaPlatform,
-    "cpu": CpuPlatform,
+# the built-in platforms, loaded exactly as an entry point of PLUGIN_GROUP would be
+BUILTIN_TARGETS: dict[str, str] = {
+    "musa": "accelbridge.platforms.musa:MusaPlatform",
+    "rocm": "accelbridge.platforms.rocm:RocmPlatform",
+    "cuda": "accelbridge.platforms.cuda:CudaPlatform",
+    "cpu": "accelbridge.platforms.cpu:CpuPlatform",
 }
-# probing order after the plugins
-DETECTION_ORDER = ("musa", "rocm", "cuda", "cpu")
 
 
 @dataclass
@@ -37,6 +33,7 @@ class PluginRecord:
     status: str  # "loaded" | "failed"
     error: str | None = None
     cls: type[Platform] | None = None
+    builtin: bool = False
 
     def as_dict(self) -> dict[str, str | None]:
         return {"name": self.name, "target": self.target, "status": self.status, "error": self.error}
@@ -53,27 +50,40 @@ def _fail(record: PluginRecord, stage: str, exc: BaseException) -> None:
     )
 
 
+def _load_target(target: str) -> type[Platform]:
+    """``module:Class`` -> the Platform subclass (what an entry point's value names)."""
+    module, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Platform)):
+        raise TypeError(f"{target} is not a Platform subclass")
+    return cls
+
+
+def load_record(name: str, target: str, builtin: bool = False) -> PluginRecord:
+    """One platform from its ``module:Class`` target; a failure is recorded and reported, never raised."""
+    record = PluginRecord(name, target, "loaded", builtin=builtin)
+    try:
+        record.cls = _load_target(target)
+    except Exception as e:  # a broken plugin must never take detection down
+        _fail(record, "import", e)
+    return record
+
+
 def discover_plugins() -> list[PluginRecord]:
     """Load every entry point of the ``accelbridge.platforms`` group; failures are reported."""
-    records = []
-    for ep in entry_points(group=PLUGIN_GROUP):
-        record = PluginRecord(ep.name, ep.value, "loaded")
-        try:
-            cls = ep.load()
-            if not (isinstance(cls, type) and issubclass(cls, Platform)):
-                raise TypeError(f"{ep.value} is not a Platform subclass")
-            record.cls = cls
-        except Exception as e:  # a broken plugin must never take detection down
-            _fail(record, "import", e)
-        records.append(record)
-    return records
+    return [load_record(ep.name, ep.value) for ep in entry_points(group=PLUGIN_GROUP)]
+
+
+def builtin_records() -> list[PluginRecord]:
+    return [load_record(name, target, builtin=True) for name, target in BUILTIN_TARGETS.items()]
 
 
 def platform_classes(plugins: list[PluginRecord]) -> dict[str, type[Platform]]:
-    """Every known platform name -> class: plugins first, then the built-in ones."""
-    classes = {r.cls.name: r.cls for r in plugins if r.cls is not None}
-    for name, cls in BUILTIN.items():
-        classes.setdefault(name, cls)
+    """Every known platform name -> class: plugins first, then the built-in ones (the same records)."""
+    classes: dict[str, type[Platform]] = {}
+    for record in [*plugins, *builtin_records()]:
+        if record.cls is not None:
+            classes.setdefault(record.cls.name, record.cls)
     return classes
 
 
@@ -102,8 +112,9 @@ def detect(plugins: list[PluginRecord]) -> Platform:
                 return platform
         except Exception as e:
             _fail(record, "detection", e)
-    for name in DETECTION_ORDER:
-        platform = BUILTIN[name]()
+    plugin_classes = {r.cls for r in plugins if r.cls is not None}
+    for cls in sorted((c for c in classes.values() if c not in plugin_classes), key=lambda c: c.detection_priority):
+        platform = cls()
         if platform.is_available():
             return platform
     raise AssertionError("unreachable: the cpu platform is always available")

@@ -28,6 +28,9 @@ class MusaPlatform(Platform):
     device_type = "musa"
     visible_devices_env = "MUSA_VISIBLE_DEVICES"
     arch_family = "mp"
+    default_simulated_arch = "mp31"
+    default_simulated_toolkit = "4.0"
+    detection_priority = 10
 
     def is_available(self) -> bool:
         try:

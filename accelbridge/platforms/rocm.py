@@ -10,37 +10,26 @@ from packaging.version import Version
 
 from accelbridge.platforms.arch import Arch
 from accelbridge.platforms.base import Platform
+from accelbridge.platforms.torch_cuda import TorchCudaDevices
 
 # when gcnArchName is missing: the capability each data-centre part reports
 _ARCH_OF_CAPABILITY = {(9, 0): "gfx90a", (9, 4): "gfx942", (9, 5): "gfx950", (11, 0): "gfx1100", (12, 0): "gfx1200"}
 
 
-class RocmPlatform(Platform):
+class RocmPlatform(TorchCudaDevices, Platform):
     name = "rocm"
     vendor = "amd"
     device_type = "cuda"
     visible_devices_env = "HIP_VISIBLE_DEVICES"
     arch_family = "gfx"
+    default_simulated_arch = "gfx942"
+    default_simulated_toolkit = "6.4"
+    detection_priority = 20
 
     def is_available(self) -> bool:
         import torch
 
         return torch.version.hip is not None and torch.cuda.is_available()
-
-    def device_count(self) -> int:
-        import torch
-
-        return torch.cuda.device_count()
-
-    def capability(self, device: int = 0) -> tuple[int, int]:
-        import torch
-
-        return tuple(torch.cuda.get_device_capability(device))  # type: ignore[return-value]
-
-    def device_name(self, device: int = 0) -> str:
-        import torch
-
-        return torch.cuda.get_device_name(device)
 
     def arch(self, device: int = 0) -> Arch:
         import torch

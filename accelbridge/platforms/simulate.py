@@ -13,9 +13,6 @@ from accelbridge.errors import PlatformError
 from accelbridge.platforms.arch import Arch
 from accelbridge.platforms.base import Platform
 
-# what a bare `cuda` or `rocm` spec stands for
-DEFAULT_ARCH = {"cuda": "sm90", "rocm": "gfx942", "musa": "mp31", "cpu": "cpu"}
-DEFAULT_TOOLKIT = {"cuda": "12.8", "rocm": "6.4", "musa": "4.0"}
 SPEC_KEYS = {"toolkit": "runtime version, e.g. 12.8", "devices": "device count", "name": "device name"}
 
 
@@ -82,7 +79,7 @@ def parse_spec(spec: str, classes: dict[str, type[Platform]]) -> Platform:
         raise PlatformError(f"unknown platform {parts[0]!r} in spec {spec!r}; valid: {', '.join(sorted(classes))}")
     cls = classes[name]
     rest = parts[1:]
-    arch_text = DEFAULT_ARCH.get(name) or getattr(cls, "default_simulated_arch", None)
+    arch_text = cls.default_simulated_arch
     if rest and "=" not in rest[0]:
         arch_text = rest.pop(0)
     if not arch_text:
@@ -102,7 +99,7 @@ def parse_spec(spec: str, classes: dict[str, type[Platform]]) -> Platform:
             valid = ", ".join(f"{k} ({v})" for k, v in SPEC_KEYS.items())
             raise PlatformError(f"unknown spec key {key!r} in {spec!r}; valid: {valid}")
         options[key] = value
-    toolkit_text = options.get("toolkit", DEFAULT_TOOLKIT.get(name))
+    toolkit_text = options.get("toolkit", cls.default_simulated_toolkit)
     try:
         toolkit = Version(toolkit_text) if toolkit_text else None
     except InvalidVersion:

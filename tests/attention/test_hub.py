@@ -152,3 +152,22 @@ def test_lock_json_is_what_kernels_writes(cache):
     data = json.loads((cache / "kernels.lock").read_text())
     assert {e["dependency"]["repo-id"] for e in data} == set(COMMITS)
     assert all(len(e["lock"]["commit"]) == 40 for e in data)
+
+
+def test_kernels_outside_the_supported_range_is_a_clear_error(monkeypatch):
+    import importlib.metadata
+
+    from accelbridge.attention import kernels_compat
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.99.0")
+    with pytest.raises(kernels_compat.KernelsVersionError, match=r"kernels 0.99.0 is installed.*<0.18"):
+        kernels_compat.dependency("org/repo", "v1", None)
+    from pathlib import Path
+
+    import tomllib
+
+    deps = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["dependencies"]
+    (kernels_dep,) = [d for d in deps if d.startswith("kernels")]
+    from packaging.specifiers import SpecifierSet
+
+    assert SpecifierSet(kernels_dep.split("kernels", 1)[1].split("#")[0].strip()) == kernels_compat.SUPPORTED
