@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("platforms", "kernels_catalog", "attention", "testing", "errors")
+_LAZY_SUBMODULES = ("platforms", "ops", "kernels_catalog", "attention", "testing", "errors", "env")
 
 
 def __getattr__(name: str) -> Any:

@@ -24,3 +24,7 @@ class PlatformError(AccelbridgeError, ValueError):
 
 class InvalidArgumentError(AccelbridgeError, ValueError):
     """An op argument of the wrong dtype, shape, device or value; raised before any kernel runs."""
+
+
+class DeclarationError(AccelbridgeError, ValueError):
+    """An op declaration (accelbridge.ops) that cannot be right: a bug of the declaration, raised at import."""

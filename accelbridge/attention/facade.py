@@ -128,16 +128,23 @@ def build_function(spec: ops.OpSpec) -> Callable[..., Any]:
     return fn
 
 
-def functions() -> dict[str, Callable[..., Any]]:
-    """One facade function per signature function among the declared ops."""
-    built: dict[str, Callable[..., Any]] = {}
-    for spec in ops.OPS.values():
-        if spec.facade not in built:
-            built[spec.facade] = build_function(spec)
-    return built
+_FUNCTIONS: dict[str, Callable[..., Any]] = {}
 
 
-_FUNCTIONS = functions()
+def function(op: str) -> Callable[..., Any]:
+    """The facade function serving ``op`` (built on first request for ops declared later, e.g. a vendor's)."""
+    if op not in ops.OPS:
+        raise ResolutionError(f"unknown op {op!r}; valid: {', '.join(ops.ids())}")
+    spec = ops.get(op)
+    with _lock:
+        fn = _FUNCTIONS.get(spec.facade)
+        if fn is None:
+            fn = _FUNCTIONS[spec.facade] = build_function(spec)
+        return fn
+
+
+for _op in ops.ids():
+    function(_op)
 flash_attn_varlen_func = _FUNCTIONS["flash_attn_varlen_func"]
 flash_attn_with_kvcache = _FUNCTIONS["flash_attn_with_kvcache"]
 get_scheduler_metadata = _FUNCTIONS["get_scheduler_metadata"]

@@ -82,9 +82,20 @@ def _load_path(source: Source, trusted: bool) -> ModuleType:
     return kernels.get_local_kernel(path, trust_remote_code=[str(path)] if trusted else False)
 
 
+def reference_module() -> ModuleType:
+    """The built-in reference provider: every declared op's reference function, under its own name."""
+    from accelbridge import ops
+
+    module = ModuleType("accelbridge.reference", "the op declarations' reference functions")
+    for spec in ops.OPS.values():
+        if spec.reference is not None:
+            setattr(module, spec.reference.__name__, spec.reference)
+    return module
+
+
 def _load(source: Source, trusted: bool, offline: bool) -> ModuleType:
     if source.kind == "builtin":
-        return importlib.import_module("accelbridge.attention.reference")
+        return reference_module()
     if source.kind == "module":
         return importlib.import_module(source.target)
     if source.kind == "hub":
@@ -112,6 +123,8 @@ def describe_failure(source: Source, exc: BaseException, install: str | None) ->
 
 def load_module(provider_id: str, source: Source, trusted: bool, install: str | None, offline: bool) -> ModuleType:
     """The provider's module, loaded once per process; raises LoadFailure (warned once)."""
+    if source.kind == "builtin":  # nothing to load: built from the op declarations, ops declared later included
+        return reference_module()
     key = (source, offline)
     with _lock:
         cached = _modules.get(key)

@@ -56,19 +56,6 @@ class Requirements:
                 reasons.append(f"needs torch {spec}, this is {torch_version}")
         return reasons
 
-    def call_reasons(self, dtype: str | None, head_dim: int | None) -> list[str]:
-        """Why a call with these features cannot be served; ``None`` features are not checked."""
-        reasons = []
-        if dtype is not None:
-            for allowed in self.dtypes:
-                if dtype not in allowed:
-                    reasons.append(f"needs dtype {' or '.join(sorted(allowed))}, got {dtype}")
-        if head_dim is not None:
-            for rule in self.head_dim:
-                if not rule.matches(head_dim):
-                    reasons.append(f"needs head_dim {rule}, got {head_dim}")
-        return reasons
-
     def describe(self) -> dict[str, str]:
         out = {}
         if self.arch:

@@ -7,6 +7,7 @@ cases. It imports nothing above ``platforms``.
 
 from __future__ import annotations
 
+from accelbridge.errors import DeclarationError
 from accelbridge.ops.spec import Arg, Check, CheckFailed, OpSpec, Param, PlanRelation, fail
 
 OPS: dict[str, OpSpec] = {}
@@ -17,7 +18,7 @@ def register(spec: OpSpec) -> OpSpec:
     """Declare an op (built-in or a vendor's own); its id must be new."""
     global FAMILIES
     if spec.id in OPS and OPS[spec.id] is not spec:
-        raise ValueError(f"op {spec.id!r} is already declared")
+        raise DeclarationError(f"op {spec.id!r} is already declared")
     OPS[spec.id] = spec
     FAMILIES = tuple(dict.fromkeys(s.family for s in OPS.values()))
     return spec

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from accelbridge.errors import InvalidArgumentError
+from accelbridge.errors import DeclarationError, InvalidArgumentError
 
 _EMPTY = inspect.Parameter.empty
 
@@ -45,7 +45,7 @@ class Arg:
 
     def __init__(self, role: str, inert: str | None = None):
         if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
+            raise DeclarationError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
         self.role, self.inert = role, inert
 
     def __call__(self, inert: str) -> Arg:
@@ -130,11 +130,11 @@ class Check:
 
     def __post_init__(self) -> None:
         if self.what not in ("shape", "dtype", "device"):
-            raise ValueError(f"check what must be shape, dtype or device, not {self.what!r}")
+            raise DeclarationError(f"check what must be shape, dtype or device, not {self.what!r}")
         if self.kind not in ("metadata", "values"):
-            raise ValueError(f"check kind must be metadata or values, not {self.kind!r}")
+            raise DeclarationError(f"check kind must be metadata or values, not {self.kind!r}")
         if (self.kind == "metadata") != isinstance(self.ok, str):
-            raise ValueError("a metadata check is an expression string; a values check is a function")
+            raise DeclarationError("a metadata check is an expression string; a values check is a function")
 
 
 def _shape(x: Any) -> str:
@@ -230,7 +230,7 @@ class OpSpec:
         for p in sig.parameters.values():
             ann = p.annotation
             if not isinstance(ann, Arg):
-                raise TypeError(f"{self.id}: parameter {p.name!r} needs a role annotation (ops.spec.Data, ...)")
+                raise DeclarationError(f"{self.id}: parameter {p.name!r} needs a role annotation (ops.spec.Data, ...)")
             if ann.role == "selector":
                 continue
             params[p.name] = Param(p.name, ann.role, p.default, ann.inert or default_inert(p.name, p.default))
@@ -353,7 +353,7 @@ def _names_known(spec: OpSpec, expr: str, what: str) -> None:
     read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     unknown = sorted(read - bound - set(spec.params) - set(EXPRESSION_ENV) - _BUILTINS)
     if unknown:
-        raise NameError(f"{spec.id}: {what} reads unknown name(s) {unknown}")
+        raise DeclarationError(f"{spec.id}: {what} reads unknown name(s) {unknown}")
 
 
 _BUILTINS = frozenset(dir(builtins))

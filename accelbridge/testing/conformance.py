@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from accelbridge import ops, platforms
+from accelbridge.attention.errors import ResolutionError
 from accelbridge.errors import summary
 from accelbridge.ops.cases import TOLERANCES, Case, Inputs, Tolerance
 from accelbridge.ops.spec import out_dtype
@@ -73,7 +74,7 @@ def cases(op: str | None = None, full: bool = False) -> list[Case]:
     result: list[Case] = []
     for o in checked if op is None else (op,):
         if o not in checked:
-            raise ValueError(f"no conformance cases for op {o!r}; checked ops: {', '.join(checked)}")
+            raise ResolutionError(f"no conformance cases for op {o!r}; checked ops: {', '.join(checked)}")
         result += ops.get(o).cases(full)  # type: ignore[misc]
     return result
 
@@ -149,17 +150,17 @@ def run(case: Case, provider: str, seed: int | None = None) -> Result:
     inp = Inputs(case, seed, device())
     kw = spec.inputs(inp.case, inp)  # type: ignore[misc]
     _plan(spec, provider, kw)
-    if case.with_out and "out" in spec.params:
-        q = kw["q"]
-        shape = (*q.shape[:-1], case.dv or case.d)
-        kw["out"] = torch.full(shape, float("nan"), dtype=out_dtype(q.dtype), device=inp.dev)
+    ref_kw = _to_f32({k: v for k, v in kw.items() if spec.params[k].role not in ("out", "plan", "hint")})
+    expected = _reference(spec, ref_kw)
+    first = kw[spec.role_names("data")[0]]
+    if case.with_out and "out" in spec.params:  # NaN-poisoned: every element must be written
+        shape = _first(expected).shape
+        kw["out"] = torch.full(shape, float("nan"), dtype=out_dtype(first.dtype), device=inp.dev)
     values = dict(spec.with_defaults(kw))
     reasons = call.call_reasons(values)
     if reasons:
         result.detail = "; ".join(reasons)
         return result
-    ref_kw = _to_f32({k: v for k, v in kw.items() if spec.params[k].role not in ("out", "plan", "hint")})
-    expected = _reference(spec, ref_kw)
     try:
         with full_checks():
             got = call(*(values[n] for n in spec.names))
@@ -169,7 +170,11 @@ def run(case: Case, provider: str, seed: int | None = None) -> Result:
     return _judge(result, case, kw, got, expected, ref_kw)
 
 
-def _reference(spec: ops.OpSpec, kw: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+def _first(result: Any) -> torch.Tensor:
+    return result[0] if isinstance(result, tuple) else result
+
+
+def _reference(spec: ops.OpSpec, kw: dict[str, Any]) -> Any:
     import inspect as _inspect
 
     params = _inspect.signature(spec.reference).parameters  # type: ignore[arg-type]
@@ -180,9 +185,11 @@ def _reference(spec: ops.OpSpec, kw: dict[str, Any]) -> tuple[torch.Tensor, torc
 
 
 def _judge(result: Result, case: Case, kw: dict[str, Any], got: Any, expected: Any, ref_kw: dict[str, Any]) -> Result:
-    exp_out, exp_lse = expected
+    exp_out, exp_lse = expected if isinstance(expected, tuple) else (expected, None)
+    spec = ops.get(case.op)
+    in_dtype = kw[spec.role_names("data")[0]].dtype
     problems: list[str] = []
-    wants_tuple = case.return_lse or "return_softmax_lse" not in ops.get(case.op).params
+    wants_tuple = isinstance(expected, tuple) and (case.return_lse or "return_softmax_lse" not in spec.params)
     if wants_tuple:
         if not isinstance(got, tuple) or len(got) < 2:
             problems.append(f"returned {type(got).__name__}, expected a tuple (out, lse, ...)")
@@ -200,8 +207,8 @@ def _judge(result: Result, case: Case, kw: dict[str, Any], got: Any, expected: A
         problems.append(f"out shape {tuple(out.shape)}, expected {tuple(exp_out.shape)}")
         out = None
     if out is not None:
-        if out.dtype != out_dtype(kw["q"].dtype):
-            problems.append(f"out dtype {out.dtype}, expected {out_dtype(kw['q'].dtype)}")
+        if out.dtype != out_dtype(in_dtype):
+            problems.append(f"out dtype {out.dtype}, expected {out_dtype(in_dtype)}")
         nan = int(torch.isnan(out).sum())
         if nan:
             problems.append(f"{nan} elements of out not written (NaN)")
