@@ -38,3 +38,18 @@ def test_porting_guide_musa_steps(fixture_providers, tmp_path, monkeypatch, caps
     assert cli.main(["selftest", "--simulate", "musa:mp31", "--provider", "mate"]) == 0
     assert "34 case(s) run: 34 passed, 0 FAILED, 0 errors; 7 skipped" in capsys.readouterr().out
     assert "28 cases" in text and "skips 3" in text
+
+
+def test_env_doc_lists_exactly_the_declared_variables():
+    import re
+
+    from accelbridge import env
+
+    doc = (ROOT / "docs" / "env.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)`", doc, flags=re.M))
+    assert set(env.VARIABLES) <= documented, set(env.VARIABLES) - documented
+    own = {v for v in documented if v.startswith("ACCELBRIDGE_")}
+    assert own == {n for n, v in env.VARIABLES.items() if v.own}, own ^ {n for n, v in env.VARIABLES.items() if v.own}
+    for name, var in env.VARIABLES.items():
+        if var.default:
+            assert re.search(rf"^\| `{name}` \| `{var.default}` \|", doc, flags=re.M), f"{name}: default {var.default}"

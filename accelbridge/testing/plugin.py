@@ -20,6 +20,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("accelbridge")
     group.addoption("--accel-simulate", metavar="SPEC", default=None,
                     help="simulate a platform for this run, e.g. cuda:sm90:toolkit=12.8")  # fmt: skip
+    group.addoption("--accel-checks", metavar="LEVEL", default="full", choices=("full", "cheap", "off"),
+                    help="facade argument checks during the run: full (default in tests: value checks too), "
+                         "cheap (production's default), off")  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,6 +32,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "op(op, provider=None): run only where the op resolves (to that provider, if given)",
     ):
         config.addinivalue_line("markers", line)
+    from accelbridge.attention import checks
+
+    checks.set_level(config.getoption("--accel-checks", default="full"))  # tests want every bad argument named
     spec = config.getoption("--accel-simulate", default=None)
     if spec:
         from accelbridge import platforms

@@ -49,3 +49,18 @@ def test_markers_under_simulation(pytester):
         "accelbridge: platform cuda, arch sm100, toolkit 12.8 (simulated cuda:sm100)",
         "*fa3.varlen: sgl-kernel needs arch >=sm80, <sm100, this is sm100*",
     ])  # fmt: skip
+
+
+CHECKS = """
+from accelbridge.attention import checks
+
+def test_level():
+    assert checks.level() == LEVEL
+"""
+
+
+def test_value_checks_are_on_in_plugin_runs_with_an_option_to_turn_them_off(pytester):
+    pytester.makepyfile(CHECKS.replace("LEVEL", '"full"'))
+    pytester.runpytest(*LOAD, "--accel-simulate", "cpu").assert_outcomes(passed=1)
+    pytester.makepyfile(CHECKS.replace("LEVEL", '"cheap"'))
+    pytester.runpytest(*LOAD, "--accel-simulate", "cpu", "--accel-checks", "cheap").assert_outcomes(passed=1)
