@@ -196,6 +196,10 @@ def compile_call(b: Binding, level: str, reroute: Callable[[str, tuple[Any, ...]
         g["_plan"] = plans.checker(b.provider_id, spec.facade, plan)
         key = "(" + ", ".join(c for _, _, c in plan.keys) + ",)"
         body.append(f"if {plan.param} is not None: {plan.param} = _plan({plan.param}, {key})")
+    if plan is not None and plan.freeze and plan.param in b.mapped:
+        g["_freeze"] = plans.freezer(spec.facade, plan)
+        key = "(" + ", ".join(expr for _, expr in plan.freeze) + ",)"
+        body.append(f"if {plan.param} is not None: {plan.param} = _freeze({plan.param}, {key})")
     adapt = b.entry.adapt  # type: ignore[union-attr]
     if "window_size" in b.mapped and adapt.window != "as-is":
         g["_window_convert"] = WINDOW_CONVERTERS[adapt.window]

@@ -14,6 +14,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from accelbridge import ops
 from accelbridge.errors import InvalidArgumentError
 from accelbridge.ops.spec import PlanRelation
@@ -60,3 +62,35 @@ def checker(provider_id: str, facade: str, relation: PlanRelation) -> Callable[[
         return plan if built_by == provider_id else None  # planned for another provider: useless here
 
     return check
+
+
+# id(plan object) -> (weak reference, the values it was frozen to on first use)
+_frozen: dict[int, tuple[weakref.ref, tuple[Any, ...]]] = {}
+
+
+def freezer(facade: str, relation: PlanRelation) -> Callable[[Any, tuple[Any, ...]], Any]:
+    """What a consumer's adapter calls with a plan object: the first call freezes it, later ones must match."""
+    labels = [label for label, _ in relation.freeze]
+
+    def freeze(plan: Any, key: tuple[Any, ...]) -> Any:
+        if isinstance(plan, (torch.Tensor, tuple, list)):  # planned explicitly for its arguments: not frozen here
+            return plan
+        ident = id(plan)
+        entry = _frozen.get(ident)
+        if entry is None or entry[0]() is not plan:
+            try:
+                ref = weakref.ref(plan, lambda _, ident=ident: _frozen.pop(ident, None))
+            except TypeError:
+                return plan
+            _frozen[ident] = (ref, key)
+            return plan
+        if key != entry[1]:
+            diff = [f"{label}={k!r} (planned for {b!r})" for label, k, b in zip(labels, key, entry[1]) if k != b]
+            raise InvalidArgumentError(
+                f"{facade}: {relation.param} was planned on its first use for other shapes: {', '.join(diff)}; "
+                f"call {ops.get(relation.producer).facade}() again for each batch shape (the plan is frozen on "
+                "first use and would read wrong tiles)"
+            )
+        return plan
+
+    return freeze

@@ -58,6 +58,9 @@ class Case:
     leftpad: bool = False  # kvcache: cache_leftpad (each sequence starts later in its row)
     batch_idx: bool = False  # kvcache: cache_batch_idx (sequence b uses cache row idx[b])
     chunk: int = 0  # attention_chunk: keys only within the query's chunk
+    topk: int = 0  # sparse MLA: indexed tokens per query (0: dense)
+    topk_length: bool = False  # sparse MLA: a per-sequence (decode) or per-query (prefill) topk_length
+    extra_topk: int = 0  # sparse MLA decode: indexed tokens per query in a second (extra) cache
 
     def __str__(self) -> str:
         return f"{self.op}:{self.name}"

@@ -1,13 +1,18 @@
-"""FlashMLA ops: tile-scheduler metadata and decode over a paged latent cache (sglang-kernel 0.4.5's signatures)."""
+"""FlashMLA ops: tile-scheduler metadata, decode (dense, FP8, sparse FP8) and sparse prefill (sglang-kernel 0.4.5).
+
+Sparse mode (DeepSeek V3.2 / V4) takes token positions from ``indices``: ``block_table`` and
+``cache_seqlens`` are None by design and inert then.
+"""
 
 # no `from __future__ import annotations`: the role annotations must stay objects
+import math
 from dataclasses import replace
 
 import torch
 
 from accelbridge.ops import reference
 from accelbridge.ops.cases import Case, Inputs
-from accelbridge.ops.spec import Check, Data, Hint, Index, OpSpec, Option, Plan, PlanRelation
+from accelbridge.ops.spec import Check, Data, Hint, Index, OpSpec, Option, Plan, PlanRelation, fail
 
 
 def get_mla_metadata(
@@ -18,7 +23,7 @@ def get_mla_metadata(
     is_fp8_kvcache: Hint = False,
     topk: Hint = None,
 ):
-    """FlashMLA tile-scheduler metadata: ``(tile_scheduler_metadata, num_splits)``."""
+    """FlashMLA tile-scheduler metadata: ``(tile_scheduler_metadata, num_splits)``; no arguments: planned on first use."""
 
 
 def flash_mla_with_kvcache(
@@ -44,6 +49,18 @@ def flash_mla_with_kvcache(
     """FlashMLA decode over a paged latent cache (dense, or sparse with ``indices``): ``(out, lse)``."""
 
 
+def flash_mla_sparse_fwd(
+    q: Data,
+    kv: Data,
+    indices: Index,
+    sm_scale: Option,
+    d_v: Option = 512,
+    attn_sink: Data = None,
+    topk_length: Index = None,
+):
+    """FlashMLA sparse prefill: ``(out, max_logits, lse)`` over the kv rows each query's ``indices`` name."""
+
+
 def _mla_values(a) -> None:
     from accelbridge.ops.flash_attn import _pages
 
@@ -52,15 +69,32 @@ def _mla_values(a) -> None:
         _pages(a["block_table"], a["cache_seqlens"].tolist(), k_cache.shape[1], k_cache.shape[0], "block_table")
 
 
+def _index_values(a) -> None:
+    """Sparse indices name real cache rows (or -1)."""
+    for name, cache in (("indices", "k_cache"), ("extra_indices_in_kvcache", "extra_k_cache")):
+        idx = a.get(name)
+        if idx is None or a.get(cache) is None:
+            continue
+        rows = a[cache].shape[0] * a[cache].shape[1]
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < -1 or hi >= rows:
+            fail(
+                name,
+                f"holds {lo if lo < -1 else hi}",
+                f"token positions in [0, {rows}) or -1 (block * block_size + offset)",
+            )
+
+
 _SPARSE = "(None only in sparse mode, with indices)"
+_FP8_LAYOUTS = "576 (DeepSeek V3.2, 656-byte rows) or 512 (V4 MODEL1)"
 MLA_CHECKS = (
     Check("q", "q.dim() == 4", "{_shape(q)}", "a tensor (batch, seqlen_q, num_heads, head_dim)"),
     Check("q", "q.dtype in _F", "has dtype {q.dtype}", "a floating dtype (bf16, fp16, fp8)", what="dtype"),
     Check("k_cache", "k_cache.dim() == 4", "{_shape(k_cache)}",
-          "a tensor (num_blocks, page_size, num_heads_k, head_dim)"),
+          "a tensor (num_blocks, page_size, num_heads_k, head_dim or bytes per token)"),
     Check("k_cache", "is_fp8_kvcache or k_cache.dtype is q.dtype", "has dtype {k_cache.dtype} but q has {q.dtype}",
           "q's dtype (or is_fp8_kvcache=True)", what="dtype"),
-    Check("k_cache", "k_cache.device == q.device", "is on {k_cache.device} but q is on {q.device}",
+    Check("k_cache", "q.get_device() == k_cache.get_device()", "is on {k_cache.device} but q is on {q.device}",
           "every tensor on q's device", what="device"),
     Check("q", "q.shape[2] % k_cache.shape[2] == 0", "has {q.shape[2]} heads and k_cache {k_cache.shape[2]}",
           "q heads to be a multiple of kv heads (MHA, GQA or MQA)"),
@@ -75,30 +109,141 @@ MLA_CHECKS = (
     Check("head_dim_v", "head_dim_v.__class__ is int and 0 < head_dim_v and "
                         "(is_fp8_kvcache or head_dim_v <= k_cache.shape[-1])",
           "is {head_dim_v!r}", "an int in (0, {k_cache.shape[-1]}] (V is the cache's first dims)"),
-    Check("indices", "indices is None or (indices.dtype is _I32 and indices.dim() == 3)", "{_index(indices)}",
-          "an int32 tensor (batch, seqlen_q, topk) of token positions (-1: none)"),
+    Check("indices", "indices is None or (indices.dtype is _I32 and indices.dim() == 3 "
+                     "and indices.shape[:2] == q.shape[:2])",
+          "{_index(indices)}", "an int32 tensor (batch, seqlen_q, topk) of token positions (-1: none)"),
+    Check("indices", "indices is None or is_fp8_kvcache", "is given without is_fp8_kvcache=True",
+          "sparse decode over an FP8 cache (is_fp8_kvcache=True)"),
+    Check("q", "indices is None or q.shape[-1] in (576, 512)", "has head_dim {q.shape[-1]}",
+          "for sparse FP8 decode " + _FP8_LAYOUTS),
+    Check("extra_indices_in_kvcache", "(extra_k_cache is None) == (extra_indices_in_kvcache is None)",
+          "{'is None' if extra_indices_in_kvcache is None else 'is given'} and extra_k_cache "
+          "{'is None' if extra_k_cache is None else 'is given'}", "both, or neither"),
+    Check("topk_length", "topk_length is None or (topk_length.dtype is _I32 and topk_length.shape == q.shape[:1])",
+          "{_index(topk_length)}", "an int32 tensor (batch,) of valid index counts"),
+    Check("attn_sink", "attn_sink is None or attn_sink.shape == q.shape[2:3]", "{_shape(attn_sink)}",
+          "a float32 tensor (num_heads,) of sink logits"),
     Check("block_table", _mla_values, kind="values"),
+    Check("indices", _index_values, kind="values"),
 )  # fmt: skip
 
 
+def _prefill_values(a) -> None:
+    idx, rows = a["indices"], a["kv"].shape[0]
+    hi = int(idx.max()) if idx.numel() else -1
+    if hi >= rows:
+        fail("indices", f"holds {hi}", f"rows of kv in [0, {rows}) or -1")
+
+
+PREFILL_CHECKS = (
+    Check("q", "q.dim() == 3", "{_shape(q)}", "a tensor (s_q, num_heads, d_qk)"),
+    Check("kv", "kv.dim() == 3 and kv.shape[-1] == q.shape[-1]", "{_shape(kv)}",
+          "a tensor (s_kv, 1, d_qk) like q's d_qk"),
+    Check("kv", "kv.dtype is q.dtype", "has dtype {kv.dtype} but q has {q.dtype}", "q's dtype (bf16)", what="dtype"),
+    Check("kv", "q.get_device() == kv.get_device() == indices.get_device()", "is on {kv.device} but q is on {q.device}",
+          "every tensor on q's device", what="device"),
+    Check("indices", "indices.dtype is _I32 and indices.dim() == 3 and indices.shape[:2] == (q.shape[0], kv.shape[1])",
+          "{_index(indices)}", "an int32 tensor (s_q, 1, topk) of kv rows (-1: none)"),
+    Check("d_v", "d_v.__class__ is int and 0 < d_v <= q.shape[-1]", "is {d_v!r}", "an int in (0, d_qk]"),
+    Check("topk_length", "topk_length is None or (topk_length.dtype is _I32 and topk_length.shape == q.shape[:1])",
+          "{_index(topk_length)}", "an int32 tensor (s_q,)"),
+    Check("indices", _prefill_values, kind="values"),
+)  # fmt: skip
+
+
+# -- conformance cases and inputs ----------------------------------------------------------------------
 def mla_cases(full: bool = False) -> list[Case]:
     c = Case("flashmla.kvcache", "decode", lens_q=(1, 1, 1), lens_k=(1, 100, 300), hq=16, hk=1, d=576, dv=512,
              page_size=64, causal=False, with_out=False)  # fmt: skip
+    sparse = replace(c, name="sparse-v32", lens_k=(40, 200, 64), topk=64)  # bf16 q, FP8 cache
     return [
         c,
         replace(c, name="heads128", hq=128),
         replace(c, name="mtp-causal", lens_q=(2, 2, 2), causal=True),
         replace(c, name="long", lens_q=(1, 1), lens_k=(1000, 4097)),
         replace(c, name="empty-seq", lens_k=(0, 100, 64)),
+        replace(c, name="fp8-dense", dtype="fp8_e4m3"),
+        sparse,
+        replace(sparse, name="sparse-v4", d=512),
+        replace(sparse, name="sparse-v32-sink", sinks=True),
+        replace(sparse, name="sparse-v4-topk-length", d=512, topk_length=True),
+        replace(sparse, name="sparse-v4-extra-cache", d=512, extra_topk=32, sinks=True),
+        replace(sparse, name="sparse-all-invalid", lens_q=(2, 1, 1), lens_k=(0, 200, 64)),
     ]
+
+
+def _power_of_two_scales(x: torch.Tensor) -> torch.Tensor:
+    """Per-tile scales as FlashMLA's quantiser picks them: the power of two >= max|x| / 448 (>= 1e-4)."""
+    return torch.exp2(torch.ceil(torch.log2(torch.clamp_min(x.abs().amax(-1).float() / 448.0, 1e-4))))
+
+
+def quantize_fp8_cache(k: torch.Tensor, d_qk: int) -> torch.Tensor:
+    """A bf16 latent cache (num_blocks, block_size, 1, d_qk) -> FlashMLA's FP8 layout for d_qk (576 or 512)."""
+    nb, bs = k.shape[0], k.shape[1]
+    k = k.reshape(nb, bs, d_qk)
+    nope_dim, tile = (512, 128) if d_qk == 576 else (448, 64)
+    tiles = k[..., :nope_dim].float().reshape(nb, bs, nope_dim // tile, tile)
+    scales = _power_of_two_scales(tiles)  # (nb, bs, tiles)
+    nope = (tiles / scales[..., None]).reshape(nb, bs, nope_dim).to(torch.float8_e4m3fn).view(torch.uint8)
+    rope = k[..., nope_dim:].to(torch.bfloat16).contiguous().view(torch.uint8)  # (nb, bs, 128)
+    if d_qk == 576:
+        rows = torch.cat([nope, scales.contiguous().view(torch.uint8), rope], dim=-1)  # 656 bytes
+        return rows.view(torch.float8_e4m3fn).reshape(nb, bs, 1, -1)
+    e8m0 = (torch.log2(scales) + 127).to(torch.uint8)
+    scale_rows = torch.cat([e8m0, torch.zeros(nb, bs, 1, dtype=torch.uint8, device=k.device)], dim=-1)  # 8 bytes
+    block = torch.cat([torch.cat([nope, rope], dim=-1).reshape(nb, -1), scale_rows.reshape(nb, -1)], dim=-1)
+    padded = math.ceil(block.shape[1] / 576) * 576
+    storage = torch.zeros(nb, padded, dtype=torch.uint8, device=k.device)
+    storage[:, : block.shape[1]] = block
+    return storage[:, : block.shape[1]].view(torch.float8_e4m3fn).view(nb, bs, 1, -1)
+
+
+def _sparse_indices(inp: Inputs, lens, sq, topk, blocks_of):
+    """Per sequence, ``topk`` positions among its own cached tokens (-1 past its length)."""
+    b = len(lens)
+    idx = torch.full((b, sq, topk), -1, dtype=torch.int32)
+    for i, n in enumerate(lens):
+        for s in range(sq):
+            if n:
+                take = torch.randperm(n, generator=inp.gen)[:topk]
+                pages = blocks_of[i][take // inp.case.page_size]
+                idx[i, s, : len(take)] = (pages * inp.case.page_size + take % inp.case.page_size).to(torch.int32)
+    return idx.to(inp.dev)
 
 
 def mla_inputs(case: Case, inp: Inputs) -> dict:
     c = case
-    q = inp.randn(len(c.lens_q), c.lens_q[0], c.hq, c.d)
-    k_cache, table = inp.paged(c.lens_k or c.lens_q, c.hk, c.d)
-    return {"q": q, "k_cache": k_cache, "block_table": table, "head_dim_v": c.dv, "causal": c.causal,
-            "cache_seqlens": torch.tensor(c.lens_k, dtype=torch.int32, device=inp.dev)}  # fmt: skip
+    b, sq = len(c.lens_q), c.lens_q[0]
+    lens = c.lens_k or c.lens_q
+    sparse = c.topk > 0
+    dtype = torch.bfloat16 if sparse or c.dtype != "fp8_e4m3" else inp.dtype
+    q = inp.randn(b, sq, c.hq, c.d, dtype=torch.bfloat16)
+    k_cache, table = inp.paged(lens, c.hk, c.d)
+    k_cache = k_cache.to(torch.bfloat16)
+    kw = {"q": q.to(dtype), "head_dim_v": c.dv, "causal": c.causal}
+    if not sparse:
+        kw.update(k_cache=k_cache.to(dtype), block_table=table,
+                  cache_seqlens=torch.tensor(lens, dtype=torch.int32, device=inp.dev))  # fmt: skip
+        if c.dtype == "fp8_e4m3":
+            kw.update(is_fp8_kvcache=True, descale_q=torch.tensor([0.75], device=inp.dev),
+                      descale_k=torch.tensor([1.25], device=inp.dev))  # fmt: skip
+        return kw
+    topk = c.topk
+    indices = _sparse_indices(inp, lens, sq, topk, table.cpu())
+    kw.update(k_cache=quantize_fp8_cache(k_cache, c.d), block_table=None, cache_seqlens=None, is_fp8_kvcache=True,
+              indices=indices, softmax_scale=c.d**-0.5, causal=False)  # fmt: skip
+    if c.topk_length:
+        kw["topk_length"] = torch.tensor([max(1, topk // (i + 2)) for i in range(b)], dtype=torch.int32,
+                                         device=inp.dev)  # fmt: skip
+    if c.sinks:
+        kw["attn_sink"] = inp.randn(c.hq, dtype=torch.float32)
+    if c.extra_topk:
+        extra_lens = tuple(min(n + 10, 300) for n in lens)
+        extra, extra_table = inp.paged(extra_lens, 1, c.d)
+        kw["extra_k_cache"] = quantize_fp8_cache(extra.to(torch.bfloat16), c.d)
+        kw["extra_indices_in_kvcache"] = _sparse_indices(inp, extra_lens, sq, c.extra_topk, extra_table.cpu())
+        kw["extra_topk_length"] = torch.full((b,), c.extra_topk // 2, dtype=torch.int32, device=inp.dev)
+    return kw
 
 
 def mla_plan_args(a) -> dict:
@@ -108,16 +253,48 @@ def mla_plan_args(a) -> dict:
             "topk": None if a["indices"] is None else a["indices"].shape[-1]}  # fmt: skip
 
 
-MLA_PLAN = PlanRelation(
-    "tile_scheduler_metadata",
-    "flashmla.metadata",
-    keys=(),
-    producer_args=mla_plan_args,
-    result_params=("tile_scheduler_metadata", "num_splits"),
-)
+def prefill_cases(full: bool = False) -> list[Case]:
+    c = Case("flashmla.sparse_prefill", "v32", lens_q=(48,), lens_k=(300,), hq=16, hk=1, d=576, dv=512, topk=64,
+             with_out=False, return_lse=True)  # fmt: skip
+    return [
+        c,
+        replace(c, name="v4", d=512),
+        replace(c, name="sink", sinks=True),
+        replace(c, name="topk-length", topk_length=True),
+        replace(c, name="lonely-rows", lens_k=(30,)),
+    ]
+
+
+def prefill_inputs(case: Case, inp: Inputs) -> dict:
+    c = case
+    s_q, s_kv, topk = c.lens_q[0], c.lens_k[0], c.topk
+    idx = torch.stack([torch.randperm(max(s_kv, topk), generator=inp.gen)[:topk] for _ in range(s_q)])
+    idx = torch.where(idx < s_kv, idx, -1).to(torch.int32)
+    if c.name == "lonely-rows":
+        idx[::3] = -1
+    kw = {"q": inp.randn(s_q, c.hq, c.d, dtype=torch.bfloat16), "kv": inp.randn(s_kv, 1, c.d, dtype=torch.bfloat16),
+          "indices": idx[:, None, :].to(inp.dev), "sm_scale": c.d**-0.5, "d_v": c.dv}  # fmt: skip
+    if c.sinks:
+        kw["attn_sink"] = inp.randn(c.hq, dtype=torch.float32)
+    if c.topk_length:
+        kw["topk_length"] = torch.randint(1, topk + 1, (s_q,), generator=inp.gen).to(torch.int32).to(inp.dev)
+    return kw
+
+
+# a FlashMLASchedMeta is planned on first use and then frozen: reusing it for other shapes reads wrong tiles
+MLA_PLAN = PlanRelation("tile_scheduler_metadata", "flashmla.metadata", keys=(), producer_args=mla_plan_args,
+                        result_params=("tile_scheduler_metadata", "num_splits"),
+                        freeze=(("batch size", "q.shape[0]"), ("seqlen_q", "q.shape[1]"), ("num_heads", "q.shape[2]"),
+                                ("topk", "None if indices is None else indices.shape[-1]"),
+                                ("extra topk", "None if extra_indices_in_kvcache is None else "
+                                               "extra_indices_in_kvcache.shape[-1]"),
+                                ("is_fp8_kvcache", "bool(is_fp8_kvcache)")))  # fmt: skip
 
 SPECS = [
     OpSpec("flashmla.metadata", get_mla_metadata, features={}, reference=reference.get_mla_metadata),
     OpSpec("flashmla.kvcache", flash_mla_with_kvcache, checks=MLA_CHECKS, reference=reference.flash_mla_with_kvcache,
            plan=MLA_PLAN, cases=mla_cases, inputs=mla_inputs),
+    OpSpec("flashmla.sparse_prefill", flash_mla_sparse_fwd, checks=PREFILL_CHECKS,
+           reference=reference.flash_mla_sparse_fwd, cases=prefill_cases, inputs=prefill_inputs,
+           results=("out", "max_logits", "lse")),
 ]  # fmt: skip

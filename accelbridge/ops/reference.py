@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from accelbridge.ops.spec import FP8_DTYPES as _FP8_DTYPES
 from accelbridge.ops.spec import out_dtype, window_tuple
 
 
@@ -301,6 +302,73 @@ def get_mla_metadata(
     return None, None
 
 
+# -- FlashMLA's FP8 KV-cache layouts (DeepSeek V3.2 and V4 "MODEL1"), read token by token --------------
+# V3.2 (d_qk 576): per token 512 e4m3 (4 tiles of 128) + 4 float32 scales + 64 bf16 rope = 656 bytes.
+# MODEL1 (d_qk 512): per block, block_size rows of 448 e4m3 (7 tiles of 64) + 64 bf16 rope (576 bytes),
+# then block_size rows of 8 bytes (7 e8m0 scales + 1 pad); the block padded to a multiple of 576 bytes.
+V32_TOKEN_BYTES, MODEL1_ROW_BYTES, MODEL1_SCALE_BYTES = 656, 576, 8
+
+
+def _e4m3(raw: torch.Tensor) -> torch.Tensor:
+    return raw.contiguous().view(torch.float8_e4m3fn).float()
+
+
+def _bf16(raw: torch.Tensor) -> torch.Tensor:
+    return raw.contiguous().view(torch.bfloat16).float()
+
+
+def gather_fp8_tokens(cache: torch.Tensor, tokens: torch.Tensor, d_qk: int) -> torch.Tensor:
+    """Dequantise only the cache rows ``tokens`` (flat ids block * block_size + offset) -> (n, d_qk) float32.
+
+    ``cache`` is FlashMLA's (num_blocks, block_size, 1, bytes) FP8 view of either layout; the layout
+    follows from d_qk (576: V3.2, 512: MODEL1). Memory is O(len(tokens) * d_qk), never the whole cache.
+    """
+    num_blocks, block_size = cache.shape[0], cache.shape[1]
+    raw = cache.view(torch.uint8).reshape(num_blocks, -1)  # each block's bytes (block stride kept)
+    blocks, offsets = (tokens // block_size).long(), (tokens % block_size).long()
+    if d_qk == 576:
+        rows = raw[:, : block_size * V32_TOKEN_BYTES].reshape(num_blocks, block_size, V32_TOKEN_BYTES)[blocks, offsets]
+        scales = rows[:, 512:528].contiguous().view(torch.float32)  # (n, 4)
+        nope = _e4m3(rows[:, :512]).view(-1, 4, 128) * scales[:, :, None]
+        return torch.cat([nope.reshape(-1, 512), _bf16(rows[:, 528:656])], dim=-1)
+    if d_qk == 512:
+        data = raw[:, : block_size * MODEL1_ROW_BYTES].reshape(num_blocks, block_size, MODEL1_ROW_BYTES)
+        scale_rows = raw[:, block_size * MODEL1_ROW_BYTES : block_size * (MODEL1_ROW_BYTES + MODEL1_SCALE_BYTES)]
+        rows = data[blocks, offsets]
+        e8m0 = scale_rows.reshape(num_blocks, block_size, MODEL1_SCALE_BYTES)[blocks, offsets, :7]
+        scales = torch.exp2(e8m0.float() - 127.0)  # e8m0: a power of two, 2**(byte - 127)
+        nope = _e4m3(rows[:, :448]).view(-1, 7, 64) * scales[:, :, None]
+        return torch.cat([nope.reshape(-1, 448), _bf16(rows[:, 448:576])], dim=-1)
+    raise ValueError(f"no FP8 sparse KV-cache layout has d_qk {d_qk} (576: DeepSeek V3.2, 512: V4 MODEL1)")
+
+
+def _sparse_scope(cache, indices, topk_length, b: int, d_qk: int, fp8: bool):
+    """One cache's indexed keys for sequence b: (s_q, topk, d_qk) float32 and its invalid mask."""
+    idx = indices[b].long()  # (s_q, topk)
+    invalid = idx < 0
+    if topk_length is not None:
+        invalid |= torch.arange(idx.shape[-1], device=idx.device)[None, :] >= int(topk_length[b])
+    flat = idx.clamp_min(0).flatten()
+    if fp8:
+        keys = gather_fp8_tokens(cache, flat, d_qk)
+    else:
+        keys = cache.reshape(-1, cache.shape[-1])[flat].float()
+    keys = keys.view(*idx.shape, d_qk)
+    return torch.nan_to_num(keys, nan=0.0), invalid
+
+
+def _mla_finish(scores, values, sink=None):
+    """Softmax over the last dim with FlashMLA's conventions: lonely queries give out 0 and lse +inf."""
+    lse = torch.logsumexp(scores, dim=-1)  # (..., h_q)
+    p = torch.exp(scores - torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))[..., None])
+    out = p @ values
+    if sink is not None:
+        out = out * torch.sigmoid(lse - sink.float())[..., None]  # 1 / (1 + exp(sink - lse))
+    lonely = torch.isneginf(lse)
+    out = torch.where(lonely[..., None], torch.zeros_like(out), out)
+    return out, torch.where(lonely, torch.full_like(lse, float("inf")), lse)
+
+
 def flash_mla_with_kvcache(
     q,
     k_cache,
@@ -311,18 +379,76 @@ def flash_mla_with_kvcache(
     num_splits=None,
     softmax_scale=None,
     causal=False,
+    descale_q=None,
+    descale_k=None,
+    is_fp8_kvcache=False,
+    indices=None,
+    attn_sink=None,
+    extra_k_cache=None,
+    extra_indices_in_kvcache=None,
+    topk_length=None,
+    extra_topk_length=None,
 ):
-    """FlashMLA dense decode: q (B, Sq, Hq, 576), paged latent cache (blocks, page, Hk, 576).
+    """FlashMLA decode: q (B, Sq, Hq, D) against a paged latent cache; V is the cache's first ``head_dim_v`` dims.
 
-    V is the first ``head_dim_v`` channels of the cache. Returns (out (B, Sq, Hq, Dv), lse (B, Hq, Sq));
-    a query that sees no key gives out 0 and lse +inf, as FlashMLA's kernels do.
+    Dense (``indices`` None): block_table/cache_seqlens pick each sequence's keys; FP8 q and cache are
+    dequantised with the scalar ``descale_q``/``descale_k``. Sparse (``indices`` (B, Sq, topk)
+    positions, -1 invalid; FP8 cache in FlashMLA's layouts): only the indexed tokens are gathered,
+    ``topk_length`` cuts each sequence's list, an ``extra_k_cache`` adds a second list, ``attn_sink``
+    scales out by 1/(1+exp(sink-lse)). Returns (out (B, Sq, Hq, Dv), lse (B, Hq, Sq)); a query that
+    sees no key gives out 0 and lse +inf, as FlashMLA's kernels do.
     """
     batch, sq, hq, d = q.shape
     scale = softmax_scale if softmax_scale is not None else d**-0.5
     o = torch.zeros(batch, sq, hq, head_dim_v, dtype=torch.float32, device=q.device)
     lse = torch.full((batch, hq, sq), float("inf"), dtype=torch.float32, device=q.device)
+    qf = q.float() * (descale_q.float() if descale_q is not None else 1.0)
+    if indices is not None:
+        for b in range(batch):
+            keys, invalid = _sparse_scope(k_cache, indices, topk_length, b, d, is_fp8_kvcache)
+            if extra_k_cache is not None:
+                k2, inv2 = _sparse_scope(extra_k_cache, extra_indices_in_kvcache, extra_topk_length, b, d,
+                                         is_fp8_kvcache)  # fmt: skip
+                keys, invalid = torch.cat([keys, k2], dim=1), torch.cat([invalid, inv2], dim=1)
+            scores = torch.einsum("shd,std->sht", qf[b], keys) * scale  # (sq, hq, topk)
+            scores = scores.masked_fill(invalid[:, None, :], float("-inf"))
+            ob, lb = _mla_finish(scores, keys[..., :head_dim_v], attn_sink)
+            o[b], lse[b] = ob, lb.transpose(0, 1)
+        return o.to(torch.bfloat16 if q.dtype in _FP8_DTYPES else q.dtype), lse
+    dk = descale_k.float() if descale_k is not None else 1.0
     for b, length in enumerate(_lengths(cache_seqlens)):
-        kb = _gather_pages(k_cache, block_table[b], length)
-        ob, lb = attend(q[b], kb, kb[..., :head_dim_v], scale, causal)
+        kb = _gather_pages(k_cache, block_table[b], length).float() * dk
+        ob, lb = attend(qf[b], kb, kb[..., :head_dim_v], scale, causal)
         o[b], lse[b] = ob, torch.where(torch.isneginf(lb), float("inf"), lb)
-    return o.to(q.dtype), lse
+    return o.to(out_dtype(q.dtype)), lse
+
+
+def flash_mla_sparse_fwd(q, kv, indices, sm_scale, d_v=512, attn_sink=None, topk_length=None):
+    """Sparse prefill: q (s_q, h_q, d_qk), kv (s_kv, 1, d_qk) bf16, indices (s_q, 1, topk) rows of kv (-1 invalid).
+
+    Returns (out (s_q, h_q, d_v) bf16, max_logits (s_q, h_q), lse (s_q, h_q)); ``attn_sink`` (h_q,) joins
+    the softmax denominator of out only; a query with no valid key gives out 0, lse +inf.
+    """
+    s_q, h_q, d_qk = q.shape
+    s_kv = kv.shape[0]
+    out = torch.zeros(s_q, h_q, d_v, dtype=torch.float32, device=q.device)
+    max_logits = torch.full((s_q, h_q), float("-inf"), dtype=torch.float32, device=q.device)
+    lse = torch.full((s_q, h_q), float("inf"), dtype=torch.float32, device=q.device)
+    flat_kv = kv.reshape(s_kv, -1)
+    chunk = 64  # queries per step: memory O(chunk * topk * d_qk)
+    for start in range(0, s_q, chunk):
+        rows = slice(start, min(start + chunk, s_q))
+        idx = indices[rows, 0].long()  # (c, topk)
+        invalid = (idx < 0) | (idx >= s_kv)
+        if topk_length is not None:
+            invalid |= torch.arange(idx.shape[-1], device=idx.device)[None, :] >= topk_length[rows].long()[:, None]
+        keys = flat_kv[idx.clamp(0, s_kv - 1)].float()  # (c, topk, d_qk)
+        scores = torch.einsum("chd,ctd->cht", q[rows].float(), keys) * sm_scale
+        scores = scores.masked_fill(invalid[:, None, :], float("-inf"))
+        orig_lse = torch.logsumexp(scores, dim=-1)
+        max_logits[rows] = scores.max(dim=-1).values
+        lse_for_o = orig_lse if attn_sink is None else torch.logaddexp(orig_lse, attn_sink.float()[None, :])
+        lse_for_o = torch.where(torch.isneginf(lse_for_o), float("inf"), lse_for_o)
+        out[rows] = torch.exp(scores - lse_for_o[..., None]) @ keys[..., :d_v]
+        lse[rows] = torch.where(torch.isneginf(orig_lse), float("inf"), orig_lse)
+    return out.to(torch.bfloat16), max_logits, lse

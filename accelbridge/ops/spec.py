@@ -201,6 +201,9 @@ class PlanRelation:
     keys: tuple[tuple[str, str, str], ...]
     producer_args: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     result_params: tuple[str, ...] = ()  # the consumer arguments a tuple result fills; () -> (param,)
+    # a plan object (not a tensor) the kernel fills on first use and then reads: (label, expression over
+    # this op's arguments) it is frozen to; a later call with other values is refused before any kernel
+    freeze: tuple[tuple[str, str], ...] = ()
 
 
 # -- the spec ----------------------------------------------------------------------------------
@@ -218,6 +221,7 @@ class OpSpec:
     inputs: Callable[[Any, Any], dict[str, Any]] | None = None  # (case, inputs) -> canonical kwargs
     features: dict[str, str] = field(default_factory=lambda: {"dtype": "q.dtype", "head_dim": "q.shape[-1]"})
     without_provider: str = "raise"  # "none": no provider is a no-op returning None (planning ops)
+    results: tuple[str, ...] = ("out", "lse")  # what a tuple result holds, in order (conformance compares each)
     family: str = ""
     params: dict[str, Param] = field(init=False)
     _inert_code: dict[str, Any] = field(init=False, repr=False)

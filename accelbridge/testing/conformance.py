@@ -87,8 +87,12 @@ def device() -> torch.device:
 
 # -- running ---------------------------------------------------------------------------------------
 def _to_f32(kw: dict[str, Any]) -> dict[str, Any]:
-    """Float32 copies (never views: the reference appends into its own copy of the cache)."""
-    return {k: (v.to(torch.float32, copy=True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+    """Copies for the reference (never views: it appends into its own copy of the cache): fp16/bf16 as float32.
+
+    FP8 tensors stay FP8: the reference dequantises them itself (descales, packed KV-cache layouts).
+    """
+    low = (torch.float16, torch.bfloat16)
+    return {k: (v.to(torch.float32 if v.dtype in low else v.dtype, copy=True) if isinstance(v, torch.Tensor) else v)
             for k, v in kw.items()}  # fmt: skip
 
 
@@ -110,13 +114,14 @@ def _plan(spec: ops.OpSpec, provider: str, kw: dict[str, Any]) -> None:
     rel = spec.plan
     if rel is None or rel.producer_args is None:
         return
+    names = rel.result_params or (rel.param,)
     producer = inspect.provider(rel.producer, provider)
-    if producer is None or not producer.viable:
+    if producer is None or not producer.viable:  # a provider that plans nothing: the call passes no plan
+        kw.update(dict.fromkeys(names))
         return
     pspec = ops.get(rel.producer)
     args = rel.producer_args(spec.with_defaults(kw))
     result = producer(*(args.get(n, p.default) for n, p in pspec.params.items()))
-    names = rel.result_params or (rel.param,)
     kw.update(zip(names, result) if len(names) > 1 else {names[0]: result})
 
 
@@ -185,22 +190,24 @@ def _reference(spec: ops.OpSpec, kw: dict[str, Any]) -> Any:
 
 
 def _judge(result: Result, case: Case, kw: dict[str, Any], got: Any, expected: Any, ref_kw: dict[str, Any]) -> Result:
-    exp_out, exp_lse = expected if isinstance(expected, tuple) else (expected, None)
     spec = ops.get(case.op)
+    names = spec.results
+    exp = dict(zip(names, expected)) if isinstance(expected, tuple) else {"out": expected}
     in_dtype = kw[spec.role_names("data")[0]].dtype
     problems: list[str] = []
     wants_tuple = isinstance(expected, tuple) and (case.return_lse or "return_softmax_lse" not in spec.params)
     if wants_tuple:
-        if not isinstance(got, tuple) or len(got) < 2:
-            problems.append(f"returned {type(got).__name__}, expected a tuple (out, lse, ...)")
-            out, lse = (got if isinstance(got, torch.Tensor) else None), None
+        if not isinstance(got, tuple) or len(got) < len(names):
+            problems.append(f"returned {type(got).__name__}, expected a tuple ({', '.join(names)}, ...)")
+            actual = {"out": got if isinstance(got, torch.Tensor) else None}
         else:
-            out, lse = got[0], got[1]
+            actual = dict(zip(names, got))
     else:
-        out, lse = got, None
+        actual = {"out": got}
         if not isinstance(got, torch.Tensor):
             problems.append(f"returned {type(got).__name__}, expected the out tensor")
-            out = None
+            actual["out"] = None
+    out, exp_out = actual.get("out"), exp["out"]
     if "out" in kw and out is not None and out is not kw["out"]:
         problems.append("did not return the `out` tensor it was given")
     if out is not None and tuple(out.shape) != tuple(exp_out.shape):
@@ -216,9 +223,10 @@ def _judge(result: Result, case: Case, kw: dict[str, Any], got: Any, expected: A
         if bad:
             problems.append(f"{bad} of {out.numel()} elements outside atol={case.tolerance.atol} "
                             f"rtol={case.tolerance.rtol}")  # fmt: skip
-    if lse is not None:
-        problems += _check_lse(lse, exp_lse, case)
-    if case.new_tokens:
+    for name in names[1:]:  # lse, max_logits: finite values within lse_atol, the same infinities
+        if actual.get(name) is not None and name in exp:
+            problems += _check_lse(actual[name], exp[name], case, name)
+    if case.new_tokens and "k_cache" in ref_kw and "v_cache" in ref_kw:
         for name in ("k_cache", "v_cache"):
             got_cache, tol = kw[name].float(), case.tolerance
             same = (torch.allclose(got_cache, ref_kw[name].to(kw[name].dtype).float(), atol=tol.atol, rtol=tol.rtol)
@@ -230,15 +238,19 @@ def _judge(result: Result, case: Case, kw: dict[str, Any], got: Any, expected: A
     return result
 
 
-def _check_lse(lse: torch.Tensor, expected: torch.Tensor, case: Case) -> list[str]:
+def _check_lse(lse: torch.Tensor, expected: torch.Tensor, case: Case, name: str = "lse") -> list[str]:
     if tuple(lse.shape) != tuple(expected.shape):
-        return [f"lse shape {tuple(lse.shape)}, expected {tuple(expected.shape)}"]
+        return [f"{name} shape {tuple(lse.shape)}, expected {tuple(expected.shape)}"]
+    lse = lse.float()
     finite = torch.isfinite(expected)
-    if not torch.equal(torch.isfinite(lse.float()) | ~finite, torch.ones_like(finite)):
-        return ["lse not finite where the reference is"]
-    err = (lse.float() - expected).abs()[finite]
+    if not torch.equal(torch.isfinite(lse), finite):
+        return [f"{name} not finite where the reference is, or the reverse"]
+    if not torch.equal(lse[~finite], expected[~finite]):
+        return [f"{name} is {lse[~finite][:1].tolist()} where the reference has {expected[~finite][:1].tolist()} "
+                "(a query with no key)"]  # fmt: skip
+    err = (lse - expected).abs()[finite]
     if err.numel() and float(err.max()) > case.tolerance.lse_atol:
-        return [f"lse max abs err {float(err.max()):.2e} > {case.tolerance.lse_atol}"]
+        return [f"{name} max abs err {float(err.max()):.2e} > {case.tolerance.lse_atol}"]
     return []
 
 
