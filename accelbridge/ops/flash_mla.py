@@ -23,7 +23,7 @@ def get_mla_metadata(
     is_fp8_kvcache: Hint = False,
     topk: Hint = None,
 ):
-    """FlashMLA tile-scheduler metadata: ``(tile_scheduler_metadata, num_splits)``; no arguments: planned on first use."""
+    """FlashMLA tile-scheduler metadata, ``(metadata, num_splits)``; without arguments a plan made on first use."""
 
 
 def flash_mla_with_kvcache(
