@@ -141,6 +141,19 @@ def bench_throughput(rounds: int = 10, iters: int = 30) -> dict[str, Any]:
                       lambda: fm.flash_mla_with_kvcache(mq, mkc, mtable, mlens, 512, d_meta, d_splits, causal=True),
                       lambda: attention.flash_mla_with_kvcache(mq, mkc, mtable, mlens, 512, f_meta, f_splits,
                                                                causal=True)))  # fmt: skip
+        from accelbridge.ops.flash_mla import quantize_fp8_cache
+
+        sb, shq, topk, tokens = 32, 128, 2048, 65536  # DeepSeek V3.2 sparse decode
+        scache = quantize_fp8_cache(torch.randn(tokens // 64, 64, 1, 576, device=dev, dtype=bf16), 576)
+        sq_ = torch.randn(sb, 1, shq, 576, device=dev, dtype=bf16)
+        sidx = torch.randint(0, tokens, (sb, 1, topk), device=dev).to(torch.int32)
+        sparse_kw = dict(k_cache=scache, block_table=None, cache_seqlens=None, head_dim_v=512, softmax_scale=576**-0.5,
+                         is_fp8_kvcache=True, indices=sidx)  # fmt: skip
+        d_plan, f_plan = fm.get_mla_metadata()[0], attention.get_mla_metadata()[0]
+        cases.append(("flashmla sparse decode (V3.2)", 2 * sb * shq * topk * (576 + 512),
+                      lambda: fm.flash_mla_with_kvcache(sq_, tile_scheduler_metadata=d_plan, **sparse_kw),
+                      lambda: attention.flash_mla_with_kvcache(sq_, tile_scheduler_metadata=f_plan,
+                                                               **sparse_kw)))  # fmt: skip
     except ImportError:
         pass
     rows = []

@@ -155,7 +155,7 @@ PREFILL_CHECKS = (
 def mla_cases(full: bool = False) -> list[Case]:
     c = Case("flashmla.kvcache", "decode", lens_q=(1, 1, 1), lens_k=(1, 100, 300), hq=16, hk=1, d=576, dv=512,
              page_size=64, causal=False, with_out=False)  # fmt: skip
-    sparse = replace(c, name="sparse-v32", lens_k=(40, 200, 64), topk=64)  # bf16 q, FP8 cache
+    sparse = replace(c, name="sparse-v32", lens_k=(40, 200, 64), hq=64, topk=64)  # bf16 q, FP8 cache
     return [
         c,
         replace(c, name="heads128", hq=128),
@@ -167,7 +167,7 @@ def mla_cases(full: bool = False) -> list[Case]:
         replace(sparse, name="sparse-v4", d=512),
         replace(sparse, name="sparse-v32-sink", sinks=True),
         replace(sparse, name="sparse-v4-topk-length", d=512, topk_length=True),
-        replace(sparse, name="sparse-v4-extra-cache", d=512, extra_topk=32, sinks=True),
+        replace(sparse, name="sparse-v4-extra-cache", d=512, extra_topk=64, sinks=True),
         replace(sparse, name="sparse-all-invalid", lens_q=(2, 1, 1), lens_k=(0, 200, 64)),
     ]
 
@@ -254,7 +254,7 @@ def mla_plan_args(a) -> dict:
 
 
 def prefill_cases(full: bool = False) -> list[Case]:
-    c = Case("flashmla.sparse_prefill", "v32", lens_q=(48,), lens_k=(300,), hq=16, hk=1, d=576, dv=512, topk=64,
+    c = Case("flashmla.sparse_prefill", "v32", lens_q=(48,), lens_k=(300,), hq=64, hk=1, d=576, dv=512, topk=64,
              with_out=False, return_lse=True)  # fmt: skip
     return [
         c,
