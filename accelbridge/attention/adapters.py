@@ -65,6 +65,7 @@ class Binding:
     entry: OpEntry | None = None
     mapped: dict[str, str] = field(default_factory=dict)  # canonical -> provider parameter
     unsupported: dict[str, str] = field(default_factory=dict)  # canonical -> why it cannot be honoured
+    refusals: list[tuple[str, str, str]] = field(default_factory=list)  # (argument, when-expression, why)
     dropped: list[str] = field(default_factory=list)  # hints and plans the provider has no parameter for
     out_emulated: bool = False
     lse_always: bool = False
@@ -82,6 +83,9 @@ class Binding:
         """Why this provider cannot serve a call with these canonical values (empty: it can)."""
         reasons = [f"cannot honour {name}= ({why})" for name, why in self.unsupported.items()
                    if self.spec.is_passed(name, values)]  # fmt: skip
+        for name, when, why in self.refusals:
+            if self.spec.is_passed(name, values) and self.spec.holds(when, values):
+                reasons.append(f"cannot honour {name}= when {when} ({why or 'the catalog says so'})")
         if self.dtypes is not None:
             dtype = self.spec.feature("dtype", values)
             if dtype is not None and dtype not in self.dtypes:
@@ -153,6 +157,9 @@ def bind(provider_id: str, spec: OpSpec, entry: OpEntry, fn: Callable[..., Any],
         b.notes.append("drops hints " + ", ".join(b.dropped) + " (they change speed, never results)")
     if b.unsupported:
         b.notes.append("cannot honour " + ", ".join(b.unsupported) + " (calls passing them go elsewhere)")
+    for args, when, why in adapt.refuses:
+        b.refusals += [(name, when, why) for name in args if name in b.mapped]
+        b.notes.append(f"refuses {', '.join(args)} when {when}" + (f" ({why})" if why else ""))
     b.fn = fn if not b.reasons else None
     return b
 
@@ -185,6 +192,8 @@ def compile_call(b: Binding, level: str, reroute: Callable[[str, tuple[Any, ...]
         body.append(f"if not _capturing({first}): _values({args})")
     for name in b.unsupported:
         body.append(f"if {spec.params[name].passed}: return _reroute({name!r}, {pack})")
+    for name, when, _ in b.refusals:
+        body.append(f"if ({spec.params[name].passed}) and ({when}): return _reroute({name!r}, {pack})")
     if b.dtypes is not None:
         g["_dtypes"] = b.dtypes
         body.append(f"if {spec.features['dtype']} not in _dtypes: return _reroute('dtype', {pack})")

@@ -95,6 +95,8 @@ class Adapt:
     emulate: str | None = None
     kwargs: tuple[str, ...] = ()
     ignores: tuple[str, ...] = ()  # accepted by the signature but not honoured: such calls go elsewhere
+    # arguments the kernel refuses under a condition on the call: (args, when-expression, why)
+    refuses: tuple[tuple[tuple[str, ...], str, str], ...] = ()
 
     @classmethod
     def from_data(cls, data: dict[str, Any] | None) -> Adapt:
@@ -107,6 +109,7 @@ class Adapt:
             emulate=data.get("emulate"),
             kwargs=tuple(data.get("kwargs", ())),
             ignores=tuple(data.get("ignores", ())),
+            refuses=tuple((tuple(r["args"]), r["when"], r.get("why", "")) for r in data.get("refuses", ())),
         )
 
 

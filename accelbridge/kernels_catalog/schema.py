@@ -56,7 +56,9 @@ ADAPT_KEYS: dict[str, Any] = {
     "emulate": str,
     "kwargs": list,
     "ignores": list,
+    "refuses": list,
 }
+REFUSE_KEYS: dict[str, Any] = {"args": list, "when": str, "why": str}
 WINDOW_MODES = ("as-is", "none-for-infinite", "none-if-infinite", "triple")
 RETURN_MODES = ("auto", "out", "always-tuple")
 EMULATIONS = ("kvcache-via-varlen",)
@@ -273,6 +275,20 @@ class Validator:
         if "adapt" in e:
             self.adapt(path + ("adapt",), op, e["adapt"])
 
+    def refusal(self, path: Path, op: str, refusal: Any) -> None:
+        r = self.mapping(path, refusal, REFUSE_KEYS, "a refusal")
+        if isinstance(refusal, dict) and not {"args", "when"} <= set(refusal):
+            self.error(path, "a refusal needs 'args' (the arguments refused) and 'when' (a condition on the call)")
+        canonical = ops.get(op).names
+        for i, name in enumerate(r.get("args", [])):
+            if name not in canonical:
+                hint = did_you_mean(name, canonical)
+                self.error(path + ("args", i), f"refuses: {name!r} is no argument of {op}{hint}")
+        if isinstance(r.get("when"), str):
+            problem = _expression_error(op, r["when"])
+            if problem:
+                self.error(path + ("when",), f"refuses: when {r['when']!r} {problem}")
+
     def adapt(self, path: Path, op: str, adapt: dict[str, Any]) -> None:
         a = self.mapping(path, adapt, ADAPT_KEYS, "adapt")
         canonical = ops.get(op).names
@@ -291,12 +307,30 @@ class Validator:
         for name in a.get("constants", {}):
             if not isinstance(name, str) or not _IDENT.match(name):
                 self.error(path + ("constants", name), f"constants: {name!r} must be a parameter name", key=True)
+        for i, refusal in enumerate(a.get("refuses", [])):
+            self.refusal(path + ("refuses", i), op, refusal)
         for key in ("kwargs", "ignores"):
             for i, name in enumerate(a.get(key, [])):
                 if name not in canonical:
                     self.error(
                         path + (key, i), f"{key}: {name!r} is no argument of {op}{did_you_mean(name, canonical)}"
                     )
+
+
+def _expression_error(op: str, expr: str) -> str | None:
+    """Why ``expr`` is no valid condition over ``op``'s arguments (None: it is)."""
+    import ast
+    import builtins
+
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as e:
+        return f"is no Python expression ({e.msg})"
+    from accelbridge.ops.spec import EXPRESSION_ENV
+
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(ops.get(op).names) - set(EXPRESSION_ENV)
+    unknown = sorted(n for n in names if not hasattr(builtins, n))
+    return f"reads {', '.join(unknown)}, which are no arguments of {op}" if unknown else None
 
 
 def _example(family: str) -> str:

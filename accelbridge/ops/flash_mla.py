@@ -254,7 +254,7 @@ def mla_plan_args(a) -> dict:
 
 
 def prefill_cases(full: bool = False) -> list[Case]:
-    c = Case("flashmla.sparse_prefill", "v32", lens_q=(48,), lens_k=(300,), hq=64, hk=1, d=576, dv=512, topk=64,
+    c = Case("flashmla.sparse_prefill", "v32", lens_q=(48,), lens_k=(300,), hq=64, hk=1, d=576, dv=512, topk=128,
              with_out=False, return_lse=True)  # fmt: skip
     return [
         c,

@@ -307,6 +307,7 @@ def get_mla_metadata(
 # MODEL1 (d_qk 512): per block, block_size rows of 448 e4m3 (7 tiles of 64) + 64 bf16 rope (576 bytes),
 # then block_size rows of 8 bytes (7 e8m0 scales + 1 pad); the block padded to a multiple of 576 bytes.
 V32_TOKEN_BYTES, MODEL1_ROW_BYTES, MODEL1_SCALE_BYTES = 656, 576, 8
+_LOG2E = math.log2(math.e)
 
 
 def _e4m3(raw: torch.Tensor) -> torch.Tensor:
@@ -426,8 +427,10 @@ def flash_mla_with_kvcache(
 def flash_mla_sparse_fwd(q, kv, indices, sm_scale, d_v=512, attn_sink=None, topk_length=None):
     """Sparse prefill: q (s_q, h_q, d_qk), kv (s_kv, 1, d_qk) bf16, indices (s_q, 1, topk) rows of kv (-1 invalid).
 
-    Returns (out (s_q, h_q, d_v) bf16, max_logits (s_q, h_q), lse (s_q, h_q)); ``attn_sink`` (h_q,) joins
-    the softmax denominator of out only; a query with no valid key gives out 0, lse +inf.
+    Returns (out (s_q, h_q, d_v) bf16, max_logits (s_q, h_q), lse (s_q, h_q)); max_logits and lse are in
+    base-2 units (scores times log2(e)), as sgl-kernel 0.4.5's FlashMLA returns them (seen on an H200);
+    ``attn_sink`` (h_q,) joins the softmax denominator of out only; a query with no valid key gives
+    out 0, lse +inf.
     """
     s_q, h_q, d_qk = q.shape
     s_kv = kv.shape[0]
@@ -446,9 +449,9 @@ def flash_mla_sparse_fwd(q, kv, indices, sm_scale, d_v=512, attn_sink=None, topk
         scores = torch.einsum("chd,ctd->cht", q[rows].float(), keys) * sm_scale
         scores = scores.masked_fill(invalid[:, None, :], float("-inf"))
         orig_lse = torch.logsumexp(scores, dim=-1)
-        max_logits[rows] = scores.max(dim=-1).values
+        max_logits[rows] = scores.max(dim=-1).values * _LOG2E
         lse_for_o = orig_lse if attn_sink is None else torch.logaddexp(orig_lse, attn_sink.float()[None, :])
         lse_for_o = torch.where(torch.isneginf(lse_for_o), float("inf"), lse_for_o)
         out[rows] = torch.exp(scores - lse_for_o[..., None]) @ keys[..., :d_v]
-        lse[rows] = torch.where(torch.isneginf(orig_lse), float("inf"), orig_lse)
+        lse[rows] = torch.where(torch.isneginf(orig_lse), float("inf"), orig_lse * _LOG2E)
     return out.to(torch.bfloat16), max_logits, lse

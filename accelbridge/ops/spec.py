@@ -298,6 +298,13 @@ class OpSpec:
         except NameError:  # a partial feature set (resolve()) without a required argument it reads
             return True
 
+    def holds(self, expr: str, values: Mapping[str, Any]) -> bool:
+        """Whether a condition over the call's arguments holds (False where it cannot be told)."""
+        try:
+            return bool(eval(expr, EXPRESSION_ENV, self.with_defaults(values)))  # noqa: S307
+        except Exception:
+            return False
+
     def feature(self, name: str, values: Mapping[str, Any]) -> Any:
         """``dtype`` or ``head_dim`` of a call (None where it cannot be told)."""
         expr = self.features.get(name)

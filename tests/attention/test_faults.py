@@ -13,7 +13,7 @@ from accelbridge.attention import ProviderLoadWarning, flash_attn_varlen_func, r
 from accelbridge.attention.hub import HubKernel
 
 from .conftest import varlen_problem
-from .hubkernels import build_local_kernel, other_backend
+from .hubkernels import build_local_kernel, other_backend, this_backend
 from .oracle import attend_rows, close
 
 SIGS = """
@@ -106,7 +106,8 @@ def test_no_build_variant_for_this_system(tmp_path, monkeypatch, rng):
     caught = run_and_collect(rng)
     assert len(caught) == 1
     assert f"'cuda-only' unavailable: path {kernel_dir} has no build variant for this system" in caught[0]
-    assert "torch-cuda: backend (cuda) does not match system backend (cpu)" in caught[0]
+    other, this = other_backend(), this_backend()
+    assert f"torch-{other}: backend ({other}) does not match system backend ({this})" in caught[0]
 
 
 @pytest.mark.filterwarnings("ignore::accelbridge.attention.ProviderLoadWarning")

@@ -118,7 +118,7 @@ def test_sparse_prefill_through_the_facade():
     for s in range(10):
         keys = kv[idx[s, 0][idx[s, 0] >= 0].long(), 0].double()
         logits = (keys @ q[s].double().T).T * 576**-0.5
-        assert torch.allclose(lse[s].double(), torch.logsumexp(logits, -1), atol=1e-3)
+        assert torch.allclose(lse[s].double(), torch.logsumexp(logits, -1) * math.log2(math.e), atol=1e-3)  # base 2
         assert torch.allclose(out[s].double(), torch.softmax(logits, -1) @ keys[:, :512], atol=2e-2)
 
 
@@ -144,3 +144,17 @@ def test_bugged_sparse_providers_are_caught(tmp_path, monkeypatch, bug, case):
     assert conformance.run(c, "reference").status == "pass"
     r = conformance.run(c, "bugged")
     assert r.status == "FAIL", (bug, r.detail)
+
+
+def test_sparse_calls_a_kernel_refuses_go_to_the_next_provider(fixture_providers):
+    """sgl-kernel's V3.2 kernel has no topk_length and no extra cache (H200): the catalog says so, such calls go on."""
+    with platforms.simulated("cuda:sm90"):
+        for head_dim in (576, 512):
+            assert attention.resolve("flashmla.kvcache", indices=True, head_dim=head_dim).selected == "sgl-kernel"
+        r = attention.resolve("flashmla.kvcache", indices=True, topk_length=True, head_dim=576)
+        assert r.selected == "reference"
+        (row,) = [c for c in r.candidates if c["provider"] == "sgl-kernel"]
+        assert "cannot honour topk_length= when indices is not None and q.shape[-1] == 576" in row["reasons"][0]
+        assert attention.resolve("flashmla.kvcache", indices=True, topk_length=True, head_dim=512).selected == (
+            "sgl-kernel"
+        )

@@ -233,3 +233,28 @@ def test_cli_validate_lists_all_and_exits_1(tmp_path, capsys):
         f"{bad}:1:9: unsupported schema 2: this accelbridge reads schema 1",
         f"{bad}:2:11: unknown platform 'cdua' (did you mean 'cuda'?); valid: cpu, cuda, musa, rocm",
     ]
+
+
+def test_refusals_name_real_arguments_and_valid_conditions(tmp_path):
+    path = tmp_path / "refuse.yaml"
+    path.write_text(textwrap.dedent("""\
+        schema: 1
+        platform: cuda
+        providers:
+          v:
+            source: {module: vendor_mla}
+            ops:
+              flashmla.kvcache:
+                function: decode
+                adapt:
+                  refuses:
+                    - {args: [topk_lenght], when: "indices is not None"}
+                    - {args: [attn_sink], when: "q.shape[-1] == d_qk"}
+                    - {args: [attn_sink], when: "q.shape[-1] =="}
+                    - {args: [attn_sink]}
+        """))
+    messages = [i.message for i in validate_file(path)]
+    assert any("'topk_lenght' is no argument of flashmla.kvcache (did you mean 'topk_length'?)" in m for m in messages)
+    assert any("reads d_qk, which are no arguments of flashmla.kvcache" in m for m in messages)
+    assert any("is no Python expression" in m for m in messages)
+    assert any("a refusal needs 'args'" in m for m in messages)
