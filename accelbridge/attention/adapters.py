@@ -274,6 +274,8 @@ def _returns(b: Binding, g: dict[str, Any], mode: str) -> list[str]:
         key = "(" + ", ".join(p for _, p, _ in rel.keys) + ",)"
         lines.append(f"if r is not None: _record_{rel.param}(r, {key})")
     if "return_softmax_lse" not in spec.params or "out" not in spec.params:
+        if len(spec.results) > 1:  # sgl-kernel 0.4.5's flash_mla_sparse_fwd returns a list (H200): a tuple, always
+            lines.append("if r.__class__ is list: r = tuple(r)")
         return lines + ["return r"]
     if mode == "always-tuple" or b.lse_always:
         lines.append("if not return_softmax_lse: r = r[0]")

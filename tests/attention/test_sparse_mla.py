@@ -158,3 +158,15 @@ def test_sparse_calls_a_kernel_refuses_go_to_the_next_provider(fixture_providers
         assert attention.resolve("flashmla.kvcache", indices=True, topk_length=True, head_dim=512).selected == (
             "sgl-kernel"
         )
+
+
+def test_sparse_prefill_list_return_becomes_the_canonical_tuple(fixture_providers):
+    with platforms.simulated("cuda:sm90"):
+        assert attention.resolve("flashmla.sparse_prefill", head_dim=576).selected == "sgl-kernel"
+        q = torch.randn(4, 64, 576).to(torch.bfloat16)
+        kv = torch.randn(200, 1, 576).to(torch.bfloat16)
+        idx = torch.randint(0, 200, (4, 1, 128), dtype=torch.int32)
+        result = attention.flash_mla_sparse_fwd(q, kv, idx, 576**-0.5)
+        assert isinstance(result, tuple) and len(result) == 3
+        (c,) = [c for c in conformance.cases("flashmla.sparse_prefill") if c.name == "v32"]
+        assert conformance.run(c, "sgl-kernel").status == "pass"
