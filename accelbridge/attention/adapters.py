@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from accelbridge.attention import plans
+from accelbridge.attention import emulations, plans
 from accelbridge.attention.errors import InvalidArgumentError, ProviderContractError
 from accelbridge.kernels_catalog import OpEntry
 from accelbridge.ops.spec import EXPRESSION_ENV, OpSpec
@@ -39,6 +39,19 @@ WINDOW_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "none-if-infinite": lambda w: None if w is None or tuple(w) == (-1, -1) else tuple(w),
     "triple": lambda w: (-1, -1, 0) if w is None else (*tuple(w)[:2], 0),
 }
+
+
+def _window_mode(declared: str, provider_default: Any) -> str:
+    """``auto``: the spelling the provider's own default shows ((-1, -1), (None, None), None, (-1, -1, 0))."""
+    if declared != "auto":
+        return declared
+    if provider_default is None:
+        return "none-if-infinite"
+    if isinstance(provider_default, tuple) and len(provider_default) == 3:
+        return "triple"
+    if isinstance(provider_default, tuple) and provider_default[:1] == (None,):
+        return "none-for-infinite"
+    return "as-is"
 
 
 def torch_dtypes(names: frozenset[str]) -> frozenset[torch.dtype]:
@@ -74,6 +87,7 @@ class Binding:
     dtypes: frozenset[torch.dtype] | None = None
     head_dim_ok: Callable[[int], bool] | None = None
     params: dict[str, inspect.Parameter] = field(default_factory=dict)
+    window: str = "as-is"  # how window_size is spelled for this provider
 
     @property
     def ok(self) -> bool:
@@ -100,6 +114,9 @@ class Binding:
 def bind(provider_id: str, spec: OpSpec, entry: OpEntry, fn: Callable[..., Any], source: str) -> Binding:
     """Map the canonical arguments of ``spec`` onto ``fn``'s parameters; problems go to ``reasons``."""
     b = Binding(provider_id, spec, source, entry=entry)
+    if entry.adapt.emulate in emulations.WRAPPERS:  # a function of another shape: call it through a wrapper
+        fn = emulations.WRAPPERS[entry.adapt.emulate](fn)
+        b.notes.append(f"{spec.id} served through {entry.adapt.emulate} ({source})")
     try:
         params = dict(inspect.signature(fn).parameters)
     except (TypeError, ValueError) as e:
@@ -147,8 +164,10 @@ def bind(provider_id: str, spec: OpSpec, entry: OpEntry, fn: Callable[..., Any],
         b.head_dim_ok = lambda n: all(r.matches(n) for r in rules)
     if renamed:
         b.notes.append("renamed " + ", ".join(renamed))
-    if adapt.window != "as-is" and "window_size" in b.mapped:
-        b.notes.append(f"window_size converted ({adapt.window})")
+    if "window_size" in b.mapped:
+        b.window = _window_mode(adapt.window, params[b.mapped["window_size"]].default)
+        if b.window != "as-is":
+            b.notes.append(f"window_size converted ({b.window})")
     if emulating:
         b.notes.append("kvcache served by the varlen kernel (seqused_k=cache_seqlens)")
     if b.out_emulated:
@@ -159,6 +178,9 @@ def bind(provider_id: str, spec: OpSpec, entry: OpEntry, fn: Callable[..., Any],
         b.notes.append("cannot honour " + ", ".join(b.unsupported) + " (calls passing them go elsewhere)")
     for args, when, why in adapt.refuses:
         b.refusals += [(name, when, why) for name in args if name in b.mapped]
+        for name in args:  # an argument it has no parameter for at all: the catalog's reason says why
+            if name in b.unsupported and when.strip() == "True" and why:
+                b.unsupported[name] = why
         b.notes.append(f"refuses {', '.join(args)} when {when}" + (f" ({why})" if why else ""))
     b.fn = fn if not b.reasons else None
     return b
@@ -210,8 +232,8 @@ def compile_call(b: Binding, level: str, reroute: Callable[[str, tuple[Any, ...]
         key = "(" + ", ".join(expr for _, expr in plan.freeze) + ",)"
         body.append(f"if {plan.param} is not None: {plan.param} = _freeze({plan.param}, {key})")
     adapt = b.entry.adapt  # type: ignore[union-attr]
-    if "window_size" in b.mapped and adapt.window != "as-is":
-        g["_window_convert"] = WINDOW_CONVERTERS[adapt.window]
+    if "window_size" in b.mapped and b.window != "as-is":
+        g["_window_convert"] = WINDOW_CONVERTERS[b.window]
         body.append("window_size = _window_convert(window_size)")
     if adapt.emulate == "kvcache-via-varlen" and "cache_seqlens" in b.mapped:
         body.append("if isinstance(cache_seqlens, int): cache_seqlens = _full_seqlens(q, cache_seqlens)")

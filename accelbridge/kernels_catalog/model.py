@@ -89,7 +89,7 @@ class Source:
 @dataclass(frozen=True)
 class Adapt:
     rename: dict[str, str] = field(default_factory=dict)
-    window: str = "as-is"
+    window: str = "auto"  # auto: read from the provider's own window_size default
     returns: str = "auto"
     constants: dict[str, Any] = field(default_factory=dict)
     emulate: str | None = None
@@ -103,7 +103,7 @@ class Adapt:
         data = data or {}
         return cls(
             rename=dict(data.get("rename", {})),
-            window=data.get("window", "as-is"),
+            window=data.get("window", "auto"),
             returns=data.get("returns", "auto"),
             constants=dict(data.get("constants", {})),
             emulate=data.get("emulate"),
@@ -163,9 +163,7 @@ class Catalog:
                         op: {
                             "function": e.function,
                             "requires": e.requires.describe(),
-                            "adapt": {
-                                k: v for k, v in vars(e.adapt).items() if v not in ({}, (), None, "as-is", "auto")
-                            },
+                            "adapt": {k: v for k, v in vars(e.adapt).items() if v not in ({}, (), None, "auto")},
                             "from": e.origin,
                         }
                         for op, e in p.ops.items()

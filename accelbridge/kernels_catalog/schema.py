@@ -59,9 +59,9 @@ ADAPT_KEYS: dict[str, Any] = {
     "refuses": list,
 }
 REFUSE_KEYS: dict[str, Any] = {"args": list, "when": str, "why": str}
-WINDOW_MODES = ("as-is", "none-for-infinite", "none-if-infinite", "triple")
+WINDOW_MODES = ("auto", "as-is", "none-for-infinite", "none-if-infinite", "triple")
 RETURN_MODES = ("auto", "out", "always-tuple")
-EMULATIONS = ("kvcache-via-varlen",)
+EMULATIONS = ("kvcache-via-varlen", "mla-decode-via-csr")
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _IDENT = re.compile(r"^[A-Za-z_]\w*$")
 _TYPE_NAMES = {int: "an integer", str: "a string", dict: "a mapping", list: "a list", bool: "true or false"}
@@ -304,6 +304,10 @@ class Validator:
                            f"valid: {', '.join(modes)}")  # fmt: skip
         if a.get("emulate") == "kvcache-via-varlen" and not op.endswith(".kvcache"):
             self.error(path + ("emulate",), f"adapt.emulate kvcache-via-varlen only applies to kvcache ops, not {op}")
+        if a.get("emulate") == "mla-decode-via-csr" and op != "flashmla.kvcache":
+            self.error(
+                path + ("emulate",), f"adapt.emulate mla-decode-via-csr only applies to flashmla.kvcache, not {op}"
+            )
         for name in a.get("constants", {}):
             if not isinstance(name, str) or not _IDENT.match(name):
                 self.error(path + ("constants", name), f"constants: {name!r} must be a parameter name", key=True)

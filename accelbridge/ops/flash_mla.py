@@ -35,7 +35,7 @@ def flash_mla_with_kvcache(
     tile_scheduler_metadata: Plan,
     num_splits: Hint = None,
     softmax_scale: Option = None,
-    causal: Option = False,
+    causal: Option("not causal or q.shape[1] == 1") = False,  # one query per sequence: nothing to mask
     descale_q: Data = None,
     descale_k: Data = None,
     is_fp8_kvcache: Option = False,

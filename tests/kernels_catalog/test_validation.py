@@ -237,7 +237,8 @@ def test_cli_validate_lists_all_and_exits_1(tmp_path, capsys):
 
 def test_refusals_name_real_arguments_and_valid_conditions(tmp_path):
     path = tmp_path / "refuse.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         schema: 1
         platform: cuda
         providers:
@@ -252,7 +253,8 @@ def test_refusals_name_real_arguments_and_valid_conditions(tmp_path):
                     - {args: [attn_sink], when: "q.shape[-1] == d_qk"}
                     - {args: [attn_sink], when: "q.shape[-1] =="}
                     - {args: [attn_sink]}
-        """))
+        """)
+    )
     messages = [i.message for i in validate_file(path)]
     assert any("'topk_lenght' is no argument of flashmla.kvcache (did you mean 'topk_length'?)" in m for m in messages)
     assert any("reads d_qk, which are no arguments of flashmla.kvcache" in m for m in messages)
