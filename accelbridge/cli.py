@@ -93,7 +93,11 @@ def _resolution_table(platform) -> list[dict[str, Any]]:
         for op in ops.ids():
             r = describe(chain(op), load_all=False)
             skipped = [f"{c['provider']}: {'; '.join(c['reasons'])}" for c in r.candidates if c["viable"] is False]
-            rows.append({"op": op, "selected": r.selected, "note": " | ".join(skipped)})
+            slow = r.selected == "reference" and getattr(platform, "accelerator", False)
+            note = ("SLOW PATH (pure-torch reference); " if slow else "") + " | ".join(skipped)
+            if r.selected is None and not skipped:
+                note = "no provider listed for this op on this platform"
+            rows.append({"op": op, "selected": r.selected, "note": note, "reference_fallback": slow})
     return rows
 
 
@@ -224,6 +228,10 @@ def cmd_selftest(args: argparse.Namespace) -> int:
               f"{counts['skip']} skipped ({elapsed:.1f} s)")  # fmt: skip
         if not tested:
             print("no provider here could run a case; `accelbridge explain OP` says why")
+    if args.provider and not (counts["pass"] + counts["FAIL"] + counts["error"]):
+        reasons = sorted({r.detail for r in rows if r.detail}) or ["it serves none of the checked ops here"]
+        print(f"selftest: provider {args.provider!r} ran no case: {'; '.join(reasons)}", file=sys.stderr)
+        return 1  # a CI gate must not pass on nothing
     return 1 if counts["FAIL"] or counts["error"] else 0
 
 

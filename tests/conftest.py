@@ -36,6 +36,7 @@ def _clean_platform_state(request, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     platforms.reset()
     attention.set_checks(None)  # the default level, whatever the shell exported
+    attention.set_strict(None)
     real = request.node.get_closest_marker("detection") or "tests/gpu/" in request.node.nodeid
     with contextlib.nullcontext() if real else platforms.simulated("cpu"):
         yield

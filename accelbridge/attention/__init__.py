@@ -5,6 +5,7 @@ Importing this package loads no provider; resolution happens on the first call o
 
 from accelbridge.attention import checks
 from accelbridge.attention.checks import set_level as set_checks
+from accelbridge.attention.choices import ReferenceFallbackWarning, set_strict
 from accelbridge.attention.errors import (
     InvalidArgumentError,
     ProviderContractError,
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidArgumentError",
     "ProviderContractError",
     "ProviderLoadWarning",
+    "ReferenceFallbackWarning",
     "Resolution",
     "ResolutionError",
     "UnsupportedFeatureError",
@@ -47,4 +49,5 @@ __all__ = [
     "reset",
     "resolve",
     "set_checks",
+    "set_strict",
 ]

@@ -175,6 +175,9 @@ def resolve_function(module: ModuleType, path: str) -> Callable[..., Any]:
 
 def clear() -> None:
     """Forget loaded modules and failures (tests; after installing a package)."""
+    from accelbridge.attention import choices
+
     with _lock:
         _modules.clear()
         _warned.clear()
+    choices.clear()

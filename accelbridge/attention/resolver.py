@@ -17,7 +17,7 @@ import torch
 from packaging.version import Version
 
 from accelbridge import env, kernels_catalog, ops
-from accelbridge.attention import adapters, checks, providers
+from accelbridge.attention import adapters, checks, choices, providers
 from accelbridge.attention.errors import ResolutionError, UnsupportedFeatureError
 from accelbridge.kernels_catalog import Catalog
 
@@ -170,8 +170,16 @@ class Chain:
         """The steady-state function for calls of this op: the first viable provider's call."""
         first = self.first_viable()
         if first is not None:
+            self._chosen(first, {})
             return self.call(first)
         return lambda *args: self.reroute(len(self.ids), None, args)
+
+    def _chosen(self, i: int, values: dict[str, Any]) -> None:
+        passed_over = {}
+        for j in range(i):
+            cand = self.candidate(j)
+            passed_over[cand.provider_id] = cand.reasons or cand.binding.call_reasons(values)  # type: ignore[union-attr]
+        choices.chosen(self.platform, self.op, self.ids[i], passed_over, self.notes)
 
     def reroute(self, start: int, arg: str | None, args: tuple[Any, ...]) -> Any:
         """A provider refused this call: try the next ones; none left raises with every reason."""
@@ -179,6 +187,8 @@ class Chain:
         for i in range(start, len(self.ids)):
             cand = self.candidate(i)
             if cand.viable and not cand.binding.call_reasons(values):  # type: ignore[union-attr]
+                if self.ids[i] == choices.REFERENCE:
+                    self._chosen(i, values)  # a slow path for this call: heard of, once per op
                 return self.call(i)(*args)
         if self.spec.without_provider == "none":
             return None  # no provider plans scheduling here: a no-op, callers stay unchanged

@@ -33,6 +33,8 @@ class Platform:
     default_simulated_toolkit: ClassVar[str | None] = None
     # among the built-in platforms, lower probes first (plugins are probed before all of them)
     detection_priority: ClassVar[int] = 100
+    # an accelerator: an op served by the pure-torch reference here is a slow path the user must hear of
+    accelerator: ClassVar[bool] = True
 
     # -- hardware probes ---------------------------------------------------------------
     def is_available(self) -> bool:

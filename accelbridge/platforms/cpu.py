@@ -16,6 +16,7 @@ class CpuPlatform(Platform):
     arch_family = "cpu"
     default_simulated_arch = "cpu"
     detection_priority = 1000  # always available: the last resort
+    accelerator = False  # the reference is the CPU's provider, not a fallback
 
     def is_available(self) -> bool:
         return True

@@ -29,7 +29,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in (
         "platform(*names): run only on these platforms (cuda, rocm, musa, cpu, plugins)",
         "arch(rule): run only where the arch satisfies the rule, e.g. '>=sm90'",
-        "op(op, provider=None): run only where the op resolves (to that provider, if given)",
+        "op(op, provider=None, kernel=False, **features): run only where the op resolves (to that provider, "
+        "or to a real kernel with kernel=True) for a call with these features (dtype, head_dim, paged, ...)",
     ):
         config.addinivalue_line("markers", line)
     from accelbridge.attention import checks
@@ -58,6 +59,69 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"accelbridge: platform {p.name}, arch {p.arch().name}, toolkit {p.toolkit_version or '-'}{sim}"
 
 
+_OP_KEYWORDS = ("provider", "kernel")
+_ALIASES = {"paged": ("page_table", "block_table")}  # the paging argument, whatever the op calls it
+
+
+def _op_features(op: str, kwargs: dict) -> dict:
+    """op(...) keywords -> resolve() features; unknown keywords are a usage error."""
+    from accelbridge import ops
+    from accelbridge.attention.resolver import FEATURE_ALIASES
+
+    features = {}
+    for key, value in kwargs.items():
+        if key in _OP_KEYWORDS:
+            continue
+        name = next((n for n in _ALIASES.get(key, (key,)) if n in ops.get(op).params), key)
+        if name not in FEATURE_ALIASES and name not in ops.get(op).params:
+            valid = sorted({*_OP_KEYWORDS, *FEATURE_ALIASES, *_ALIASES, *ops.get(op).params})
+            raise pytest.UsageError(f"@pytest.mark.op({op!r}, {key}=...): unknown keyword {key!r}; valid: "
+                                    f"{', '.join(valid)}")  # fmt: skip
+        features[name] = value
+    return features
+
+
+def _validate_markers(item: pytest.Item) -> None:
+    """Unknown platform, arch, op or provider ids in markers are usage errors listing the valid ones."""
+    from accelbridge import kernels_catalog, ops, platforms
+
+    where = f"{item.nodeid}: "
+    for mark in item.iter_markers("platform"):
+        known = platforms.known_platforms()
+        bad = [name for name in mark.args if name not in known]
+        if bad or not mark.args:
+            name = bad[0] if bad else ""
+            raise pytest.UsageError(f"{where}@pytest.mark.platform{mark.args}: unknown platform {name!r}; "
+                                    f"valid: {', '.join(known)}")  # fmt: skip
+    for mark in item.iter_markers("arch"):
+        try:
+            platforms.ArchRule.parse(list(mark.args))
+        except Exception as e:
+            raise pytest.UsageError(f"{where}@pytest.mark.arch{mark.args}: {e}") from None
+    for mark in item.iter_markers("op"):
+        if not mark.args or mark.args[0] not in ops.OPS:
+            got = mark.args[0] if mark.args else None
+            raise pytest.UsageError(f"{where}@pytest.mark.op({got!r}): unknown op; valid: {', '.join(ops.ids())}")
+        try:
+            _op_features(mark.args[0], mark.kwargs)
+        except pytest.UsageError as e:
+            raise pytest.UsageError(f"{where}{e}") from None
+        wanted = mark.kwargs.get("provider")
+        if wanted is not None:
+            known = sorted(
+                {pid for name in platforms.known_platforms() for pid in kernels_catalog.load(name).providers}
+            )
+            if wanted not in known:
+                raise pytest.UsageError(f"{where}@pytest.mark.op({mark.args[0]!r}, provider={wanted!r}): unknown "
+                                        f"provider; valid: {', '.join(known)}")  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.iter_markers(name) for name in ("platform", "arch", "op")):
+            _validate_markers(item)
+
+
 def skip_reason(item: pytest.Item) -> str | None:
     """Why this item cannot run on the current platform, or None."""
     from accelbridge import platforms
@@ -75,13 +139,16 @@ def skip_reason(item: pytest.Item) -> str | None:
 
         op = mark.args[0]
         wanted = mark.kwargs.get("provider")
-        r = attention.resolve(op)
+        r = attention.resolve(op, **_op_features(op, mark.kwargs))
         rows = {c["provider"]: c["reasons"] for c in r.candidates}
         if wanted is not None and r.selected != wanted:
             why = "; ".join(rows.get(wanted, [f"is not a candidate on {p.name}"])) or f"{r.selected} comes first"
             return f"{op}: {wanted} {why}"
         if wanted is None and r.selected is None:
             return f"{op}: " + " | ".join(f"{pid} {'; '.join(rs)}" for pid, rs in rows.items())
+        if mark.kwargs.get("kernel") and r.selected == "reference":
+            others = " | ".join(f"{pid} {'; '.join(rs)}" for pid, rs in rows.items() if pid != "reference")
+            return f"{op}: needs a real kernel, only the reference serves it here ({others or 'no other provider'})"
     return None
 
 

@@ -171,3 +171,10 @@ def test_catalog_ignores_routes_a_dropped_argument_elsewhere(fixture_providers):
 
         assert attention.resolve("fa3.varlen", page_table=True).selected == "reference"
         assert conformance.run(paged, "reference").status == "pass"
+
+
+def test_selftest_of_a_provider_that_ran_nothing_fails_the_gate(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mate", None)  # not installed
+    assert cli.main(["selftest", "--simulate", "musa:mp31", "--provider", "mate"]) == 1
+    err = capsys.readouterr().err
+    assert "provider 'mate' ran no case: module 'mate' not installed" in err

@@ -2,6 +2,8 @@
 
 from importlib.metadata import entry_points
 
+import pytest
+
 pytest_plugins = ["pytester"]
 # where accelbridge runs from a source tree (no entry point installed), load the plugin by name
 LOAD = (
@@ -64,3 +66,43 @@ def test_value_checks_are_on_in_plugin_runs_with_an_option_to_turn_them_off(pyte
     pytester.runpytest(*LOAD, "--accel-simulate", "cpu").assert_outcomes(passed=1)
     pytester.makepyfile(CHECKS.replace("LEVEL", '"cheap"'))
     pytester.runpytest(*LOAD, "--accel-simulate", "cpu", "--accel-checks", "cheap").assert_outcomes(passed=1)
+
+
+STRICT = """
+import pytest
+
+@pytest.mark.op("fa3.varlen", kernel=True, head_dim=512)
+def test_needs_a_kernel():
+    pass
+
+@pytest.mark.op("fa3.varlen", provider="sgl-kernel", head_dim=512, dtype="fp32")
+def test_features_count():
+    pass
+
+@pytest.mark.op("flashmla.kvcache", paged=True)
+def test_alias():
+    pass
+"""
+
+
+def test_op_marker_features_and_kernel_requirement(pytester, fixture_providers):
+    pytester.makepyfile(STRICT)
+    result = pytester.runpytest(*LOAD, "-rs", "--accel-simulate", "cuda:sm90")
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.re_match_lines([r".*fa3.varlen: needs a real kernel, only the reference serves it here.*",
+                                  r".*fa3.varlen: sgl-kernel does not take dtype torch.float32; does not take "
+                                  r"head_dim 512"], consecutive=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("marker, message", [
+    ('platform("nvidia")', "unknown platform 'nvidia'; valid: cpu, cuda, musa, rocm"),
+    ('op("fa3.varln")', "unknown op; valid: fa3.varlen"),
+    ('op("fa3.varlen", provider="sgl-kernl")', "unknown provider; valid:"),
+    ('op("fa3.varlen", head_dims=128)', "unknown keyword 'head_dims'; valid:"),
+    ('arch(">=hopper")', "@pytest.mark.arch"),
+])  # fmt: skip
+def test_bad_marker_arguments_are_usage_errors(pytester, marker, message):
+    pytester.makepyfile(f"import pytest\n\n@pytest.mark.{marker}\ndef test_x():\n    pass\n")
+    result = pytester.runpytest(*LOAD, "--accel-simulate", "cpu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str() and "Traceback" not in result.stderr.str()
