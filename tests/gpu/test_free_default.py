@@ -5,6 +5,7 @@ import torch
 
 from accelbridge import attention
 from accelbridge.attention import InvalidArgumentError, checks
+from tests.gpu.graphs import assert_replay_equals_eager
 
 DEV = "cuda"
 
@@ -64,16 +65,7 @@ def test_flashmla_decode_graph_equals_eager_at_the_default_level():
         o, _ = attention.flash_mla_with_kvcache(q, kc, table, seqlens, 512, meta, splits, causal=True)
         out.copy_(o)
 
-    step()
-    eager = out.clone()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    out.zero_()
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, eager)
+    assert_replay_equals_eager(step, out)
 
 
 def test_device_mismatch_is_named_at_the_default_level():

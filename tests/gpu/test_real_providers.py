@@ -5,6 +5,7 @@ import torch
 
 from accelbridge import attention, platforms
 from accelbridge.attention import reference
+from tests.gpu.graphs import assert_replay_equals_eager
 
 DEV = "cuda"
 
@@ -116,16 +117,7 @@ def test_cuda_graph_decode_step_with_precomputed_metadata():
         attention.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=seqlens, page_table=table, causal=True,
                                           scheduler_metadata=meta, out=out)  # fmt: skip
 
-    step()
-    eager = out.clone()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    out.zero_()
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, eager)
+    assert_replay_equals_eager(step, out)
 
 
 def test_scheduler_metadata_once_per_batch_removes_per_layer_prep():

@@ -6,6 +6,7 @@ import torch
 from accelbridge import attention
 from accelbridge.attention import reference
 from accelbridge.ops.flash_mla import quantize_fp8_cache
+from tests.gpu.graphs import assert_replay_equals_eager
 
 DEV = "cuda"
 
@@ -75,16 +76,7 @@ def test_sparse_decode_graph_with_its_metadata_equals_eager():
     def step():
         out.copy_(attention.flash_mla_with_kvcache(tile_scheduler_metadata=meta, **kw)[0])
 
-    step()
-    eager = out.clone()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    out.zero_()
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, eager)
+    assert_replay_equals_eager(step, out)
 
 
 @pytest.mark.parametrize("d_qk", [576, 512])
