@@ -237,7 +237,7 @@ class Validator:
             try:
                 rule = ArchRule.parse(r["arch"])
             except PlatformError as e:
-                self.error(path + ("arch",), f"bad arch rule: {e}")
+                self.error(path + ("arch",), f"bad arch rule: {e}{_arch_hint(r['arch'])}")
             else:
                 if self.family and rule.family != self.family:
                     vendor = family_vendor(rule.family)
@@ -260,9 +260,9 @@ class Validator:
         for i, name in enumerate(r.get("dtypes", [])):
             if name not in DTYPE_NAMES:
                 valid = ", ".join(DTYPE_NAMES)
-                self.error(
-                    path + ("dtypes", i), f"unknown dtype {name!r}{did_you_mean(name, DTYPE_NAMES)}; valid: {valid}"
-                )
+                alias = DTYPE_ALIASES.get(name) if isinstance(name, str) else None
+                hint = f" (did you mean {alias!r}?)" if alias else did_you_mean(name, DTYPE_NAMES)
+                self.error(path + ("dtypes", i), f"unknown dtype {name!r}{hint}; valid: {valid}")
 
     def op_entry(self, path: Path, op: str, entry: Any) -> None:
         e = self.mapping(path, entry, OP_KEYS, f"op {op}")
@@ -319,6 +319,27 @@ class Validator:
                     self.error(
                         path + (key, i), f"{key}: {name!r} is no argument of {op}{did_you_mean(name, canonical)}"
                     )
+
+
+# what people type for a dtype (torch's names) and an arch (marketing names, capabilities)
+DTYPE_ALIASES = {"float16": "fp16", "half": "fp16", "bfloat16": "bf16", "float32": "fp32", "float": "fp32",
+                 "float8_e4m3fn": "fp8_e4m3", "float8_e4m3fnuz": "fp8_e4m3", "float8_e5m2": "fp8_e5m2"}  # fmt: skip
+ARCH_ALIASES = {"volta": "sm70", "turing": "sm75", "ampere": "sm80", "ada": "sm89", "hopper": "sm90",
+                "blackwell": "sm100", "mi200": "gfx90a", "mi250": "gfx90a", "mi300": "gfx942",
+                "mi350": "gfx950"}  # fmt: skip
+_CAPABILITY = re.compile(r"(\d+)\.(\d+)")
+
+
+def _arch_hint(rule: Any) -> str:
+    """' (did you mean ...)' for an arch written as a GPU generation or a capability: hopper, >=8.0."""
+    items = rule if isinstance(rule, list) else [rule]
+    if not all(isinstance(x, str) for x in items):
+        return ""
+    text = " ".join(items)
+    fixed = _CAPABILITY.sub(lambda m: f"sm{m.group(1)}{m.group(2)}", text)
+    for name, arch in ARCH_ALIASES.items():
+        fixed = re.sub(rf"\b{name}\b", arch, fixed, flags=re.IGNORECASE)
+    return f" (did you mean {fixed!r}?)" if fixed != text else ""
 
 
 def _expression_error(op: str, expr: str) -> str | None:

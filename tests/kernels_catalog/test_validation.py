@@ -260,3 +260,18 @@ def test_refusals_name_real_arguments_and_valid_conditions(tmp_path):
     assert any("reads d_qk, which are no arguments of flashmla.kvcache" in m for m in messages)
     assert any("is no Python expression" in m for m in messages)
     assert any("a refusal needs 'args'" in m for m in messages)
+
+
+@pytest.mark.parametrize("requires, message", [
+    ('{arch: ["hopper"]}', "unknown arch 'hopper'"),
+    ('{arch: ["hopper"]}', "(did you mean 'sm90'?)"),
+    ('{arch: [">=8.0"]}', "(did you mean '>=sm80'?)"),
+    ('{arch: ["mi300"]}', "(did you mean 'gfx942'?)"),
+    ("{dtypes: [float16]}", "unknown dtype 'float16' (did you mean 'fp16'?)"),
+    ("{dtypes: [bfloat16]}", "(did you mean 'bf16'?)"),
+])  # fmt: skip
+def test_generation_names_capabilities_and_torch_dtypes_get_a_did_you_mean(tmp_path, requires, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"schema: 1\nplatform: cuda\nproviders:\n  x:\n    source: {{module: m}}\n"
+                    f"    ops:\n      fa3.varlen: {{function: f, requires: {requires}}}\n")  # fmt: skip
+    assert any(message in i.message for i in validate_file(path)), [i.message for i in validate_file(path)]
