@@ -61,3 +61,31 @@ def test_signatures_doc_is_generated_from_the_declarations():
     assert (ROOT / "docs" / "signatures.md").read_text() == docs.markdown(), (
         "regenerate: python -m accelbridge.ops.docs > docs/signatures.md"
     )
+
+
+def test_porting_guide_part2_plugin_installs_non_editable_and_works(tmp_path):
+    """The plugin package exactly as the guide writes it, built and installed (not editable), then used."""
+    import subprocess
+    import sys
+
+    text = (ROOT / "docs" / "porting.md").read_text()
+    part2 = text[text.index("## Part 2") :]
+    files = re.findall(r"```\w+\n# file: (\S+)\n(.*?)```", part2, flags=re.S)
+    assert {name for name, _ in files} == {"acme_accel/platform.py", "acme_accel/acme.yaml", "pyproject.toml"}
+    src = tmp_path / "src"
+    for name, body in files:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text(body)
+    (src / "acme_accel" / "__init__.py").write_text("")
+    target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target"]
+    build = subprocess.run([*pip, str(target), str(src)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    assert (target / "acme_accel" / "acme.yaml").exists(), "package-data kept the catalog"
+    env = {**__import__("os").environ, "PYTHONPATH": str(target)}
+    env.pop("ACCELBRIDGE_SIMULATE", None)
+    run = subprocess.run([sys.executable, "-m", "accelbridge", "explain", "fa3.varlen", "--simulate", "acme:xpu12"],
+                         capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "fa3.varlen on acme xpu12" in run.stdout and "selected reference" in run.stdout
+    assert "module 'acme_attn' not installed (install: pip install acme-attn)" in run.stdout
