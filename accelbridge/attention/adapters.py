@@ -41,6 +41,16 @@ WINDOW_CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def _rename_hint(name: str, params: dict[str, inspect.Parameter], spec: OpSpec) -> str:
+    """'; it has X: adapt.rename {name: X}?' when the provider has a similar, otherwise unused parameter."""
+    import difflib
+
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    free = [p for p in params if p not in spec.params and params[p].kind not in variadic]
+    close = difflib.get_close_matches(name, free, n=1, cutoff=0.6)
+    return f"; it has {close[0]!r}: map it with adapt.rename {{{name}: {close[0]}}}?" if close else ""
+
+
 def _window_mode(declared: str, provider_default: Any) -> str:
     """``auto``: the spelling the provider's own default shows ((-1, -1), (None, None), None, (-1, -1, 0))."""
     if declared != "auto":
@@ -149,7 +159,7 @@ def bind(provider_id: str, spec: OpSpec, entry: OpEntry, fn: Callable[..., Any],
         elif name in adapt.ignores:
             b.unsupported[name] = f"the catalog marks it ignored by {source}"
         else:
-            b.unsupported[name] = f"no such parameter in {source}"
+            b.unsupported[name] = f"no such parameter in {source}" + _rename_hint(name, params, spec)
     targets = list(b.mapped.values()) + list(adapt.constants)
     for t in sorted({t for t in targets if targets.count(t) > 1}):
         b.reasons.append(f"two arguments map onto {source}'s parameter {t!r}; check adapt.rename")

@@ -33,6 +33,20 @@ def cache_dir() -> Path:
     return Path(env.get("ACCELBRIDGE_CACHE_DIR") or Path.home() / ".cache" / "accelbridge")
 
 
+def error_text(repo: str, exc: BaseException) -> str:
+    """One line for a hub failure, the network cause first; never the advice to trust remote code.
+
+    `kernels` reports an unreachable hub as "could not verify publisher trust status. Set
+    trust_remote_code=True ...": the cause is the network, and trusting code is no fix for it.
+    """
+    text = summary(exc)
+    if "could not verify publisher trust status" in text:
+        return (f"the hub could not be reached to check {repo}'s publisher (network unreachable or blocked); "
+                "where the hub is reachable run `accelbridge download` (or `accelbridge lock`), "
+                "then load offline")  # fmt: skip
+    return text
+
+
 def lock_file() -> Path:
     return cache_dir() / "kernels.lock"
 
@@ -129,7 +143,7 @@ def lock(
         try:
             resolved = resolve(hk.dependency())
         except Exception as e:  # network, trust, missing repo: reported per kernel
-            failures.append(f"{hk.repo} ({hk.spec}): {summary(e)}")
+            failures.append(f"{hk.repo} ({hk.spec}): {error_text(hk.repo, e)}")
             progress(f"      failed: {failures[-1]}")
             continue
         merged.update(resolved)
@@ -171,7 +185,7 @@ def download(
         try:
             where = install(hk.repo, revision, version, hk.trust())
         except Exception as e:
-            failures.append(f"{hk.repo} ({how}): {summary(e)}")
+            failures.append(f"{hk.repo} ({how}): {error_text(hk.repo, e)}")
             progress(f"      failed: {failures[-1]}")
             continue
         done.append(Path(where))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -48,6 +49,25 @@ def _offline(enabled: bool) -> Iterator[None]:
         yield
     finally:
         constants.HF_HUB_OFFLINE = saved
+
+
+class _TrustChatter(logging.Filter):
+    """kernels logs "Skipping publisher trust check for REPO ..." on every offline load: once per repo, at INFO."""
+
+    seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "publisher trust check" not in message:
+            return True
+        if message not in self.seen:
+            self.seen.add(message)
+            logging.getLogger("accelbridge").info("kernels: %s", message)
+        return False
+
+
+_KERNELS_LOGGER = logging.getLogger("kernels.hf_hub")
+_KERNELS_LOGGER.addFilter(_TrustChatter())
 
 
 def _load_hub(source: Source, trusted: bool, offline: bool) -> ModuleType:
@@ -117,7 +137,7 @@ def describe_failure(source: Source, exc: BaseException, install: str | None) ->
     if source.kind == "hub":
         if "offline" in text.lower() or "not available in the local cache" in text:
             return f"hub kernel {source.target} not in the local cache (offline): {text}; run `accelbridge download`"
-        return f"hub kernel {source.target} could not be loaded: {type(exc).__name__}: {text}"
+        return f"hub kernel {source.target} could not be loaded: {hub.error_text(source.target, exc)}"
     return f"loading {source.describe()} raised {type(exc).__name__}: {exc}{hint}"
 
 

@@ -64,3 +64,14 @@ def test_the_passed_predicate_is_the_declarations():
     assert p["softcap"].passed == "not (not softcap)" and p["q"].passed == "True"
     kv = ops.get("fa3.kvcache")
     assert kv.params["rotary_seqlens"].inert == "rotary_cos is None or rotary_seqlens is None"
+
+
+def test_a_similar_provider_parameter_suggests_a_rename():
+    def lse_flag(q, k, v, cu_seqlens_q, cu_seqlens_k, return_lse=False):
+        return q
+
+    b = adapters.bind("v", SPEC, entry(), lse_flag, "vendor.f")
+    assert b.unsupported["return_softmax_lse"] == (
+        "no such parameter in vendor.f; it has 'return_lse': map it with adapt.rename "
+        "{return_softmax_lse: return_lse}?"
+    )

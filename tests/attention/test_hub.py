@@ -171,3 +171,23 @@ def test_kernels_outside_the_supported_range_is_a_clear_error(monkeypatch):
     from packaging.specifiers import SpecifierSet
 
     assert SpecifierSet(kernels_dep.split("kernels", 1)[1].split("#")[0].strip()) == kernels_compat.SUPPORTED
+
+
+def test_an_unreachable_hub_is_named_as_the_network_and_never_advises_trusting_code():
+    from accelbridge.attention import hub as hub_
+
+    e = ValueError("Kernel repository 'org/k' could not verify publisher trust status. Set trust_remote_code=True "
+                   "or add the repository ID to the trust_remote_code allowlist")  # fmt: skip
+    text = hub_.error_text("org/k", e)
+    assert "could not be reached" in text and "network" in text and "trust_remote_code" not in text
+
+
+def test_kernels_trust_chatter_is_one_info_line_per_repo(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    chatty = logging.getLogger("kernels.hf_hub")
+    for _ in range(3):
+        chatty.warning("Skipping publisher trust check for 'org/chatty' because Hugging Face Hub is in offline mode.")
+    ours = [r for r in caplog.records if "org/chatty" in r.getMessage()]
+    assert len(ours) == 1 and ours[0].name == "accelbridge" and ours[0].levelno == logging.INFO
