@@ -1,7 +1,14 @@
 """Kernel catalogs: YAML files declaring which providers serve which attention ops, where."""
 
 from accelbridge.kernels_catalog.errors import CatalogError, Issue
-from accelbridge.kernels_catalog.loader import BUILTIN_DIR, clear_cache, load, overlay_files, validate_file
+from accelbridge.kernels_catalog.loader import (
+    BUILTIN_DIR,
+    clear_cache,
+    import_issues,
+    load,
+    overlay_files,
+    validate_file,
+)
 from accelbridge.kernels_catalog.model import Adapt, Catalog, OpEntry, Provider, Requirements, Source
 
 __all__ = [
@@ -15,6 +22,7 @@ __all__ = [
     "Requirements",
     "Source",
     "clear_cache",
+    "import_issues",
     "load",
     "overlay_files",
     "validate_file",

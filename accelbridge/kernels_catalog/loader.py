@@ -233,6 +233,34 @@ def validate_file(path: Path | str) -> list[Issue]:
     return Validator(doc, families, known).validate()
 
 
+def import_issues(path: Path | str) -> list[Issue]:
+    """Providers whose module cannot be found here (looked up, never imported), with the closest installed name."""
+    import difflib
+    import importlib.util
+    import pkgutil
+
+    try:
+        doc = read(path)
+    except CatalogError as e:
+        return e.issues
+    installed: list[str] | None = None
+    issues = []
+    for pid, provider in (doc.data.get("providers") or {}).items():
+        module = ((provider or {}).get("source") or {}).get("module") if isinstance(provider, dict) else None
+        if not isinstance(module, str):
+            continue
+        top = module.split(".")[0]
+        if importlib.util.find_spec(top) is not None:
+            continue
+        if installed is None:
+            installed = sorted({m.name for m in pkgutil.iter_modules()})
+        close = difflib.get_close_matches(top, installed, n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        issues.append(doc.at(("providers", pid, "source", "module"), f"provider {pid!r}: module {top!r} is not "
+                             f"installed here{hint}"))  # fmt: skip
+    return issues
+
+
 def clear_cache() -> None:
     with _lock:
         _cache.clear()

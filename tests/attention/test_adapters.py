@@ -72,6 +72,5 @@ def test_a_similar_provider_parameter_suggests_a_rename():
 
     b = adapters.bind("v", SPEC, entry(), lse_flag, "vendor.f")
     assert b.unsupported["return_softmax_lse"] == (
-        "no such parameter in vendor.f; it has 'return_lse': map it with adapt.rename "
-        "{return_softmax_lse: return_lse}?"
+        "no such parameter in vendor.f; it has 'return_lse': map it with adapt.rename {return_softmax_lse: return_lse}?"
     )

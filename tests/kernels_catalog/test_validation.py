@@ -275,3 +275,14 @@ def test_generation_names_capabilities_and_torch_dtypes_get_a_did_you_mean(tmp_p
     path.write_text(f"schema: 1\nplatform: cuda\nproviders:\n  x:\n    source: {{module: m}}\n"
                     f"    ops:\n      fa3.varlen: {{function: f, requires: {requires}}}\n")  # fmt: skip
     assert any(message in i.message for i in validate_file(path)), [i.message for i in validate_file(path)]
+
+
+def test_validate_imports_finds_a_misspelled_provider_module(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("schema: 1\nplatform: cuda\nproviders:\n  v:\n    source: {module: yamll}\n"
+                    "    ops:\n      fa3.varlen: {function: f}\n")  # fmt: skip
+    assert main(["catalog", "validate", str(path)]) == 0, "without --imports only the file is checked"
+    capsys.readouterr()
+    assert main(["catalog", "validate", "--imports", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{path}:5:22: provider 'v': module 'yamll' is not installed here (did you mean 'yaml'?)" in out
