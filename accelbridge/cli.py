@@ -282,8 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     csub = catalog.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
     validate = csub.add_parser("validate", help="list every error as FILE:LINE:COL (exit 1), or print ok")
     validate.add_argument("files", nargs="+", metavar="FILE")
-    validate.add_argument("--imports", action="store_true",
-                          help="also check that each provider's module is installed here (found, not imported)")  # fmt: skip
+    validate.add_argument(
+        "--imports",
+        action="store_true",
+        help="also check that each provider's module is installed here (found, never imported)",
+    )
     validate.set_defaults(func=cmd_catalog_validate)
     show = csub.add_parser("show", help="the merged catalog, with the file each entry came from")
     show.add_argument("--platform", help="cuda, rocm, musa, cpu or a plugin (default: the current platform)")
