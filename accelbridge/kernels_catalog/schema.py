@@ -131,9 +131,10 @@ class Validator:
             name = top["platform"]
             if name not in self.families:
                 valid = ", ".join(sorted(self.families))
-                self.error(
-                    ("platform",), f"unknown platform {name!r}{did_you_mean(name, self.families)}; valid: {valid}"
-                )
+                close = did_you_mean(name, self.families)
+                plugin = ("" if close else " (a platform of an out-of-tree plugin exists once its package is "
+                          "installed: `accelbridge info` lists the plugins found)")  # fmt: skip
+                self.error(("platform",), f"unknown platform {name!r}{close}; valid: {valid}{plugin}")
             else:
                 self.family = self.families[name]
         ops_of: dict[str, set[str]] = {k: set(v) for k, v in self.known_ops.items()}

@@ -286,3 +286,12 @@ def test_validate_imports_finds_a_misspelled_provider_module(tmp_path, capsys):
     assert main(["catalog", "validate", "--imports", str(path)]) == 1
     out = capsys.readouterr().out
     assert f"{path}:5:22: provider 'v': module 'yamll' is not installed here (did you mean 'yaml'?)" in out
+
+
+def test_a_tab_indent_gets_the_hint_and_an_unknown_platform_mentions_plugins(tmp_path):
+    tab = tmp_path / "tab.yaml"
+    tab.write_text("schema: 1\nplatform: cuda\nproviders:\n\tx:\n    source: {module: m}\n")
+    assert "(YAML indents with spaces, never tabs)" in validate_file(tab)[0].message
+    plugin = tmp_path / "acme.yaml"
+    plugin.write_text("schema: 1\nplatform: acme\nproviders: {}\n")
+    assert "out-of-tree plugin exists once its package is installed" in validate_file(plugin)[0].message
