@@ -58,3 +58,12 @@ def test_bad_simulate_exits_2_with_one_line(capsys, spec):
     code, out, err = run(capsys, "info", "--simulate", spec)
     assert code == 2 and out == ""
     assert err.startswith("accelbridge: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_info_hides_fields_that_do_not_apply():
+    from accelbridge import platforms
+
+    cpu = platforms.simulate("cpu").describe()
+    assert cpu["capability"] is None and cpu["fp8_e4m3_dtype"] is None
+    turing = platforms.simulate("cuda:sm75").describe()
+    assert turing["capability"] == [7, 5] and turing["fp8_e4m3_dtype"] is None, "no FP8 attention before sm89"

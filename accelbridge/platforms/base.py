@@ -35,6 +35,8 @@ class Platform:
     detection_priority: ClassVar[int] = 100
     # an accelerator: an op served by the pure-torch reference here is a slow path the user must hear of
     accelerator: ClassVar[bool] = True
+    # whether the vendor runtime reports a (major, minor) compute capability (not the host CPU)
+    has_capability: ClassVar[bool] = True
 
     # -- hardware probes ---------------------------------------------------------------
     def is_available(self) -> bool:
@@ -98,12 +100,15 @@ class Platform:
             "device_type": self.device_type,
             "available": available,
             "arch": arch.name if arch else None,
-            "capability": list(self.capability()) if available else None,
+            "capability": list(self.capability()) if available and self.has_capability else None,
             "toolkit_version": str(toolkit) if toolkit is not None else None,
             "device_count": count,
             "device_names": [self.device_name(i) for i in range(count)],
             "dtypes": list(self.dtype_names_for(arch)) if arch else [],
-            "fp8_e4m3_dtype": self.fp8_e4m3_attr_for(arch) if arch else None,
+            # only where the arch handles FP8 (None says: no FP8 attention here)
+            "fp8_e4m3_dtype": self.fp8_e4m3_attr_for(arch)
+            if arch and "fp8_e4m3" in self.dtype_names_for(arch)
+            else None,
             "visible_devices_env": self.visible_devices_env,
             "simulated": self.simulated,
         }

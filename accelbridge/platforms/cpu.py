@@ -17,6 +17,7 @@ class CpuPlatform(Platform):
     default_simulated_arch = "cpu"
     detection_priority = 1000  # always available: the last resort
     accelerator = False  # the reference is the CPU's provider, not a fallback
+    has_capability = False
 
     def is_available(self) -> bool:
         return True
