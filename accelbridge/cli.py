@@ -200,6 +200,10 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     if args.op and args.op not in checked:
         raise AccelbridgeError(f"selftest: no checks for op {args.op!r}; valid: {', '.join(checked)}")
     seed = conformance.new_seed() if args.seed is None else args.seed
+    if args.standins:
+        from accelbridge.testing import standins
+
+        sys.path.insert(0, standins.path())  # vendor stand-ins (mate), asked for explicitly
     with platforms.simulated(args.simulate) if args.simulate else contextlib.nullcontext():
         p = platforms.current()
         from accelbridge import kernels_catalog
@@ -303,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--seed", type=int, help="reuse the inputs of an earlier run (printed in its header)")
     selftest.add_argument("--simulate", metavar="SPEC")
     selftest.add_argument("--json", action="store_true")
+    selftest.add_argument(
+        "--standins", action="store_true", help="put the stand-ins of vendor packages (mate) on the path first"
+    )
     selftest.set_defaults(func=cmd_selftest)
     lock = sub.add_parser("lock", help="pin the catalogs' hub kernels to commits in the kernels.lock of the cache dir")
     lock.add_argument("--output", metavar="PATH", help="write the lock here instead")

@@ -26,7 +26,16 @@ def test_env_md_lists_every_variable_the_package_reads():
 
 
 @pytest.mark.filterwarnings("ignore::accelbridge.attention.ProviderLoadWarning")
-def test_porting_guide_musa_steps(fixture_providers, tmp_path, monkeypatch, capsys):
+def test_porting_guide_musa_steps(tmp_path, monkeypatch, capsys):
+    """Part 1 as written, with accelbridge's own mate stand-in (no test fixture on the path)."""
+    import sys
+
+    from accelbridge.testing import standins
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # --standins puts the stand-ins first: undone after
+    for name in [m for m in sys.modules if m.split(".")[0] == "mate"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(standins.path())
     text = (DOCS / "porting.md").read_text()
     overlay = tmp_path / "musa-mate.yaml"
     overlay.write_text(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
@@ -35,7 +44,7 @@ def test_porting_guide_musa_steps(fixture_providers, tmp_path, monkeypatch, caps
     capsys.readouterr()
     assert cli.main(["explain", "fa3.scheduler_metadata", "--simulate", "musa:mp31"]) == 0
     assert "renamed num_heads->num_heads_q, num_heads_k->num_heads_kv" in capsys.readouterr().out
-    assert cli.main(["selftest", "--simulate", "musa:mp31", "--provider", "mate"]) == 0
+    assert cli.main(["selftest", "--simulate", "musa:mp31", "--provider", "mate", "--standins"]) == 0
     assert "34 case(s) run: 34 passed, 0 FAILED, 0 errors; 7 skipped" in capsys.readouterr().out
     assert "34 cases" in text and "skips 7" in text
 

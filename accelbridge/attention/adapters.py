@@ -208,7 +208,7 @@ def compile_call(b: Binding, level: str, reroute: Callable[[str, tuple[Any, ...]
     args = ", ".join(names)
     pack = f"({args},)"
     g: dict[str, Any] = dict(EXPRESSION_ENV)
-    g.update(_fn=b.fn, _reroute=reroute, _full_seqlens=_full_seqlens, _capturing=_capturing)
+    g.update(_fn=b.fn, _reroute=reroute, _full_seqlens=_full_seqlens, _capturing=_capturing, _EXACT=level == "full")
     body: list[str] = []
     checking = level != "off" and bool(spec.metadata_checks)
     if checking:  # inline what the kernel does not check itself; the rest is explained if the kernel raises

@@ -54,7 +54,7 @@ def parse(text: str | bytes, file: str) -> tuple[Document | None, list[Issue]]:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = e.problem or e.context or "malformed YAML"
         row = text.split("\n")[line - 1] if line <= text.count("\n") + 1 else ""
-        at_tab = "\t" in row[: col]  # libyaml says only "found character that cannot start any token"
+        at_tab = "\t" in row[:col]  # libyaml says only "found character that cannot start any token"
         hint = " (YAML indents with spaces, never tabs)" if at_tab or "\\t" in problem or "tab" in problem else ""
         return None, [Issue(file, line, col, f"malformed YAML: {problem}{hint}")]
     except yaml.reader.ReaderError as e:  # control characters: located by offset, not by mark

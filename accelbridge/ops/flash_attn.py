@@ -134,8 +134,15 @@ def _dtype(name: str) -> Check:
 
 
 def _device(k: str, v: str) -> Check:
-    """One chained comparison: the device check the cheap level keeps for every provider."""
-    return Check(f"{k}/{v}", f"q.get_device() == {k}.get_device() == {v}.get_device()",
+    """One chained comparison, kept at the cheap level for every provider.
+
+    It compares device indices (three integer reads): another GPU, or the host next to a GPU, is
+    caught on the fast path. Tensors without an index (host, meta) are compared as whole devices
+    where ``_EXACT`` holds: at the full level and in the pass that explains a kernel's error.
+    """
+    same = f"(_d := q.get_device()) == {k}.get_device() == {v}.get_device()"
+    exact = f"q.device == {k}.device == {v}.device"
+    return Check(f"{k}/{v}", f"{same} and (_d >= 0 or not _EXACT or {exact})",
                  f"are on {{{k}.device}}/{{{v}.device}} but q is on {{q.device}}", _SAME_DEVICE,
                  what="device")  # fmt: skip
 

@@ -179,6 +179,7 @@ EXPRESSION_ENV: dict[str, Any] = {
     "_F": FLOAT_DTYPES,
     "_FP8": FP8_DTYPES,
     "_window_inert": window_inert,
+    "_EXACT": True,  # exact comparisons (whole devices): False only on the cheap level's fast path
     "_window": window_tuple,
     "_out_dtype": out_dtype,
     "_shape": _shape,

@@ -216,3 +216,15 @@ def test_valid_calls_pass_every_level(rng, spy):
         attention.flash_attn_with_kvcache(**kvcache(rng))
         attention.flash_attn_with_kvcache(**kvcache(rng, paged=True))
     assert len(spy) == 12
+
+
+@pytest.mark.parametrize("level", ["cheap", "full"])
+def test_a_device_mismatch_is_named_at_every_level_but_off(rng, level):
+    """k/v (or the caches) on another device than q: an InvalidArgumentError naming both, not a provider crash."""
+    attention.set_checks(level)
+    kw = varlen(rng)
+    with pytest.raises(InvalidArgumentError, match="k/v are on meta/cpu but q is on cpu"):
+        attention.flash_attn_varlen_func(**_with(kw, k=kw["k"].to("meta")))
+    kc = kvcache(rng)
+    with pytest.raises(InvalidArgumentError, match="k_cache/v_cache are on cpu/meta but q is on cpu"):
+        attention.flash_attn_with_kvcache(**_with(kc, v_cache=kc["v_cache"].to("meta")))
