@@ -19,7 +19,6 @@ from accelbridge import env
 from accelbridge.errors import InvalidArgumentError
 
 LEVELS = ("full", "cheap", "off")
-DEFAULT = env.VARIABLES["ACCELBRIDGE_CHECKS"].default
 _level: str | None = None
 _listeners: list[Callable[[], None]] = []
 

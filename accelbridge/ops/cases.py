@@ -93,9 +93,6 @@ class Inputs:
         x = torch.randn(*shape, generator=self.gen) * scale
         return x.to(dtype or self.dtype).to(self.dev)
 
-    def ints(self, *shape: int, low: int = 0, high: int) -> torch.Tensor:
-        return torch.randint(low, high, shape, generator=self.gen).to(torch.int32).to(self.dev)
-
     def paged(self, lens: tuple[int, ...], heads: int, dim: int, spare: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """A shuffled page pool holding ``lens`` rows per sequence, and its page table."""
         ps = self.case.page_size
