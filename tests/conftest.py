@@ -59,6 +59,10 @@ def fresh_resolution():
 
 @pytest.fixture
 def fixture_providers(monkeypatch):
+    """The test fixtures of vendor packages, and accelbridge's own stand-ins (mate) behind them."""
+    from accelbridge.testing import standins
+
+    monkeypatch.syspath_prepend(standins.path())
     monkeypatch.syspath_prepend(str(FIXTURES))
     yield FIXTURES
     for name in list(sys.modules):
