@@ -93,8 +93,12 @@ def _resolution_table(platform) -> list[dict[str, Any]]:
         for op in ops.ids():
             r = describe(chain(op), load_all=False)
             skipped = [f"{c['provider']}: {'; '.join(c['reasons'])}" for c in r.candidates if c["viable"] is False]
-            slow = r.selected == "reference" and getattr(platform, "accelerator", False)
-            note = ("SLOW PATH (pure-torch reference); " if slow else "") + " | ".join(skipped)
+            accelerator = getattr(platform, "accelerator", False)
+            slow = r.selected == "reference" and accelerator
+            portable = r.selected == "torch" and accelerator and r.candidates[0]["provider"] != "torch"
+            lead = "SLOW PATH (pure-torch reference); " if slow else ""
+            lead = lead or "no vendor kernel: torch's own kernels; " * portable
+            note = lead + " | ".join(skipped)
             if r.selected is None and not skipped:
                 note = "no provider listed for this op on this platform"
             rows.append({"op": op, "selected": r.selected, "note": note, "reference_fallback": slow})

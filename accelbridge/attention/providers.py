@@ -115,7 +115,9 @@ def reference_module() -> ModuleType:
 
 def _load(source: Source, trusted: bool, offline: bool) -> ModuleType:
     if source.kind == "builtin":
-        return reference_module()
+        if source.target == "reference":
+            return reference_module()
+        return importlib.import_module("accelbridge.torch_attention")
     if source.kind == "module":
         return importlib.import_module(source.target)
     if source.kind == "hub":
@@ -143,7 +145,7 @@ def describe_failure(source: Source, exc: BaseException, install: str | None) ->
 
 def load_module(provider_id: str, source: Source, trusted: bool, install: str | None, offline: bool) -> ModuleType:
     """The provider's module, loaded once per process; raises LoadFailure (warned once)."""
-    if source.kind == "builtin":  # nothing to load: built from the op declarations, ops declared later included
+    if source.kind == "builtin" and source.target == "reference":  # built from the declarations, later ops included
         return reference_module()
     key = (source, offline)
     with _lock:

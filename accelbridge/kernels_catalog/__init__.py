@@ -3,6 +3,7 @@
 from accelbridge.kernels_catalog.errors import CatalogError, Issue
 from accelbridge.kernels_catalog.loader import (
     BUILTIN_DIR,
+    BUILTIN_PROVIDERS,
     clear_cache,
     import_issues,
     load,
@@ -13,6 +14,7 @@ from accelbridge.kernels_catalog.model import Adapt, Catalog, OpEntry, Provider,
 
 __all__ = [
     "BUILTIN_DIR",
+    "BUILTIN_PROVIDERS",
     "Adapt",
     "Catalog",
     "CatalogError",

@@ -66,6 +66,21 @@ def _platform_families() -> dict[str, str]:
 
 
 REFERENCE = "reference"
+TORCH = "torch"
+
+
+def _implicit_torch() -> dict[str, Any]:
+    """The vectorised torch provider, in every platform's catalog after its vendor kernels.
+
+    It serves the ops ``accelbridge.torch_attention`` implements; a catalog may name it in
+    ``order``, override its entries, or remove it with ``torch: null``.
+    """
+    from accelbridge import ops, torch_attention
+
+    entries = {op: {"function": fn, "_origin": "accelbridge.torch_attention"}
+               for op, fn in torch_attention.SERVES.items() if op in ops.OPS}  # fmt: skip
+    return {"source": {"builtin": TORCH}, "_origin": "accelbridge.torch_attention (implicit)", "ops": entries,
+            "description": "vectorised torch: its varlen/SDPA kernels, Triton decode, batched tensor ops"}  # fmt: skip
 
 
 def _implicit_reference() -> dict[str, Any]:
@@ -82,8 +97,11 @@ def _implicit_reference() -> dict[str, Any]:
             "description": "pure-torch reference (float32 accumulation); correct everywhere, fast nowhere"}  # fmt: skip
 
 
+BUILTIN_PROVIDERS = (TORCH, REFERENCE)  # implicit in every catalog, last in this order where no `order` says otherwise
+
+
 def _new_merged() -> dict[str, Any]:
-    return {"providers": {REFERENCE: _implicit_reference()}, "order": {}, "removed": {}}
+    return {"providers": {TORCH: _implicit_torch(), REFERENCE: _implicit_reference()}, "order": {}, "removed": {}}
 
 
 def _ops_by_provider(merged: dict[str, Any]) -> dict[str, set[str]]:
@@ -202,8 +220,9 @@ def load(platform: Any, extra: Iterable[Path | str] = ()) -> Catalog:
     issues += _check_merged(merged)
     if issues:
         raise CatalogError(issues)
-    if REFERENCE in merged["providers"]:  # the last resort comes last where no `order` says otherwise
-        merged["providers"][REFERENCE] = merged["providers"].pop(REFERENCE)
+    for pid in BUILTIN_PROVIDERS:  # the built-ins come last where no `order` says otherwise: torch, then the reference
+        if pid in merged["providers"]:
+            merged["providers"][pid] = merged["providers"].pop(pid)
     catalog = _build(name, merged, files)
     with _lock:
         _cache[key] = catalog

@@ -39,7 +39,7 @@ SOURCE_KEYS: dict[str, Any] = {
     "package": str,
     "builtin": str,
 }
-BUILTINS = ("reference",)
+BUILTINS = ("torch", "reference")
 REQUIRES_KEYS: dict[str, Any] = {
     "arch": (str, list),
     "toolkit": str,
@@ -165,7 +165,7 @@ class Validator:
             self.error(path, f"order of {op}: must be a list of provider ids, got {type(ids).__name__}")
             return
         if not ids:
-            self.error(path, f"order of {op} is empty: list at least one provider (e.g. reference)")
+            self.error(path, f"order of {op} is empty: list at least one provider (e.g. torch, reference)")
         for i, pid in enumerate(ids):
             if not isinstance(pid, str):
                 self.error(path + (i,), f"order of {op}: entries are provider ids (strings), got {type(pid).__name__}")
@@ -230,7 +230,8 @@ class Validator:
             self.error(path + ("module",), f"module {s['module']!r} is not a dotted module name")
         if kind == "builtin" and "builtin" in s and s["builtin"] not in BUILTINS:
             b = s["builtin"]
-            self.error(path + ("builtin",), f"unknown builtin {b!r}{did_you_mean(b, BUILTINS)}; valid: reference")
+            valid = ", ".join(BUILTINS)
+            self.error(path + ("builtin",), f"unknown builtin {b!r}{did_you_mean(b, BUILTINS)}; valid: {valid}")
 
     def requires(self, path: Path, requires: dict[str, Any]) -> None:
         r = self.mapping(path, requires, REQUIRES_KEYS, "requires")

@@ -12,6 +12,8 @@ from collections import Counter
 
 import pytest
 
+from accelbridge.kernels_catalog import BUILTIN_PROVIDERS
+
 _SKIPS: Counter[str] = Counter()
 _SIMULATION = pytest.StashKey[object]()
 
@@ -30,7 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "platform(*names): run only on these platforms (cuda, rocm, musa, cpu, plugins)",
         "arch(rule): run only where the arch satisfies the rule, e.g. '>=sm90'",
         "op(op, provider=None, kernel=False, **features): run only where the op resolves (to that provider, "
-        "or to a real kernel with kernel=True) for a call with these features (dtype, head_dim, paged, ...)",
+        "or to a vendor kernel with kernel=True) for a call with these features (dtype, head_dim, paged, ...)",
     ):
         config.addinivalue_line("markers", line)
     from accelbridge.attention import checks
@@ -146,9 +148,10 @@ def skip_reason(item: pytest.Item) -> str | None:
             return f"{op}: {wanted} {why}"
         if wanted is None and r.selected is None:
             return f"{op}: " + " | ".join(f"{pid} {'; '.join(rs)}" for pid, rs in rows.items())
-        if mark.kwargs.get("kernel") and r.selected == "reference":
-            others = " | ".join(f"{pid} {'; '.join(rs)}" for pid, rs in rows.items() if pid != "reference")
-            return f"{op}: needs a real kernel, only the reference serves it here ({others or 'no other provider'})"
+        if mark.kwargs.get("kernel") and r.selected in BUILTIN_PROVIDERS:
+            others = " | ".join(f"{pid} {'; '.join(rs)}" for pid, rs in rows.items() if pid not in BUILTIN_PROVIDERS)
+            return (f"{op}: needs a vendor kernel, only the built-in {r.selected} provider serves it here "
+                    f"({others or 'no other provider'})")  # fmt: skip
     return None
 
 

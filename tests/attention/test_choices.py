@@ -10,13 +10,21 @@ from accelbridge import attention, cli, platforms
 from accelbridge.attention import ReferenceFallbackWarning, UnsupportedFeatureError
 
 
+@pytest.fixture
+def without_torch(tmp_path, monkeypatch):
+    """A cuda catalog whose fa3.varlen order skips the torch provider: calls end on the reference."""
+    overlay = tmp_path / "no-torch.yaml"
+    overlay.write_text("schema: 1\nplatform: cuda\norder:\n  fa3.varlen: [sgl-kernel, reference]\n")
+    monkeypatch.setenv("ACCELBRIDGE_CATALOG_PATH", str(overlay))
+
+
 def _call():
     q = torch.randn(4, 2, 512).to(torch.bfloat16)
     cu = torch.tensor([0, 4], dtype=torch.int32)
     return attention.flash_attn_varlen_func(q, q, q, cu, cu, 4, 4, causal=True)
 
 
-def test_accelerator_falling_back_to_the_reference_warns_once_with_every_reason(caplog):
+def test_accelerator_falling_back_to_the_reference_warns_once_with_every_reason(caplog, without_torch):
     caplog.set_level(logging.INFO, logger="accelbridge")
     with platforms.simulated("cuda:sm90"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -37,7 +45,7 @@ def test_the_cpu_platform_uses_the_reference_without_a_warning():
         _call()
 
 
-def test_strict_mode_refuses_the_slow_path(monkeypatch):
+def test_strict_mode_refuses_the_slow_path(monkeypatch, without_torch):
     monkeypatch.setenv("ACCELBRIDGE_STRICT", "1")
     attention.set_strict(None)
     with platforms.simulated("cuda:sm90"), pytest.raises(UnsupportedFeatureError) as e:
@@ -48,9 +56,19 @@ def test_strict_mode_refuses_the_slow_path(monkeypatch):
         _call()
 
 
-def test_info_marks_reference_served_ops(capsys):
+def test_an_accelerator_without_vendor_kernels_is_served_by_torch_quietly(caplog):
+    caplog.set_level(logging.INFO, logger="accelbridge")
+    with platforms.simulated("cuda:sm90"), warnings.catch_warnings():
+        warnings.simplefilter("error", ReferenceFallbackWarning)
+        _call()
+    infos = [r.getMessage() for r in caplog.records if "fa3.varlen" in r.getMessage()]
+    assert len(infos) == 1 and "fa3.varlen on cuda:sm90: torch (passed over: sgl-kernel" in infos[0]
+
+
+def test_info_marks_torch_and_reference_served_ops(capsys, without_torch):
     assert cli.main(["info", "--simulate", "cuda:sm90"]) == 0
     out = capsys.readouterr().out
     assert "SLOW PATH (pure-torch reference)" in out
+    assert "no vendor kernel: torch's own kernels" in out  # fa3.kvcache and the others
     assert cli.main(["info", "--simulate", "cpu"]) == 0
     assert "SLOW PATH" not in capsys.readouterr().out

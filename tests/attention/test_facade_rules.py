@@ -241,17 +241,17 @@ def test_bad_provider_pins(monkeypatch, value, message):
 @pytest.mark.parametrize(
     "spec, op, selected, first_reason",
     [
-        ("cuda:sm75", "fa3.varlen", "reference", "needs arch >=sm80, <sm100, this is sm75"),
+        ("cuda:sm75", "fa3.varlen", "torch", "needs arch >=sm80, <sm100, this is sm75"),
         ("cuda:sm80", "fa3.varlen", "sgl-kernel", None),
         ("cuda:sm90", "fa3.varlen", "sgl-kernel", None),
-        ("cuda:sm100", "fa3.varlen", "reference", "needs arch >=sm80, <sm100, this is sm100"),
+        ("cuda:sm100", "fa3.varlen", "torch", "needs arch >=sm80, <sm100, this is sm100"),
         ("cuda:sm100", "fa4.varlen", "flash-attn-4", None),
-        ("cuda:sm80", "fa4.varlen", "reference", "needs arch sm90 or >=sm100, <sm110, this is sm80"),
-        ("cuda:sm90:toolkit=12.2", "fa3.varlen", "reference", "needs toolkit >=12.3, this is 12.2"),
-        ("cuda:sm80", "flashmla.kvcache", "reference", "needs arch sm90, this is sm80"),
+        ("cuda:sm80", "fa4.varlen", "torch", "needs arch sm90 or >=sm100, <sm110, this is sm80"),
+        ("cuda:sm90:toolkit=12.2", "fa3.varlen", "torch", "needs toolkit >=12.3, this is 12.2"),
+        ("cuda:sm80", "flashmla.kvcache", "torch", "needs arch sm90, this is sm80"),
         ("rocm:gfx942", "fa3.varlen", "aiter", None),
-        ("rocm:gfx90a", "fa3.varlen", "reference", "needs arch gfx942 or gfx950, this is gfx90a"),
-        ("musa:mp22", "fa3.varlen", "reference", "needs arch >=mp31, this is mp22"),
+        ("rocm:gfx90a", "fa3.varlen", "torch", "needs arch gfx942 or gfx950, this is gfx90a"),
+        ("musa:mp22", "fa3.varlen", "torch", "needs arch >=mp31, this is mp22"),
         ("musa:mp31", "fa3.varlen", "mate", None),
     ],
 )
@@ -288,7 +288,7 @@ def test_resolution_is_cached_and_follows_the_platform(fixture_providers):
         assert attention.chain("fa3.varlen") is first
     with platforms.simulated("cpu"):
         assert attention.chain("fa3.varlen") is not first
-        assert attention.resolve("fa3.varlen").selected == "reference"
+        assert attention.resolve("fa3.varlen").selected == "torch"
 
 
 def test_unknown_op():

@@ -8,8 +8,8 @@ import warnings
 import pytest
 import torch
 
-from accelbridge import attention, platforms
-from accelbridge.attention import ProviderLoadWarning, flash_attn_varlen_func, reference
+from accelbridge import attention, platforms, torch_attention
+from accelbridge.attention import ProviderLoadWarning, flash_attn_varlen_func
 from accelbridge.attention.hub import HubKernel
 
 from .conftest import varlen_problem
@@ -112,7 +112,7 @@ def test_no_build_variant_for_this_system(tmp_path, monkeypatch, rng):
 
 @pytest.mark.filterwarnings("ignore::accelbridge.attention.ProviderLoadWarning")
 def test_hub_unreachable_and_not_cached(fixture_providers, monkeypatch, tmp_path, rng):
-    """Simulated (offline) cuda without sgl-kernel: both hub providers fall through to the reference."""
+    """Simulated (offline) cuda without sgl-kernel: both hub providers fall through to the torch provider."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
     monkeypatch.setitem(sys.modules, "sgl_kernel", None)  # not installed
     with platforms.simulated("cuda:sm90"), warnings.catch_warnings(record=True) as caught:
@@ -121,7 +121,7 @@ def test_hub_unreachable_and_not_cached(fixture_providers, monkeypatch, tmp_path
         q, k, v, cu_q, cu_k = varlen_problem(rng, [4], [4])
         out = flash_attn_varlen_func(q, k, v, cu_q, cu_k, 4, 4)
         flash_attn_varlen_func(q, k, v, cu_q, cu_k, 4, 4)
-    assert r.selected == "reference"
+    assert r.selected == "torch"
     close(out, attend_rows(q, k, v, 64**-0.5), "offline fallback")
     msgs = [str(w.message) for w in caught if issubclass(w.category, ProviderLoadWarning)]
     hub_msgs = [m for m in msgs if "'hub-" in m]
@@ -190,6 +190,12 @@ def test_platform_plugin_faults_are_covered_in_platform_tests():
 
 def test_reference_is_the_floor(rng):
     """The last candidate everywhere: an op never ends with no provider on a built-in platform."""
+    from accelbridge import kernels_catalog
+
+    for name in ("cuda", "rocm", "musa", "cpu"):
+        catalog = kernels_catalog.load(name)
+        for op in ("fa3.varlen", "fa3.kvcache", "flashmla.kvcache"):
+            assert catalog.candidates(op)[-2:] == ("torch", "reference"), (name, op)
     q, k, v, cu_q, cu_k = varlen_problem(rng, [2], [2])
-    assert torch.equal(flash_attn_varlen_func(q, k, v, cu_q, cu_k, 2, 2),
-                       reference.flash_attn_varlen_func(q, k, v, cu_q, cu_k))  # fmt: skip
+    assert torch.equal(attention.function("fa3.varlen")(q, k, v, cu_q, cu_k, 2, 2),
+                       torch_attention.flash_attn_varlen_func(q, k, v, cu_q, cu_k, 2, 2))  # fmt: skip

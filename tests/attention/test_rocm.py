@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from accelbridge import attention, platforms
+from accelbridge import attention, platforms, torch_attention
 from accelbridge.attention import reference
 from accelbridge.attention.emulations import csr_pages
 
@@ -87,9 +87,9 @@ def test_mla_decode_served_by_aiter_on_rocm(fixture_providers):
         q2 = torch.randn(3, 2, 16, 576, generator=g).to(torch.bfloat16)
         out2, _ = attention.flash_mla_with_kvcache(q2, cache, table, lens, 512, meta, splits, causal=True)
         assert len(aiter.mla.CALLS) == calls
-        assert torch.equal(out2, reference.flash_mla_with_kvcache(q2, cache, table, lens, 512, causal=True)[0])
+        assert torch.equal(out2, torch_attention.flash_mla_with_kvcache(q2, cache, table, lens, 512, causal=True)[0])
         r = attention.resolve("flashmla.kvcache", indices=True, head_dim=576)
-        assert r.selected == "reference"
+        assert r.selected == "torch"
         (row,) = [c for c in r.candidates if c["provider"] == "aiter"]
         assert "takes a bf16 KV cache, not FlashMLA's FP8 layouts" in " ".join(row["reasons"])
 

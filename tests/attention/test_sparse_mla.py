@@ -152,7 +152,7 @@ def test_sparse_calls_a_kernel_refuses_go_to_the_next_provider(fixture_providers
         for head_dim in (576, 512):
             assert attention.resolve("flashmla.kvcache", indices=True, head_dim=head_dim).selected == "sgl-kernel"
         r = attention.resolve("flashmla.kvcache", indices=True, topk_length=True, head_dim=576)
-        assert r.selected == "reference"
+        assert r.selected == "torch"
         (row,) = [c for c in r.candidates if c["provider"] == "sgl-kernel"]
         assert "cannot honour topk_length= when indices is not None and q.shape[-1] == 576" in row["reasons"][0]
         assert attention.resolve("flashmla.kvcache", indices=True, topk_length=True, head_dim=512).selected == (

@@ -27,12 +27,13 @@ def _fresh():
 
 
 def test_builtin_provider_ids():
-    assert list(load("cuda").providers) == ["sgl-kernel", "hub-sgl-fa3", "hub-fa3", "flash-attn-4", "reference"]
-    assert list(load("rocm").providers) == ["aiter", "reference"]
-    assert list(load("musa").providers) == ["mate", "reference"]
-    assert list(load("cpu").providers) == ["reference"]
+    cuda_ids = ["sgl-kernel", "hub-sgl-fa3", "hub-fa3", "flash-attn-4", "torch", "reference"]
+    assert list(load("cuda").providers) == cuda_ids
+    assert list(load("rocm").providers) == ["aiter", "torch", "reference"]
+    assert list(load("musa").providers) == ["mate", "torch", "reference"]
+    assert list(load("cpu").providers) == ["torch", "reference"]
     cuda = load("cuda")
-    assert cuda.candidates("fa3.varlen") == ("sgl-kernel", "hub-sgl-fa3", "hub-fa3", "reference")
+    assert cuda.candidates("fa3.varlen") == ("sgl-kernel", "hub-sgl-fa3", "hub-fa3", "torch", "reference")
     assert cuda.providers["hub-sgl-fa3"].source.revision == "v1"
     assert cuda.providers["hub-fa3"].source.version == 1
     assert set(cuda.providers["flash-attn-4"].ops) == {"fa4.varlen", "fa4.kvcache"}
@@ -99,7 +100,7 @@ def test_overlay_rules(tmp_path, monkeypatch):
     assert "hub-fa3" not in cat.providers
     # order replaces per op; untouched ops keep the built-in order
     assert cat.candidates("fa3.varlen") == ("inhouse-fa3", "sgl-kernel", "reference")
-    assert cat.candidates("fa4.varlen") == ("flash-attn-4", "reference")
+    assert cat.candidates("fa4.varlen") == ("flash-attn-4", "torch", "reference")
     assert cat.files == ("builtin:cuda.yaml", str(tmp_path / "ours.yaml"))
     assert cat.providers["inhouse-fa3"].origin == f"{tmp_path / 'ours.yaml'}:4"
 
@@ -133,8 +134,8 @@ def test_overlay_errors_are_located_and_all_reported(tmp_path, monkeypatch):
         load("cuda")
     assert [str(i) for i in e.value.issues] == [
         f"{bad}:4:16: order of fa3.varlen: provider 'nope' is not defined; defined: flash-attn-4, hub-fa3, "
-        "hub-sgl-fa3, reference, sgl-kernel",
-        f"{bad}:5:15: order of fa4.varlen is empty: list at least one provider (e.g. reference)",
+        "hub-sgl-fa3, reference, sgl-kernel, torch",
+        f"{bad}:5:15: order of fa4.varlen is empty: list at least one provider (e.g. torch, reference)",
     ]
 
 

@@ -132,7 +132,7 @@ def test_selftest_cli_rejects_unknown_op_and_provider(capsys):
     assert cli.main(["selftest", "--op", "fa9.varlen"]) == 2
     assert "valid: fa3.varlen" in capsys.readouterr().err
     assert cli.main(["selftest", "--provider", "nope"]) == 2
-    assert "no provider 'nope' in the cpu catalog; valid: reference" in capsys.readouterr().err
+    assert "no provider 'nope' in the cpu catalog; valid: torch, reference" in capsys.readouterr().err
 
 
 def test_selftest_simulated_without_providers_says_why(capsys, monkeypatch):
@@ -169,7 +169,7 @@ def test_catalog_ignores_routes_a_dropped_argument_elsewhere(fixture_providers):
         assert r.status == "skip" and "cannot honour page_table=" in r.detail
         from accelbridge import attention
 
-        assert attention.resolve("fa3.varlen", page_table=True).selected == "reference"
+        assert attention.resolve("fa3.varlen", page_table=True).selected == "torch"
         assert conformance.run(paged, "reference").status == "pass"
 
 

@@ -89,7 +89,7 @@ def test_op_marker_features_and_kernel_requirement(pytester, fixture_providers):
     pytester.makepyfile(STRICT)
     result = pytester.runpytest(*LOAD, "-rs", "--accel-simulate", "cuda:sm90")
     result.assert_outcomes(passed=1, skipped=2)
-    result.stdout.re_match_lines([r".*fa3.varlen: needs a real kernel, only the reference serves it here.*",
+    result.stdout.re_match_lines([r".*fa3.varlen: needs a vendor kernel, only the built-in torch provider serves it.*",
                                   r".*fa3.varlen: sgl-kernel does not take dtype torch.float32; does not take "
                                   r"head_dim 512"], consecutive=False)  # fmt: skip
 

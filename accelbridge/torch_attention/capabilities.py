@@ -1,0 +1,91 @@
+"""What this torch build can do on a device: read once per device, never by running a kernel.
+
+The torch provider picks its path per call from these facts (torch's varlen API, SDPA's GQA flag,
+a Triton decode kernel) and falls back to batched tensor ops where a fact is missing. Reading a
+device's capability is a driver query, not a sync.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """One device type/index's fast paths, each with the reason it is missing (for explain/docs)."""
+
+    device: str
+    varlen: frozenset[str] = frozenset()  # torch.nn.attention.varlen.varlen_attn's optional features
+    sdpa_gqa: bool = False  # scaled_dot_product_attention(enable_gqa=...)
+    triton: bool = False  # the Triton paged-decode kernel can run here
+    missing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_varlen(self) -> bool:
+        return "varlen_attn" in self.varlen
+
+    def describe(self) -> list[str]:
+        """One line per fast path: present, or why not."""
+        lines = []
+        if self.has_varlen:
+            extras = sorted(self.varlen - {"varlen_attn"})
+            lines.append(f"torch varlen_attn ({', '.join(extras) or 'no GQA, window or paging'})")
+        lines.append("SDPA with enable_gqa" if self.sdpa_gqa else "SDPA (GQA folded into the query rows)")
+        if self.triton:
+            lines.append("Triton paged decode")
+        return lines + [f"no {what}: {why}" for what, why in self.missing.items()]
+
+
+_VARLEN_FEATURES = ("enable_gqa", "window_size", "seqused_k", "block_table", "return_aux")
+
+
+def _varlen_features(device: torch.device) -> tuple[frozenset[str], str | None]:
+    try:
+        from torch.nn.attention import varlen
+    except ImportError:
+        return frozenset(), f"torch {torch.__version__} has no torch.nn.attention.varlen"
+    fn = getattr(varlen, "varlen_attn", None)
+    if fn is None:
+        return frozenset(), f"torch {torch.__version__} has no varlen_attn"
+    if device.type != "cuda":
+        return frozenset(), f"varlen_attn has no {device.type} kernel (CUDA/ROCm only)"
+    if not torch.backends.cuda.is_flash_attention_available():
+        return frozenset(), "this torch build has no flash attention kernels"
+    major, _ = torch.cuda.get_device_capability(device)
+    if torch.version.hip is None and major < 8:
+        return frozenset(), f"varlen_attn's flash kernels need sm80 or newer (this GPU: sm{major}x)"
+    params = inspect.signature(fn).parameters
+    return frozenset({"varlen_attn", *(p for p in _VARLEN_FEATURES if p in params)}), None
+
+
+def _triton_ready(device: torch.device) -> str | None:
+    if device.type != "cuda":
+        return f"Triton kernels run on CUDA/ROCm devices, not {device.type}"
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed"
+    return None
+
+
+@functools.cache
+def _for(device_type: str, index: int | None) -> Capabilities:
+    device = torch.device(device_type, index) if index is not None else torch.device(device_type)
+    missing = {}
+    varlen, why = _varlen_features(device)
+    if why:
+        missing["varlen_attn"] = why
+    triton_why = _triton_ready(device)
+    if triton_why:
+        missing["Triton decode"] = triton_why
+    gqa = "enable_gqa" in str(F.scaled_dot_product_attention.__doc__ or "")
+    return Capabilities(str(device), varlen, gqa, triton_why is None, missing)
+
+
+def of(device: torch.device) -> Capabilities:
+    """The capabilities of ``device`` (cached per device)."""
+    return _for(device.type, device.index)

@@ -1,0 +1,150 @@
+"""Decode over a (paged) KV cache in place: a split-K Triton kernel, no gathered copy of the cache.
+
+Gathering pages into a padded batch writes the whole cache once more and reads it again (three
+times the traffic of reading it); this kernel reads each key and value once. Program (b, kv
+head, split) runs its GQA group's query rows (group * seqlen_q, padded to 16) over one slice of
+the sequence's keys, looking up each key's block in the page table; the slices' partial results
+are merged with their log-sum-exp in torch. Triton is imported on the first call only.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+from accelbridge.torch_attention.capabilities import Capabilities
+from accelbridge.torch_attention.core import Masking
+
+_DTYPES = (torch.float16, torch.bfloat16)
+_DIMS = (16, 32, 64, 128, 256)
+MAX_ROWS = 64  # group * seqlen_q per program: beyond this, batched SDPA serves better
+BLOCK_N = 64
+
+
+def fits(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, caps: Capabilities) -> bool:
+    """Whether the kernel serves this call: a Triton device, fp16/bf16, power-of-two head dims, few rows."""
+    rows = q.shape[1] * (q.shape[2] // k_cache.shape[2])
+    return (caps.triton and q.dtype in _DTYPES and k_cache.dtype == q.dtype == v_cache.dtype
+            and q.shape[-1] in _DIMS and v_cache.shape[-1] in _DIMS and rows <= MAX_ROWS
+            and k_cache.stride(-1) == 1 and v_cache.stride(-1) == 1)  # fmt: skip
+
+
+@functools.cache
+def _kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def split_kernel(Q, K, V, TABLE, ROWS, QLEN, KLEN, KSTART, MID_O, MID_L,
+                     sq_b, sq_l, sq_h, sk_blk, sk_slot, sk_h, sv_blk, sv_slot, sv_h, s_table,
+                     so_b, so_s, so_h, so_r, sl_b, sl_s, sl_h,
+                     scale, softcap, page, left, right, split_len,
+                     G: tl.constexpr, LQ: tl.constexpr, BLOCK_R: tl.constexpr, D: tl.constexpr,
+                     DV: tl.constexpr, BLOCK_N: tl.constexpr, SOFTCAP: tl.constexpr, LEFT: tl.constexpr,
+                     RIGHT: tl.constexpr):  # fmt: skip
+        b = tl.program_id(0)
+        hk = tl.program_id(1)
+        sp = tl.program_id(2)
+        r = tl.arange(0, BLOCK_R)
+        g = r // LQ
+        i = r % LQ
+        q_len = tl.load(QLEN + b)
+        k_len = tl.load(KLEN + b)
+        k_start = tl.load(KSTART + b)
+        cache_row = tl.load(ROWS + b).to(tl.int64)
+        row_ok = (r < G * LQ) & (i < q_len)
+        d = tl.arange(0, D)
+        dv = tl.arange(0, DV)
+        q = tl.load(Q + b * sq_b + i[:, None] * sq_l + (hk * G + g)[:, None] * sq_h + d[None, :],
+                    mask=row_ok[:, None], other=0.0)  # fmt: skip
+        seen = k_len - k_start
+        at = i + seen - q_len  # the query's position among the keys it may see
+        lo = sp * split_len
+        hi = tl.minimum(lo + split_len, seen)
+        m = tl.full([BLOCK_R], float("-inf"), tl.float32)
+        total = tl.zeros([BLOCK_R], tl.float32)
+        acc = tl.zeros([BLOCK_R, DV], tl.float32)
+        for start in range(lo, hi, BLOCK_N):
+            n = start + tl.arange(0, BLOCK_N)
+            n_ok = n < hi
+            pos = n + k_start
+            blk = tl.load(TABLE + cache_row * s_table + pos // page, mask=n_ok, other=0).to(tl.int64)
+            slot = (pos % page).to(tl.int64)
+            k = tl.load(K + blk[:, None] * sk_blk + slot[:, None] * sk_slot + hk * sk_h + d[None, :],
+                        mask=n_ok[:, None], other=0.0)  # fmt: skip
+            s = tl.dot(q, tl.trans(k)) * scale
+            if SOFTCAP:
+                s = softcap * (2.0 / (1.0 + tl.exp(-2.0 * s / softcap)) - 1.0)
+            ok = n_ok[None, :] & row_ok[:, None]
+            if LEFT:
+                ok = ok & (n[None, :] >= at[:, None] - left)
+            if RIGHT:
+                ok = ok & (n[None, :] <= at[:, None] + right)
+            s = tl.where(ok, s, float("-inf"))
+            m_new = tl.maximum(m, tl.max(s, 1))
+            base = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.exp(m - base)
+            p = tl.exp(s - base[:, None])
+            total = total * alpha + tl.sum(p, 1)
+            val = tl.load(V + blk[:, None] * sv_blk + slot[:, None] * sv_slot + hk * sv_h + dv[None, :],
+                          mask=n_ok[:, None], other=0.0)  # fmt: skip
+            acc = acc * alpha[:, None] + tl.dot(p.to(val.dtype), val)
+            m = m_new
+        has = total > 0
+        o = acc / tl.where(has, total, 1.0)[:, None]
+        lse = tl.where(has, m + tl.log(tl.where(has, total, 1.0)), float("-inf"))
+        keep = r < G * LQ
+        tl.store(MID_O + b * so_b + sp * so_s + hk * so_h + r[:, None] * so_r + dv[None, :], o, mask=keep[:, None])
+        tl.store(MID_L + b * sl_b + sp * sl_s + hk * sl_h + r, lse, mask=keep)
+
+    return split_kernel
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@functools.cache
+def _processors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
+
+
+def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, scale: float, mask: Masking,
+                 softcap: float, sinks: Any) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """q (B, Lq, Hq, D) over the cache -> out (B, Lq, Hq, Dv) float32 and lse (B, Hq, Lq)."""
+    b, lq, hq, d = q.shape
+    hk, dv = k_cache.shape[2], v_cache.shape[-1]
+    g = hq // hk
+    dev = q.device
+    if page_table is None:  # a contiguous cache is a paged one whose page is a whole row
+        page, table = k_cache.shape[1], torch.arange(k_cache.shape[0], dtype=torch.int32, device=dev)[:, None]
+    else:
+        page, table = k_cache.shape[1], page_table
+    capacity = table.shape[1] * page
+    splits = max(1, min(_ceil(4 * _processors(dev), b * hk), _ceil(capacity, 512)))  # >= 512 keys a split
+    split_len = _ceil(_ceil(capacity, splits), BLOCK_N) * BLOCK_N
+    block_r = max(16, 1 << (g * lq - 1).bit_length())
+    mid_o = torch.empty(b, splits, hk, g * lq, dv, dtype=torch.float32, device=dev)
+    mid_l = torch.empty(b, splits, hk, g * lq, dtype=torch.float32, device=dev)
+    start = k_start if k_start is not None else torch.zeros_like(k_len)
+    left, right = mask.limits
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    _kernel()[(b, hk, splits)](
+        q, k_cache, v_cache, table, rows, q_len, k_len, start, mid_o, mid_l,
+        q.stride(0), q.stride(1), q.stride(2), *k_cache.stride()[:3], *v_cache.stride()[:3], table.stride(0),
+        *mid_o.stride()[:4], *mid_l.stride()[:3],
+        float(scale), float(softcap or 1.0), page, left, right, split_len,
+        G=g, LQ=lq, BLOCK_R=block_r, D=d, DV=dv, BLOCK_N=BLOCK_N,
+        SOFTCAP=bool(softcap), LEFT=left >= 0, RIGHT=right >= 0,
+    )  # fmt: skip
+    lse = torch.logsumexp(mid_l, dim=1)  # (B, Hk, G * Lq)
+    if sinks is not None:
+        sink_rows = sinks.float().view(hk, g, 1).expand(hk, g, lq).reshape(1, hk, g * lq)
+        lse = torch.logaddexp(lse, sink_rows)
+    weight = torch.exp(mid_l - torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))[:, None])
+    weight = torch.where(torch.isfinite(lse)[:, None], weight, torch.zeros_like(weight))
+    o = (weight[..., None] * mid_o).sum(dim=1)  # (B, Hk, G * Lq, Dv)
+    o = o.view(b, hk, g, lq, dv).permute(0, 3, 1, 2, 4).reshape(b, lq, hq, dv)
+    return o, lse.view(b, hk, g, lq).reshape(b, hq, lq)

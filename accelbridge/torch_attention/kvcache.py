@@ -1,0 +1,151 @@
+"""fa3/fa4 kvcache through torch: append as one scatter, attention as one batched call.
+
+New keys (rotated when rotary tables are given) are written into the cache at each sequence's
+``cache_seqlens`` with one ``index_put_`` (in place, as FA3 does). Decode-shaped calls on a GPU
+with Triton read the (paged) cache in place with the Triton kernel; everything else gathers each
+sequence's keys into a padded batch and runs ``core.attend``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from accelbridge.ops.reference import rotate
+from accelbridge.ops.spec import FP8_DTYPES
+from accelbridge.torch_attention import capabilities, decode
+from accelbridge.torch_attention.core import Call, Masking, attend
+from accelbridge.torch_attention.layout import gather_pages, lengths, longest, pad, unpad
+from accelbridge.torch_attention.varlen import default_scale, dequantise, finish
+
+
+def _per_sequence(value, batch: int, default: int, device) -> torch.Tensor:
+    if value is None:
+        return torch.full((batch,), default, dtype=torch.int32, device=device)
+    if isinstance(value, int):
+        return torch.full((batch,), value, dtype=torch.int32, device=device)
+    return value
+
+
+def _rotate_padded(x: torch.Tensor, cos, sin, positions: torch.Tensor, interleaved: bool) -> torch.Tensor:
+    """x (B, L, H, D) rotated at positions (B, L), clamped into the table (padding rows are discarded)."""
+    b, length = x.shape[0], x.shape[1]
+    pos = positions.clamp(0, cos.shape[0] - 1).reshape(-1)
+    return rotate(x.reshape(b * length, *x.shape[2:]), cos, sin, pos, interleaved).view(*x.shape[:2], *x.shape[2:])
+
+
+def _append(k_cache, v_cache, kn, vn, new_len, seqlens, rows, page_table, ragged: bool) -> None:
+    """Write kn/vn (B, S_new, Hk, D) rows t < new_len[b] at position seqlens[b] + t of cache row rows[b].
+
+    Only ``ragged`` (packed) new keys have rows to leave out; selecting them reads the device.
+    """
+    b, s_new = kn.shape[0], kn.shape[1]
+    t = torch.arange(s_new, device=kn.device)
+    pos = seqlens.long()[:, None] + t[None, :]  # (B, S_new)
+    valid = (t[None, :] < new_len.long()[:, None]).reshape(-1)
+    keys, values = kn.reshape(b * s_new, *kn.shape[2:]), vn.reshape(b * s_new, *vn.shape[2:])
+    if page_table is not None:
+        page = k_cache.shape[1]
+        table = page_table[rows.long()]
+        first = table.gather(1, (pos // page).clamp(max=table.shape[1] - 1)).long().reshape(-1)
+        second = (pos % page).reshape(-1)
+    else:
+        first = rows.long()[:, None].expand(b, s_new).reshape(-1)
+        second = pos.clamp(max=k_cache.shape[1] - 1).reshape(-1)
+    if ragged:  # packed new keys of unequal lengths: write only the real rows (a sync)
+        first, second, keys, values = first[valid], second[valid], keys[valid], values[valid]
+    k_cache.index_put_((first, second), keys.to(k_cache.dtype))
+    v_cache.index_put_((first, second), values.to(v_cache.dtype))
+
+
+def flash_attn_with_kvcache(
+    q,
+    k_cache,
+    v_cache,
+    k=None,
+    v=None,
+    qv=None,
+    rotary_cos=None,
+    rotary_sin=None,
+    cache_seqlens=None,
+    cache_batch_idx=None,
+    cache_leftpad=None,
+    page_table=None,
+    cu_seqlens_q=None,
+    cu_seqlens_k_new=None,
+    max_seqlen_q=None,
+    rotary_seqlens=None,
+    q_descale=None,
+    k_descale=None,
+    v_descale=None,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    attention_chunk=None,
+    softcap=0.0,
+    rotary_interleaved=True,
+    return_softmax_lse=False,
+    sinks=None,
+    out=None,
+):
+    """Decode / append attention over a contiguous or paged cache, vectorised over the batch."""
+    dev = q.device
+    packed = cu_seqlens_q is not None
+    batch = cu_seqlens_q.shape[0] - 1 if packed else q.shape[0]
+    d, hk = q.shape[-1], k_cache.shape[-2]
+    scale = default_scale(softmax_scale, d, qv)
+    mask = Masking.of(causal, window_size, attention_chunk)
+    if packed:
+        q_len = lengths(cu_seqlens_q)
+        lq = longest(max_seqlen_q, q_len)
+        qp = pad(q, cu_seqlens_q, lq)
+        qvp = None if qv is None else pad(qv, cu_seqlens_q, lq)
+    else:
+        lq = q.shape[1]
+        q_len = torch.full((batch,), lq, dtype=torch.int32, device=dev)
+        qp, qvp = q, qv
+    seqlens = _per_sequence(cache_seqlens, batch, k_cache.shape[1], dev)
+    rows = cache_batch_idx if cache_batch_idx is not None else torch.arange(batch, dtype=torch.int32, device=dev)
+    new_len = torch.zeros_like(seqlens)
+    kn = vn = None
+    if k is not None:
+        if cu_seqlens_k_new is not None:
+            new_len = lengths(cu_seqlens_k_new)
+            s_new = longest(None, new_len)
+            kn, vn = pad(k, cu_seqlens_k_new, s_new), pad(v, cu_seqlens_k_new, s_new)
+        else:
+            kn, vn = k, v
+            new_len = torch.full_like(seqlens, k.shape[1])
+    if rotary_cos is not None:
+        offsets = (rotary_seqlens if rotary_seqlens is not None else seqlens).long()[:, None]
+        local = mask.causal or mask.window != (-1, -1)
+        steps = torch.arange(lq, device=dev)[None, :] if local else torch.zeros(1, lq, dtype=torch.long, device=dev)
+        qp = _rotate_padded(qp, rotary_cos, rotary_sin, steps + offsets, rotary_interleaved)
+        qp = qp if q.dtype in FP8_DTYPES else qp.to(q.dtype)
+        if kn is not None:
+            steps = torch.arange(kn.shape[1], device=dev)[None, :]
+            kn = _rotate_padded(kn, rotary_cos, rotary_sin, steps + offsets, rotary_interleaved)
+    if kn is not None and kn.shape[1] > 0:
+        _append(k_cache, v_cache, kn, vn, new_len, seqlens, rows, page_table, cu_seqlens_k_new is not None)
+    k_len = seqlens + new_len
+    plain = qvp is None and q.dtype not in FP8_DTYPES and not mask.chunk
+    if plain and decode.fits(qp, k_cache, v_cache, capabilities.of(dev)):
+        o, lse = decode.paged_decode(qp, k_cache, v_cache, q_len, k_len, cache_leftpad, rows, page_table, scale,
+                                     mask, softcap or 0.0, sinks)  # fmt: skip
+    else:
+        if page_table is not None:
+            kp = gather_pages(k_cache, page_table[rows.long()])
+            vp = gather_pages(v_cache, page_table[rows.long()])
+        elif cache_batch_idx is not None:
+            kp, vp = k_cache[rows.long()], v_cache[rows.long()]
+        else:
+            kp, vp = k_cache[:batch], v_cache[:batch]
+        call = Call(dequantise(qp, q_descale, hk), dequantise(kp, k_descale, hk), dequantise(vp, v_descale, hk),
+                    q_len, k_len, scale, mask, k_start=cache_leftpad, softcap=softcap or 0.0, sinks=sinks,
+                    qv=None if qvp is None else dequantise(qvp, q_descale, hk),
+                    want_lse=return_softmax_lse)  # fmt: skip
+        o, lse = attend(call)
+    if packed:
+        o = unpad(o, cu_seqlens_q, q_len, q.shape[0], 0.0)
+        if lse is not None:
+            lse = unpad(lse.transpose(1, 2), cu_seqlens_q, q_len, q.shape[0], float("-inf")).transpose(0, 1)
+    return finish(o, lse, q.dtype, out, return_softmax_lse)

@@ -1,0 +1,65 @@
+"""Packed <-> padded batches and paged caches as index tensors: no Python loop over sequences, no sync.
+
+A packed (varlen) tensor holds sequence b's rows at ``cu[b] .. cu[b] + lens[b]``. The padded
+form (batch, max_len, ...) gathers them with one index tensor; rows past a sequence's length
+read some in-range row and are masked later. Going back, each packed row finds its sequence by
+a binary search in ``cu``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def lengths(cu: torch.Tensor) -> torch.Tensor:
+    """Cumulative offsets (batch + 1,) -> lengths (batch,)."""
+    return cu[1:] - cu[:-1]
+
+
+def longest(hint: int | None, lens: torch.Tensor) -> int:
+    """The caller's max length when given (free), else read from the device (a sync: no hint was given)."""
+    if hint is not None:
+        return int(hint)
+    return int(lens.max()) if lens.numel() else 0
+
+
+def pad(packed: torch.Tensor, cu: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(total, ...) -> (batch, max_len, ...): sequence b's rows from cu[b]; rows past its end are filler."""
+    pos = torch.arange(max_len, device=packed.device, dtype=cu.dtype)
+    rows = (cu[:-1, None] + pos[None, :]).clamp_(max=max(packed.shape[0] - 1, 0))
+    return packed[rows.long()]
+
+
+def unpad(padded: torch.Tensor, cu: torch.Tensor, lens: torch.Tensor, total: int, fill: float):
+    """(batch, max_len, ...) -> (total, ...): row r = padded[b, r - cu[b]]; rows no sequence uses get ``fill``."""
+    batch, max_len = padded.shape[0], padded.shape[1]
+    r = torch.arange(total, device=padded.device, dtype=cu.dtype)
+    b = torch.searchsorted(cu[1:].contiguous(), r, right=True)
+    bc = b.clamp(max=batch - 1)
+    pos = r - cu[bc]
+    covered = (b < batch) & (pos < lens[bc])
+    picked = padded[bc.long(), pos.clamp(0, max_len - 1).long()]
+    keep = covered.view(-1, *([1] * (picked.dim() - 1)))
+    return torch.where(keep, picked, torch.full((), fill, dtype=picked.dtype, device=picked.device))
+
+
+def gather_pages(cache: torch.Tensor, table: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """(blocks, page, H, D) + (batch, pages) -> (batch, pages * page, H, D), cut to ``max_len`` rows."""
+    pages = table.shape[1] if max_len is None else min(table.shape[1], -(-max_len // cache.shape[1]))
+    keys = cache[table[:, :pages].long()]
+    keys = keys.reshape(table.shape[0], pages * cache.shape[1], *cache.shape[2:])
+    return keys if max_len is None else keys[:, :max_len]
+
+
+def fold_groups(x: torch.Tensor, heads_k: int) -> torch.Tensor:
+    """(B, L, Hq, D) -> (B, Hk, G * L, D): a GQA group's query heads become rows against their one kv head."""
+    b, length, hq, d = x.shape
+    g = hq // heads_k
+    return x.view(b, length, heads_k, g, d).permute(0, 2, 3, 1, 4).reshape(b, heads_k, g * length, d)
+
+
+def unfold_groups(x: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, Hk, G * L, D) -> (B, L, Hq, D), undoing fold_groups."""
+    b, hk, rows, d = x.shape
+    g = rows // length
+    return x.view(b, hk, g, length, d).permute(0, 3, 1, 2, 4).reshape(b, length, hk * g, d)

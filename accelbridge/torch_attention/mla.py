@@ -1,0 +1,128 @@
+"""FlashMLA through torch: dense decode as one padded MQA batch, sparse attention as batched gathers.
+
+Sparse calls gather (and, for FP8 caches, dequantise) only the indexed tokens, a bounded number
+of query rows at a time; no loop over sequences.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from accelbridge.ops.reference import gather_fp8_tokens
+from accelbridge.ops.spec import FP8_DTYPES, out_dtype
+from accelbridge.torch_attention.core import Call, Masking, attend
+from accelbridge.torch_attention.layout import gather_pages
+
+_GATHER_BYTES = 512 << 20  # float32 gathered keys held at once
+_LOG2E = math.log2(math.e)
+
+
+def get_mla_metadata(cache_seqlens=None, num_q_tokens_per_head_k=None, num_heads_k=None, num_heads_q=None,
+                     is_fp8_kvcache=False, topk=None):  # fmt: skip
+    """Nothing to schedule: (None, None), accepted back by flash_mla_with_kvcache."""
+    return None, None
+
+
+def _tokens(cache: torch.Tensor, idx: torch.Tensor, d: int, fp8: bool) -> torch.Tensor:
+    """Keys of flat token ids idx (...,) -> (..., d) float32; invalid ids (< 0) read token 0 (masked later)."""
+    flat = idx.clamp_min(0).reshape(-1).long()
+    keys = gather_fp8_tokens(cache, flat, d) if fp8 else cache.reshape(-1, cache.shape[-1])[flat].float()
+    return torch.nan_to_num(keys.view(*idx.shape, d), nan=0.0)
+
+
+def _invalid(idx: torch.Tensor, length: torch.Tensor | None) -> torch.Tensor:
+    """idx (N, T): -1 entries, and entries at or past the row's ``length`` (a list cut short)."""
+    bad = idx < 0
+    if length is not None:
+        bad = bad | (torch.arange(idx.shape[-1], device=idx.device)[None, :] >= length.long()[:, None])
+    return bad
+
+
+def _softmax(scores: torch.Tensor, values: torch.Tensor, sink: torch.Tensor | None):
+    """scores (N, H, T) -> out (N, H, Dv), lse (N, H) without the sink; rows with no key: out 0, lse -inf.
+
+    FlashMLA's decode scales out by 1/(1+exp(sink-lse)); its sparse prefill puts the sink in the
+    denominator of out only: the same arithmetic.
+    """
+    lse = torch.logsumexp(scores, dim=-1)
+    full = lse if sink is None else torch.logaddexp(lse, sink.float()[None, :].expand_as(lse))
+    base = torch.where(torch.isfinite(full), full, torch.zeros_like(full))
+    out = torch.exp(scores - base[..., None]) @ values
+    out = torch.where(torch.isneginf(lse)[..., None], torch.zeros_like(out), out)
+    return out, lse
+
+
+def _sparse(q, keys_of, invalid_of, n_rows: int, dv: int, scale: float, sink, topk: int):
+    """q (N, H, D) over per-row keys: keys_of(rows) -> (n, T, D), invalid_of(rows) -> (n, T); chunked rows."""
+    h, d = q.shape[1], q.shape[2]
+    out = torch.empty(n_rows, h, dv, dtype=torch.float32, device=q.device)
+    lse = torch.empty(n_rows, h, dtype=torch.float32, device=q.device)
+    maxes = torch.empty(n_rows, h, dtype=torch.float32, device=q.device)
+    step = max(1, _GATHER_BYTES // max(1, 4 * topk * max(d, h)))
+    for s in range(0, n_rows, step):
+        rows = slice(s, min(s + step, n_rows))
+        keys = keys_of(rows)
+        scores = torch.einsum("nhd,ntd->nht", q[rows].float(), keys) * scale
+        scores = scores.masked_fill(invalid_of(rows)[:, None, :], float("-inf"))
+        out[rows], lse[rows] = _softmax(scores, keys[..., :dv], sink)
+        maxes[rows] = scores.amax(dim=-1) if scores.shape[-1] else float("-inf")
+    return out, lse, maxes
+
+
+def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata=None,
+                           num_splits=None, softmax_scale=None, causal=False, descale_q=None, descale_k=None,
+                           is_fp8_kvcache=False, indices=None, attn_sink=None, extra_k_cache=None,
+                           extra_indices_in_kvcache=None, topk_length=None, extra_topk_length=None):  # fmt: skip
+    """FlashMLA decode, dense or sparse, vectorised: (out (B, Sq, Hq, Dv), lse (B, Hq, Sq)); lonely rows lse +inf."""
+    b, sq, hq, d = q.shape
+    scale = softmax_scale if softmax_scale is not None else d**-0.5
+    if indices is not None:
+        idx = indices.reshape(b * sq, -1)
+        lengths = None if topk_length is None else topk_length.repeat_interleave(sq)
+        parts = [(k_cache, idx, lengths)]
+        if extra_k_cache is not None:
+            extra_len = None if extra_topk_length is None else extra_topk_length.repeat_interleave(sq)
+            parts.append((extra_k_cache, extra_indices_in_kvcache.reshape(b * sq, -1), extra_len))
+
+        def keys_of(rows):
+            return torch.cat([_tokens(c, i[rows], d, is_fp8_kvcache) for c, i, _ in parts], dim=1)
+
+        def invalid_of(rows):
+            return torch.cat([_invalid(i[rows], None if n is None else n[rows]) for _, i, n in parts], dim=1)
+
+        topk = sum(i.shape[-1] for _, i, _ in parts)
+        o, lse, _ = _sparse(q.reshape(b * sq, hq, d), keys_of, invalid_of, b * sq, head_dim_v, scale, attn_sink, topk)
+        lse = torch.where(torch.isneginf(lse), float("inf"), lse)
+        o = o.view(b, sq, hq, head_dim_v).to(torch.bfloat16 if q.dtype in FP8_DTYPES else q.dtype)
+        return o, lse.view(b, sq, hq).transpose(1, 2)
+    qf = q.float() * descale_q.float() if descale_q is not None else q
+    keys = gather_pages(k_cache, block_table)
+    if descale_k is not None or keys.dtype in FP8_DTYPES:
+        keys = keys.float() * (descale_k.float() if descale_k is not None else 1.0)
+    if qf.dtype != keys.dtype:
+        qf, keys = qf.float(), keys.float()
+    q_len = torch.full_like(cache_seqlens, sq)
+    call = Call(qf, keys, keys[..., :head_dim_v], q_len, cache_seqlens, scale, Masking(causal=bool(causal)),
+                want_lse=True)  # fmt: skip
+    o, lse = attend(call)
+    return o.to(out_dtype(q.dtype)), torch.where(torch.isneginf(lse), float("inf"), lse)
+
+
+def flash_mla_sparse_fwd(q, kv, indices, sm_scale, d_v=512, attn_sink=None, topk_length=None):
+    """Sparse prefill: (out (s_q, h_q, d_v) bf16, max_logits (s_q, h_q), lse (s_q, h_q)), both in base 2."""
+    s_q, h_q, d_qk = q.shape
+    s_kv = kv.shape[0]
+    flat = kv.reshape(s_kv, -1)
+    idx = indices[:, 0]
+
+    def keys_of(rows):
+        return flat[idx[rows].long().clamp(0, max(s_kv - 1, 0))].float()
+
+    def invalid_of(rows):
+        return _invalid(idx[rows], None if topk_length is None else topk_length[rows]) | (idx[rows] >= s_kv)
+
+    o, lse_sinkless, maxes = _sparse(q, keys_of, invalid_of, s_q, d_v, sm_scale, attn_sink, idx.shape[-1])
+    lse = torch.where(torch.isneginf(lse_sinkless), float("inf"), lse_sinkless * _LOG2E)
+    return o.to(torch.bfloat16), maxes * _LOG2E, lse

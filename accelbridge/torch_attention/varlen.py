@@ -1,0 +1,167 @@
+"""fa3/fa4 varlen through torch: its varlen API where the device has it, else one padded batch.
+
+Paths, first that fits the call:
+1. ``torch.nn.attention.varlen.varlen_attn`` (torch's FlashAttention 2) when this torch build
+   has it on q's device and every argument of the call maps onto what it offers here (GQA,
+   windows, seqused_k, paging and LSE arrived in different torch releases);
+2. self-attention prefill (``cu_seqlens_k is cu_seqlens_q``, causal, no window): padded SDPA
+   with ``is_causal`` (its flash kernels; padding rows never reach a real query);
+3. padded SDPA with a mask, or explicit float32 scores for lse/softcap/sinks/qv/FP8.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from accelbridge.ops.spec import FP8_DTYPES, out_dtype
+from accelbridge.torch_attention import capabilities
+from accelbridge.torch_attention.core import Call, Masking, attend
+from accelbridge.torch_attention.layout import gather_pages, lengths, longest, pad, unpad
+
+_FA2_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def default_scale(softmax_scale: Any, d: int, qv: Any) -> float:
+    if softmax_scale is not None:
+        return float(softmax_scale)
+    return (d + (qv.shape[-1] if qv is not None else 0)) ** -0.5
+
+
+def dequantise(x: torch.Tensor, descale: torch.Tensor | None, heads_k: int) -> torch.Tensor:
+    """Padded (B, L, H, D) times descale (B, Hk), repeated over each GQA group; float32."""
+    if descale is None:
+        return x.float() if x.dtype in FP8_DTYPES else x
+    group = x.shape[2] // heads_k
+    return x.float() * descale.float().repeat_interleave(group, dim=1)[:, None, :, None]
+
+
+def finish(o: torch.Tensor, lse: torch.Tensor | None, q_dtype: torch.dtype, out: Any, want_lse: bool):
+    result = o if o.dtype == out_dtype(q_dtype) else o.to(out_dtype(q_dtype))
+    if out is not None:
+        out.copy_(result)
+        result = out
+    return (result, lse) if want_lse else result
+
+
+def _torch_varlen(q, k, v, cu_q, cu_k, max_q, max_k, seqused_k, page_table, scale, mask: Masking, want_lse):
+    """torch's varlen_attn when the device and this call allow it, else None."""
+    caps = capabilities.of(q.device)
+    if not caps.has_varlen or q.dtype not in _FA2_DTYPES or q.shape[-1] != v.shape[-1] or q.shape[-1] % 8:
+        return None
+    if max_q is None or max_k is None or mask.chunk:
+        return None
+    need = set()
+    if q.shape[1] != k.shape[-2]:
+        need.add("enable_gqa")
+    if mask.window != (-1, -1) or mask.causal:
+        need.add("window_size")
+    if seqused_k is not None:
+        need.add("seqused_k")
+    if page_table is not None:
+        need.add("block_table")
+    if want_lse:
+        need.add("return_aux")
+    if not need <= caps.varlen:
+        return None
+    from torch.nn.attention import varlen
+
+    kw: dict[str, Any] = {"scale": scale}
+    if "window_size" in need:
+        left, right = mask.limits
+        kw["window_size"] = (left, right)
+    if "enable_gqa" in need:
+        kw["enable_gqa"] = True
+    if seqused_k is not None:
+        kw["seqused_k"] = seqused_k
+    if page_table is not None:
+        kw["block_table"] = page_table
+    if want_lse:
+        kw["return_aux"] = varlen.AuxRequest(lse=True)
+    result = varlen.varlen_attn(q, k, v, cu_q, cu_k, int(max_q), int(max_k), **kw)
+    if not want_lse:
+        return result, None
+    o, lse = result
+    return o, (lse if lse.shape[0] == q.shape[1] else lse.transpose(0, 1))
+
+
+def _self_attention(q, k, v, cu, max_len, scale, hk) -> torch.Tensor:
+    """Causal prefill with equal q/k lengths: padded SDPA with is_causal (no mask, flash kernels)."""
+    qp, kp, vp = pad(q, cu, max_len), pad(k, cu, max_len), pad(v, cu, max_len)
+    group = q.shape[1] // hk
+    if group > 1 and capabilities.of(q.device).sdpa_gqa:
+        o = F.scaled_dot_product_attention(qp.transpose(1, 2), kp.transpose(1, 2), vp.transpose(1, 2),
+                                           is_causal=True, scale=scale, enable_gqa=True)  # fmt: skip
+    else:
+        kp, vp = kp.repeat_interleave(group, dim=2), vp.repeat_interleave(group, dim=2)
+        o = F.scaled_dot_product_attention(qp.transpose(1, 2), kp.transpose(1, 2), vp.transpose(1, 2),
+                                           is_causal=True, scale=scale)  # fmt: skip
+    return unpad(o.transpose(1, 2), cu, lengths(cu), q.shape[0], 0.0)
+
+
+def flash_attn_varlen_func(
+    q,
+    k,
+    v,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    max_seqlen_q=None,
+    max_seqlen_k=None,
+    seqused_q=None,
+    seqused_k=None,
+    page_table=None,
+    softmax_scale=None,
+    causal=False,
+    qv=None,
+    q_descale=None,
+    k_descale=None,
+    v_descale=None,
+    window_size=(-1, -1),
+    attention_chunk=0,
+    softcap=0.0,
+    return_softmax_lse=False,
+    sinks=None,
+    out=None,
+):
+    """Varlen attention, vectorised over the batch (see the module docstring for the paths)."""
+    total_q, hq, d = q.shape
+    hk = k.shape[-2]
+    scale = default_scale(softmax_scale, d, qv)
+    mask = Masking.of(causal, window_size, attention_chunk)
+    plain = qv is None and not softcap and sinks is None and q.dtype not in FP8_DTYPES and seqused_q is None
+    if plain:
+        fast = _torch_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_k, page_table,
+                             scale, mask, return_softmax_lse)  # fmt: skip
+        if fast is not None:
+            return finish(fast[0], fast[1], q.dtype, out, return_softmax_lse)
+        if (cu_seqlens_k is cu_seqlens_q and mask == Masking(causal=True) and page_table is None
+                and seqused_k is None and not return_softmax_lse and q.shape[0] == k.shape[0]):  # fmt: skip
+            o = _self_attention(q, k, v, cu_seqlens_q, longest(max_seqlen_q, lengths(cu_seqlens_q)), scale, hk)
+            return finish(o, None, q.dtype, out, False)
+    batch = cu_seqlens_q.shape[0] - 1
+    q_len = seqused_q if seqused_q is not None else lengths(cu_seqlens_q)
+    lq = longest(max_seqlen_q, lengths(cu_seqlens_q))
+    if page_table is not None:
+        k_len = seqused_k
+        lk = page_table.shape[1] * k.shape[1] if max_seqlen_k is None else int(max_seqlen_k)
+        kp, vp = gather_pages(k, page_table, lk), gather_pages(v, page_table, lk)
+    else:
+        k_len = seqused_k if seqused_k is not None else lengths(cu_seqlens_k)
+        lk = longest(max_seqlen_k, lengths(cu_seqlens_k))
+        kp, vp = pad(k, cu_seqlens_k, lk), pad(v, cu_seqlens_k, lk)
+    dv = v.shape[-1]
+    if batch == 0 or lq == 0 or total_q == 0:
+        o = torch.zeros(total_q, hq, dv, dtype=torch.float32, device=q.device)
+        lse = torch.full((hq, total_q), float("-inf"), device=q.device)
+        return finish(o, lse, q.dtype, out, return_softmax_lse)
+    qp = dequantise(pad(q, cu_seqlens_q, lq), q_descale, hk)
+    qvp = None if qv is None else dequantise(pad(qv, cu_seqlens_q, lq), q_descale, hk)
+    call = Call(qp, dequantise(kp, k_descale, hk), dequantise(vp, v_descale, hk), q_len, k_len, scale, mask,
+                softcap=softcap or 0.0, sinks=sinks, qv=qvp, want_lse=return_softmax_lse)  # fmt: skip
+    o, lse = attend(call)
+    o = unpad(o, cu_seqlens_q, q_len, total_q, 0.0)
+    if lse is not None:
+        lse = unpad(lse.transpose(1, 2), cu_seqlens_q, q_len, total_q, float("-inf")).transpose(0, 1)
+    return finish(o, lse, q.dtype, out, return_softmax_lse)

@@ -1,0 +1,83 @@
+"""The Triton decode kernel against the batched path, under Triton's interpreter on the CPU (or skipped).
+
+tests/gpu runs the same kernel compiled on a GPU. The interpreter has no bf16, so these run fp16;
+it must be on before triton is first imported, so the cases run in a fresh interpreter process.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from accelbridge.torch_attention import decode
+from accelbridge.torch_attention.core import Call, Masking, attend
+from accelbridge.torch_attention.layout import gather_pages
+
+
+def _interpreter_ready() -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed"
+    import numpy
+
+    if tuple(int(x) for x in numpy.__version__.split(".")[:2]) >= (2, 3):
+        return "Triton's interpreter needs numpy < 2.3"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_interpreter_ready() is not None, reason=str(_interpreter_ready()))
+
+
+CASES = {
+    "decode": {},
+    "mtp-causal": {"lq": 3},
+    "window": {"window": (8, 0)},
+    "softcap-sinks": {"softcap": 2.0, "sinks": True},
+    "leftpad-contiguous": {"start": (0, 10, 3), "paged": False},
+    "empty-sequence": {"lens": (0, 40, 17)},
+    "mha-page1-d128": {"hq": 4, "hk": 4, "d": 128, "page": 1, "lens": (3, 9, 2)},
+}
+
+
+def check(name: str) -> None:
+    kw = {"b": 3, "lq": 1, "hq": 8, "hk": 2, "d": 64, "page": 16, "lens": (5, 40, 17), "window": (-1, -1),
+          "softcap": 0.0, "sinks": False, "start": None, "paged": True, **CASES[name]}  # fmt: skip
+    b, lq, hq, hk, d, page, lens = (kw[n] for n in ("b", "lq", "hq", "hk", "d", "page", "lens"))
+    pages = -(-max(lens) // page) + 1
+    dt = torch.float16
+    q = torch.randn(b, lq, hq, d, dtype=dt)
+    rows = b * pages if kw["paged"] else b
+    length = page if kw["paged"] else pages * page
+    kc, vc = torch.randn(rows, length, hk, d, dtype=dt), torch.randn(rows, length, hk, d, dtype=dt)
+    table = torch.randperm(rows).to(torch.int32).reshape(b, pages) if kw["paged"] else None
+    k_len, q_len = torch.tensor(lens, dtype=torch.int32), torch.full((b,), lq, dtype=torch.int32)
+    start = None if kw["start"] is None else torch.tensor(kw["start"], dtype=torch.int32)
+    sinks = torch.randn(hq) if kw["sinks"] else None
+    mask = Masking.of(True, kw["window"], 0)
+    out, lse = decode.paged_decode(q, kc, vc, q_len, k_len, start, torch.arange(b, dtype=torch.int32), table,
+                                   d**-0.5, mask, kw["softcap"], sinks)  # fmt: skip
+    keys, values = (gather_pages(kc, table), gather_pages(vc, table)) if table is not None else (kc, vc)
+    want, want_lse = attend(Call(q, keys, values, q_len, k_len, d**-0.5, mask, k_start=start, softcap=kw["softcap"],
+                                 sinks=sinks, want_lse=True))  # fmt: skip
+    assert torch.allclose(out, want, atol=2e-3, rtol=2e-3), float((out - want).abs().max())
+    assert torch.equal(torch.isinf(lse), torch.isinf(want_lse))
+    finite = torch.isfinite(want_lse)
+    assert torch.allclose(lse[finite], want_lse[finite], atol=1e-4)
+
+
+def test_kernel_matches_the_batched_path_in_every_case():
+    root = Path(__file__).parents[2]
+    code = ("import json; from tests.torch_attention import test_decode as t\n"
+            "failed = {}\n"
+            "for name in t.CASES:\n"
+            "    try:\n        t.check(name)\n"
+            "    except AssertionError as e:\n        failed[name] = str(e)\n"
+            "print(json.dumps(failed))")  # fmt: skip
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
