@@ -174,7 +174,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     unknown = [w for w in args.what if w not in ("overhead", "throughput", "catalog")]
     if unknown:
         raise AccelbridgeError(f"bench: unknown measurement {unknown[0]!r}; valid: overhead, throughput, catalog")
+    if args.provider and "throughput" not in args.what:
+        raise AccelbridgeError("bench: --provider compares providers' throughput; run `bench throughput --provider P`")
     for what in args.what or ["overhead"]:
+        if what == "throughput" and args.provider:
+            result = _bench_providers(args.provider)
+            results.append(result)
+            if not args.json:
+                from accelbridge.bench_providers import format_providers
+
+                print(format_providers(result))
+            continue
         result = getattr(bench, f"bench_{what}")()
         results.append(result)
         if not args.json:
@@ -182,6 +192,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     return 0
+
+
+def _bench_providers(names: list[str]) -> dict[str, Any]:
+    from accelbridge import kernels_catalog, platforms
+    from accelbridge.bench_providers import bench_providers
+
+    catalog = kernels_catalog.load(platforms.current())
+    unknown = [p for p in names if p not in catalog.providers]
+    if unknown:
+        raise AccelbridgeError(f"bench: no provider {unknown[0]!r} in the {catalog.platform} catalog; "
+                               f"valid: {', '.join(catalog.providers)}")  # fmt: skip
+    return bench_providers(names)
 
 
 # -- selftest -----------------------------------------------------------------------------
@@ -322,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(func=cmd_download)
     bench = sub.add_parser("bench", help="facade overhead, kernel throughput, catalog load time")
     bench.add_argument("what", nargs="*", metavar="WHAT", help="overhead (default), throughput, catalog")
+    bench.add_argument(
+        "--provider",
+        action="append",
+        default=[],
+        metavar="P",
+        help="with throughput: these providers side by side with the vendor kernel (repeatable)",
+    )
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
     return parser

@@ -61,10 +61,10 @@ def test_deepseek_sparse_decode_call_equals_direct(d_qk, extra):
 def test_v32_calls_the_kernel_refuses_are_served_elsewhere():
     pytest.importorskip("sgl_kernel.flash_mla")
     kw = _problem(576, b=2)
-    assert attention.resolve("flashmla.kvcache", indices=True, topk_length=True, head_dim=576).selected == "reference"
+    assert attention.resolve("flashmla.kvcache", indices=True, topk_length=True, head_dim=576).selected == "torch"
     out, lse = attention.flash_mla_with_kvcache(tile_scheduler_metadata=attention.get_mla_metadata()[0], **kw)
     ref_out, _ = reference.flash_mla_with_kvcache(tile_scheduler_metadata=None, **kw)
-    assert torch.equal(out, ref_out)
+    assert torch.allclose(out.float(), ref_out.float(), atol=2e-2, rtol=2e-2)
 
 
 def test_sparse_decode_graph_with_its_metadata_equals_eager():

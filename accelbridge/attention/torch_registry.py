@@ -1,0 +1,44 @@
+"""Hand the catalog's FA kernel to torch's flash-attention registry, so plain SDPA / varlen_attn use it.
+
+torch (2.13) registers two implementations by name: "FA4" imports ``flash_attn.cute.interface``
+(the flash-attn-4 package) and "FA3" wants the upstream build that defines
+``torch.ops.flash_attn_3``. A provider is handed over only when it is one of those builds:
+sgl-kernel's FA3 (``torch.ops.sgl_kernel``) and the hub's namespaced FA3 builds cannot be.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from accelbridge.attention.errors import UnsupportedFeatureError
+from accelbridge.attention.inspect import selected
+
+# catalog provider -> torch registry name (the builds torch's registry knows how to import)
+TORCH_IMPLS = {"flash-attn-4": "FA4"}
+
+
+def activate() -> str:
+    """Activate the current platform's FA4/FA3 selection in torch's registry; its registry name.
+
+    Raises UnsupportedFeatureError naming why (no registry in this torch, or a provider torch
+    cannot take) instead of activating something else.
+    """
+    attn = torch.nn.attention
+    if not hasattr(attn, "activate_flash_attention_impl"):
+        raise UnsupportedFeatureError("fa4.varlen", None, {"torch": [
+            f"torch {torch.__version__} has no flash-attention registry (torch.nn.attention."
+            "activate_flash_attention_impl arrived in torch 2.13)"]}, [])  # fmt: skip
+    reasons = {}
+    for op in ("fa4.varlen", "fa3.varlen"):
+        provider = selected(op)
+        impl = TORCH_IMPLS.get(provider or "")
+        if impl is None:
+            reasons[op] = [f"{op} is served by {provider}, which torch's registry cannot take "
+                                       f"(it takes {', '.join(sorted(TORCH_IMPLS))})"]  # fmt: skip
+            continue
+        if impl not in attn.list_flash_attention_impls():
+            reasons[op] = [f"this torch's registry lists {attn.list_flash_attention_impls()}, not {impl}"]
+            continue
+        attn.activate_flash_attention_impl(impl)
+        return impl
+    raise UnsupportedFeatureError("fa4.varlen", None, reasons, [])
