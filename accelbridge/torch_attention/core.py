@@ -20,6 +20,7 @@ from accelbridge.torch_attention.layout import fold_groups, unfold_groups
 
 _SCORE_BYTES = 256 << 20  # float32 scores held at once by the explicit path (queries are chunked to fit)
 _SDPA_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_FUSED_DTYPES = (torch.float16, torch.bfloat16)
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,36 @@ def attend(call: Call) -> tuple[torch.Tensor, torch.Tensor | None]:
     """out (B, Lq, Hq, Dv) and, when wanted, lse (B, Hq, Lq) float32."""
     if call.sdpa_ok:
         return _sdpa(call), None
+    if _fused_lse_ok(call):
+        return _fused_with_lse(call)
     return _explicit(call)
+
+
+_EFFICIENT = "_scaled_dot_product_efficient_attention"
+
+
+def _fused_lse_ok(c: Call) -> bool:
+    """CUDA's memory-efficient attention returns lse (an aten op SDPA uses; any head dim, e.g. MLA's 576/512)."""
+    return (c.want_lse and c.q.is_cuda and torch.version.hip is None and c.q.dtype in _FUSED_DTYPES
+            and c.k.dtype == c.q.dtype and not c.softcap and c.sinks is None and c.qv is None
+            and c.k.shape[1] % 16 == 0 and hasattr(torch.ops.aten, _EFFICIENT))  # fmt: skip
+
+
+def _fused_with_lse(c: Call) -> tuple[torch.Tensor, torch.Tensor]:
+    b, lq, hq, _ = c.q.shape
+    lk, hk = c.k.shape[1], c.k.shape[2]
+    g = hq // hk
+    allowed = visible(c.mask, c.q_len, c.k_len, lq, lk, c.k_start)
+    rows = allowed[:, None].expand(b, g, lq, lk).reshape(b, 1, g * lq, lk)
+    bias = torch.zeros(rows.shape, dtype=c.q.dtype, device=c.q.device).masked_fill_(~rows, float("-inf"))
+    q = fold_groups(c.q, hk)
+    o, lse = getattr(torch.ops.aten, _EFFICIENT)(
+        q, c.k.transpose(1, 2), c.v.transpose(1, 2), bias.expand(b, hk, g * lq, lk), True, scale=c.scale
+    )[:2]
+    seen = allowed.any(dim=-1)  # (B, Lq)
+    o = torch.where(seen[..., None, None], unfold_groups(o, lq), torch.zeros((), dtype=o.dtype, device=o.device))
+    lse = lse[..., : g * lq].reshape(b, hk, g, lq).reshape(b, hq, lq)
+    return o, torch.where(seen[:, None, :], lse.float(), float("-inf"))
 
 
 def _sdpa(c: Call) -> torch.Tensor:
