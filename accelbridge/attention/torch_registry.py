@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from accelbridge import platforms
 from accelbridge.attention.errors import UnsupportedFeatureError
 from accelbridge.attention.inspect import selected
 
@@ -40,5 +41,23 @@ def activate() -> str:
             reasons[op] = [f"this torch's registry lists {attn.list_flash_attention_impls()}, not {impl}"]
             continue
         attn.activate_flash_attention_impl(impl)
-        return impl
+        failure = _smoke(torch.device(platforms.current().device_type))
+        if failure is None:
+            return impl
+        attn.restore_flash_attention_impl()
+        reasons[op] = [f"torch {torch.__version__} activated {impl} ({provider}), but SDPA then failed: {failure}; "
+                       "restored torch's own kernels"]  # fmt: skip
     raise UnsupportedFeatureError("fa4.varlen", None, reasons, [])
+
+
+def _smoke(device: torch.device) -> str | None:
+    """One small causal SDPA call through the activated kernel: its error, or None. A one-time setup cost."""
+    q = torch.randn(1, 2, 128, 64, device=device, dtype=torch.bfloat16)
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+    except Exception as e:  # the registry's glue and the kernel's interface disagree: say so, keep torch's own
+        return f"{type(e).__name__}: {e}"
+    return None
