@@ -64,7 +64,8 @@ def format_result(what: str, result: dict[str, Any]) -> str:
     return "\n".join(f"{k}: {v}" for k, v in result.items())
 
 
-def _cuda_time(fn, iters: int) -> float:
+def cuda_time(fn, iters: int) -> float:
+    """Seconds per call of ``fn`` on the current CUDA device, by events around ``iters`` calls."""
     import torch
 
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -166,10 +167,10 @@ def bench_throughput(rounds: int = 10, iters: int = 30) -> dict[str, Any]:
             for r in range(rounds):  # A/B at the default level, the order alternating (ABBA) against clock drift
                 pair = ((td, direct), (tf, facade)) if r % 2 == 0 else ((tf, facade), (td, direct))
                 for times, fn in pair:
-                    times.append(_cuda_time(fn, iters))
+                    times.append(cuda_time(fn, iters))
             attention.set_checks("full")  # value checks (a host sync per call): measured apart, after
             for _ in range(rounds):
-                tfull.append(_cuda_time(facade, iters))
+                tfull.append(cuda_time(facade, iters))
             attention.set_checks(default)
             d, f, full = statistics.median(td), statistics.median(tf), statistics.median(tfull)
             rows.append({"case": name, "direct_tflops": flops / d / 1e12, "facade_tflops": flops / f / 1e12,

@@ -83,15 +83,7 @@ def _cases(dev: torch.device) -> list[Case]:
 
 def _timer(dev: torch.device) -> Callable[[Callable[[], Any], int], float]:
     if dev.type == "cuda":
-
-        def cuda_time(fn, iters):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(iters):
-                fn()
-            end.record()
-            torch.cuda.synchronize()
-            return start.elapsed_time(end) / iters * 1e-3
+        from accelbridge.bench import cuda_time
 
         return cuda_time
 

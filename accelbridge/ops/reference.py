@@ -115,7 +115,8 @@ def _dequant(x: torch.Tensor, descale: Any, b: int, group: int = 1) -> torch.Ten
     return x.float() * d[None, :, None]
 
 
-def _default_scale(softmax_scale: Any, d: int, qv: Any) -> float:
+def default_scale(softmax_scale: Any, d: int, qv: Any) -> float:
+    """FA3's default: 1/sqrt(d + dv) when qv is given, else 1/sqrt(d)."""
     if softmax_scale is not None:
         return softmax_scale
     return (d + (qv.shape[-1] if qv is not None else 0)) ** -0.5
@@ -156,7 +157,7 @@ def flash_attn_varlen_func(
     batch = cu_seqlens_q.numel() - 1
     total_q, hq, d = q.shape
     hk, dv = k.shape[-2], v.shape[-1]
-    scale = _default_scale(softmax_scale, d, qv)
+    scale = default_scale(softmax_scale, d, qv)
     o = torch.zeros(total_q, hq, dv, dtype=torch.float32, device=q.device)
     lse = torch.full((hq, total_q), float("-inf"), dtype=torch.float32, device=q.device)
     cu_q, cu_k = _lengths(cu_seqlens_q), _lengths(cu_seqlens_k)
@@ -225,7 +226,7 @@ def flash_attn_with_kvcache(
     hq, d = q.shape[-2], q.shape[-1]
     hk, dv = k_cache.shape[-2], v_cache.shape[-1]
     group = hq // hk
-    scale = _default_scale(softmax_scale, d, qv)
+    scale = default_scale(softmax_scale, d, qv)
     if cache_seqlens is None:
         if page_table is not None:
             raise ValueError("cache_seqlens is required with page_table")

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import torch
 
-from accelbridge.ops.reference import rotate
+from accelbridge.ops.reference import default_scale, rotate
 from accelbridge.ops.spec import FP8_DTYPES
 from accelbridge.torch_attention import capabilities, decode
 from accelbridge.torch_attention.core import Call, Masking, attend
 from accelbridge.torch_attention.layout import gather_pages, lengths, longest, pad, unpad
-from accelbridge.torch_attention.varlen import default_scale, dequantise, finish
+from accelbridge.torch_attention.varlen import dequantise, finish
 
 
 def _per_sequence(value, batch: int, default: int, device) -> torch.Tensor:

@@ -16,18 +16,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from accelbridge.ops.reference import default_scale
 from accelbridge.ops.spec import FP8_DTYPES, out_dtype
 from accelbridge.torch_attention import capabilities
 from accelbridge.torch_attention.core import Call, Masking, attend
 from accelbridge.torch_attention.layout import gather_pages, lengths, longest, pad, unpad
 
 _FA2_DTYPES = (torch.float16, torch.bfloat16)
-
-
-def default_scale(softmax_scale: Any, d: int, qv: Any) -> float:
-    if softmax_scale is not None:
-        return float(softmax_scale)
-    return (d + (qv.shape[-1] if qv is not None else 0)) ** -0.5
 
 
 def dequantise(x: torch.Tensor, descale: torch.Tensor | None, heads_k: int) -> torch.Tensor:
