@@ -308,7 +308,7 @@ def get_mla_metadata(
 # MODEL1 (d_qk 512): per block, block_size rows of 448 e4m3 (7 tiles of 64) + 64 bf16 rope (576 bytes),
 # then block_size rows of 8 bytes (7 e8m0 scales + 1 pad); the block padded to a multiple of 576 bytes.
 V32_TOKEN_BYTES, MODEL1_ROW_BYTES, MODEL1_SCALE_BYTES = 656, 576, 8
-_LOG2E = math.log2(math.e)
+LOG2E = math.log2(math.e)
 
 
 def _e4m3(raw: torch.Tensor) -> torch.Tensor:
@@ -450,9 +450,9 @@ def flash_mla_sparse_fwd(q, kv, indices, sm_scale, d_v=512, attn_sink=None, topk
         scores = torch.einsum("chd,ctd->cht", q[rows].float(), keys) * sm_scale
         scores = scores.masked_fill(invalid[:, None, :], float("-inf"))
         orig_lse = torch.logsumexp(scores, dim=-1)
-        max_logits[rows] = scores.max(dim=-1).values * _LOG2E
+        max_logits[rows] = scores.max(dim=-1).values * LOG2E
         lse_for_o = orig_lse if attn_sink is None else torch.logaddexp(orig_lse, attn_sink.float()[None, :])
         lse_for_o = torch.where(torch.isneginf(lse_for_o), float("inf"), lse_for_o)
         out[rows] = torch.exp(scores - lse_for_o[..., None]) @ keys[..., :d_v]
-        lse[rows] = torch.where(torch.isneginf(orig_lse), float("inf"), orig_lse * _LOG2E)
+        lse[rows] = torch.where(torch.isneginf(orig_lse), float("inf"), orig_lse * LOG2E)
     return out.to(torch.bfloat16), max_logits, lse

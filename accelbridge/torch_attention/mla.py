@@ -6,23 +6,15 @@ of query rows at a time; no loop over sequences.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from accelbridge.ops.reference import gather_fp8_tokens
+from accelbridge.ops.reference import LOG2E, gather_fp8_tokens
+from accelbridge.ops.reference import get_mla_metadata as get_mla_metadata  # nothing to schedule: the same (None, None)
 from accelbridge.ops.spec import FP8_DTYPES, out_dtype
 from accelbridge.torch_attention.core import Call, Masking, attend
 from accelbridge.torch_attention.layout import gather_pages
 
 _GATHER_BYTES = 512 << 20  # float32 gathered keys held at once
-_LOG2E = math.log2(math.e)
-
-
-def get_mla_metadata(cache_seqlens=None, num_q_tokens_per_head_k=None, num_heads_k=None, num_heads_q=None,
-                     is_fp8_kvcache=False, topk=None):  # fmt: skip
-    """Nothing to schedule: (None, None), accepted back by flash_mla_with_kvcache."""
-    return None, None
 
 
 def _tokens(cache: torch.Tensor, idx: torch.Tensor, d: int, fp8: bool) -> torch.Tensor:
@@ -124,5 +116,5 @@ def flash_mla_sparse_fwd(q, kv, indices, sm_scale, d_v=512, attn_sink=None, topk
         return _invalid(idx[rows], None if topk_length is None else topk_length[rows]) | (idx[rows] >= s_kv)
 
     o, lse_sinkless, maxes = _sparse(q, keys_of, invalid_of, s_q, d_v, sm_scale, attn_sink, idx.shape[-1])
-    lse = torch.where(torch.isneginf(lse_sinkless), float("inf"), lse_sinkless * _LOG2E)
-    return o.to(torch.bfloat16), maxes * _LOG2E, lse
+    lse = torch.where(torch.isneginf(lse_sinkless), float("inf"), lse_sinkless * LOG2E)
+    return o.to(torch.bfloat16), maxes * LOG2E, lse
