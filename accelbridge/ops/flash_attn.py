@@ -252,9 +252,10 @@ _CAPACITY = "(k_cache.shape[1] if page_table is None else page_table.shape[1] * 
 
 def _kvcache_values(a) -> None:
     q, k_cache, k, cache_seqlens = a["q"], a["k_cache"], a["k"], a["cache_seqlens"]
-    if cache_seqlens is None:
-        return
     batch = q.shape[0] if a["cu_seqlens_q"] is None else a["cu_seqlens_q"].shape[0] - 1
+    if cache_seqlens is None:  # every sequence fills its row: the whole page-table row is in use
+        table = a["page_table"]
+        cache_seqlens = k_cache.shape[1] * (1 if table is None else table.shape[1])
     if k is None:
         new = [0] * batch
     elif a["cu_seqlens_k_new"] is not None:
@@ -306,9 +307,10 @@ KVCACHE_CHECKS = (
     Check("k", "k is None or q.device == k.device == v.device", "is on {k.device} but q is on {q.device}",
           _SAME_DEVICE, what="device"),
     Check("k/v", "k is None or (k.shape[-2:] == k_cache.shape[-2:] and v.shape[:-1] == k.shape[:-1] "
-                 "and v.shape[-1] == v_cache.shape[-1] and (cu_seqlens_k_new is not None or k.shape[0] == q.shape[0]))",
+                 "and v.shape[-1] == v_cache.shape[-1] and (cu_seqlens_k_new is not None or k.shape[0] == "
+                 + _BATCH + "))",
           "have shapes {tuple(k.shape)}/{tuple(v.shape)}",
-          "(batch={q.shape[0]}, seqlen_new, heads, dim) matching the caches"),
+          "(batch={" + _BATCH + "}, seqlen_new, heads, dim) matching the caches"),
     Check("cache_seqlens", "cache_seqlens is None or cache_seqlens.__class__ is int or "
                            "(cache_seqlens.dtype is _I32 and cache_seqlens.dim() == 1)",
           "{_index(cache_seqlens)}", "an int32 tensor (" + "{" + _BATCH + "}" + ",) of cached lengths, or an int"),
@@ -318,12 +320,16 @@ KVCACHE_CHECKS = (
     _index("page_table", 2, "(batch, max_pages_per_seq) of block ids"),
     Check("page_table", "page_table is None or cache_batch_idx is not None or page_table.shape[0] == " + _BATCH,
           "has {page_table.shape[0]} rows", "one per sequence: {" + _BATCH + "}"),
-    Check("cache_seqlens", "page_table is None or cache_seqlens is not None", "is None with page_table",
-          "an int32 tensor (batch,) of cached lengths"),
+    # without cache_seqlens every sequence fills its cache row (FA3: the whole page-table row), but new keys
+    # need a position to go to
+    Check("cache_seqlens", "k is None or cache_seqlens is not None", "is None with new k/v to append",
+          "an int32 tensor (batch,) of cached lengths (where the new keys go)"),
     _index("cache_batch_idx", 1, "(batch,) of cache rows"),
     _index("cache_leftpad", 1, "(batch,) of left padding per cache row"),
     _index("cu_seqlens_q", 1, "(batch + 1,) of cumulative query lengths"),
     _index("cu_seqlens_k_new", 1, "(batch + 1,) of cumulative new-key lengths"),
+    Check("rotary_cos", "rotary_cos is None or k is not None", "is given without new k/v",
+          "new k and v to append: FA3 rotates q and the appended keys together"),
     Check("rotary_sin", "rotary_cos is None or (rotary_sin is not None and rotary_sin.shape == rotary_cos.shape)",
           "{_shape(rotary_sin)}", "the shape of rotary_cos (seqlen_ro, rotary_dim / 2)"),
     # FA3 refuses a table shorter than the cache ("cos/sin seqlen must be at least the seqlen of KV cache")

@@ -95,6 +95,19 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: tor
     return torch.cat([turned, xf[..., 2 * half :]], dim=-1)
 
 
+def rotary_q_per_row(causal: Any, window_size: Any, attention_chunk: Any, seqlen_q: int, seqlen_k: int) -> bool:
+    """Whether FA3 rotates each query row at its own position (else every row at the sequence's offset).
+
+    FA3 does so for causal or local calls, ``attention_chunk`` counting as local, after it has
+    normalised the window: a left side >= seqlen_k - 1 or a right side >= seqlen_q - 1 is no limit
+    (seqlen_k: the cache's capacity; seqlen_q: q's length, max_seqlen_q when q is packed).
+    """
+    left, right = window_tuple(window_size)
+    left = -1 if left >= seqlen_k - 1 else left
+    right = -1 if right >= seqlen_q - 1 else right
+    return bool(causal) or bool(attention_chunk) or left >= 0 or right >= 0
+
+
 def _lengths(t: Any) -> list[int] | None:
     return None if t is None else [int(x) for x in t.tolist()]
 
@@ -227,10 +240,10 @@ def flash_attn_with_kvcache(
     hk, dv = k_cache.shape[-2], v_cache.shape[-1]
     group = hq // hk
     scale = default_scale(softmax_scale, d, qv)
-    if cache_seqlens is None:
-        if page_table is not None:
-            raise ValueError("cache_seqlens is required with page_table")
-        seqlens = [k_cache.shape[1]] * batch
+    page_size = k_cache.shape[1]
+    capacity = page_size if page_table is None else page_table.shape[1] * page_size
+    if cache_seqlens is None:  # every sequence fills the cache row (FA3: the whole page-table row)
+        seqlens = [capacity] * batch
     elif isinstance(cache_seqlens, int):
         seqlens = [cache_seqlens] * batch
     else:
@@ -239,11 +252,11 @@ def flash_attn_with_kvcache(
     pads = _lengths(cache_leftpad) or [0] * batch
     offsets = _lengths(rotary_seqlens) or seqlens
     cu_new = _lengths(cu_seqlens_k_new)
-    page_size = k_cache.shape[1]
     o = torch.zeros(*q.shape[:-1], dv, dtype=torch.float32, device=q.device)
     lse_shape = (hq, q.shape[0]) if packed_q else (batch, hq, q.shape[1])
     lse = torch.full(lse_shape, float("-inf"), dtype=torch.float32, device=q.device)
-    local = causal or window_tuple(window_size) != (-1, -1)
+    seqlen_q = max((y - x for x, y in zip(cu_q, cu_q[1:])), default=0) if packed_q else q.shape[1]
+    per_row = rotary_q_per_row(causal, window_size, attention_chunk, seqlen_q, capacity)
     for b in range(batch):
         q_rows = slice(cu_q[b], cu_q[b + 1]) if packed_q else slice(None)
         qb = q[q_rows] if packed_q else q[b]
@@ -257,7 +270,8 @@ def flash_attn_with_kvcache(
         new = 0 if kn is None else kn.shape[0]
         start = seqlens[b]
         if rotary_cos is not None:
-            pos_q = torch.arange(qb.shape[0], device=q.device) if local else torch.zeros(qb.shape[0], dtype=torch.long)
+            rows_q = torch.arange(qb.shape[0])
+            pos_q = (rows_q if per_row else torch.zeros_like(rows_q)).to(q.device)
             qb = rotate(qb, rotary_cos, rotary_sin, (pos_q + offsets[b]).to(q.device), rotary_interleaved)
             if qvb is not None:
                 qvb = qvb.float()
@@ -319,11 +333,17 @@ def _bf16(raw: torch.Tensor) -> torch.Tensor:
     return raw.contiguous().view(torch.bfloat16).float()
 
 
+def _as_bf16(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.bfloat16).float()
+
+
 def gather_fp8_tokens(cache: torch.Tensor, tokens: torch.Tensor, d_qk: int) -> torch.Tensor:
     """Dequantise only the cache rows ``tokens`` (flat ids block * block_size + offset) -> (n, d_qk) float32.
 
     ``cache`` is FlashMLA's (num_blocks, block_size, 1, bytes) FP8 view of either layout; the layout
     follows from d_qk (576: V3.2, 512: MODEL1). Memory is O(len(tokens) * d_qk), never the whole cache.
+    Each dequantised value is rounded to bf16, the operand the kernels multiply (FlashMLA's tests
+    dequantise to bf16 too): with scales that are not powers of two the product is not exact.
     """
     num_blocks, block_size = cache.shape[0], cache.shape[1]
     raw = cache.view(torch.uint8).reshape(num_blocks, -1)  # each block's bytes (block stride kept)
@@ -331,7 +351,7 @@ def gather_fp8_tokens(cache: torch.Tensor, tokens: torch.Tensor, d_qk: int) -> t
     if d_qk == 576:
         rows = raw[:, : block_size * V32_TOKEN_BYTES].reshape(num_blocks, block_size, V32_TOKEN_BYTES)[blocks, offsets]
         scales = rows[:, 512:528].contiguous().view(torch.float32)  # (n, 4)
-        nope = _e4m3(rows[:, :512]).view(-1, 4, 128) * scales[:, :, None]
+        nope = _as_bf16(_e4m3(rows[:, :512]).view(-1, 4, 128) * scales[:, :, None])
         return torch.cat([nope.reshape(-1, 512), _bf16(rows[:, 528:656])], dim=-1)
     if d_qk == 512:
         data = raw[:, : block_size * MODEL1_ROW_BYTES].reshape(num_blocks, block_size, MODEL1_ROW_BYTES)
@@ -339,7 +359,7 @@ def gather_fp8_tokens(cache: torch.Tensor, tokens: torch.Tensor, d_qk: int) -> t
         rows = data[blocks, offsets]
         e8m0 = scale_rows.reshape(num_blocks, block_size, MODEL1_SCALE_BYTES)[blocks, offsets, :7]
         scales = torch.exp2(e8m0.float() - 127.0)  # e8m0: a power of two, 2**(byte - 127)
-        nope = _e4m3(rows[:, :448]).view(-1, 7, 64) * scales[:, :, None]
+        nope = _as_bf16(_e4m3(rows[:, :448]).view(-1, 7, 64) * scales[:, :, None])
         return torch.cat([nope.reshape(-1, 448), _bf16(rows[:, 448:576])], dim=-1)
     raise ValueError(f"no FP8 sparse KV-cache layout has d_qk {d_qk} (576: DeepSeek V3.2, 512: V4 MODEL1)")
 
@@ -347,10 +367,11 @@ def gather_fp8_tokens(cache: torch.Tensor, tokens: torch.Tensor, d_qk: int) -> t
 def _sparse_scope(cache, indices, topk_length, b: int, d_qk: int, fp8: bool):
     """One cache's indexed keys for sequence b: (s_q, topk, d_qk) float32 and its invalid mask."""
     idx = indices[b].long()  # (s_q, topk)
-    invalid = idx < 0
+    tokens = cache.shape[0] * cache.shape[1]
+    invalid = (idx < 0) | (idx >= tokens)  # -1, or any position past the cache: no key
     if topk_length is not None:
         invalid |= torch.arange(idx.shape[-1], device=idx.device)[None, :] >= int(topk_length[b])
-    flat = idx.clamp_min(0).flatten()
+    flat = idx.clamp(0, max(tokens - 1, 0)).flatten()
     if fp8:
         keys = gather_fp8_tokens(cache, flat, d_qk)
     else:
@@ -435,10 +456,12 @@ def flash_mla_sparse_fwd(q, kv, indices, sm_scale, d_v=512, attn_sink=None, topk
     """
     s_q, h_q, d_qk = q.shape
     s_kv = kv.shape[0]
+    if s_kv == 0:  # no key at all: every query is lonely
+        kv = torch.zeros(1, *kv.shape[1:], dtype=kv.dtype, device=kv.device)
     out = torch.zeros(s_q, h_q, d_v, dtype=torch.float32, device=q.device)
     max_logits = torch.full((s_q, h_q), float("-inf"), dtype=torch.float32, device=q.device)
     lse = torch.full((s_q, h_q), float("inf"), dtype=torch.float32, device=q.device)
-    flat_kv = kv.reshape(s_kv, -1)
+    flat_kv = kv[:, 0]
     chunk = 64  # queries per step: memory O(chunk * topk * d_qk)
     for start in range(0, s_q, chunk):
         rows = slice(start, min(start + chunk, s_q))
@@ -446,7 +469,7 @@ def flash_mla_sparse_fwd(q, kv, indices, sm_scale, d_v=512, attn_sink=None, topk
         invalid = (idx < 0) | (idx >= s_kv)
         if topk_length is not None:
             invalid |= torch.arange(idx.shape[-1], device=idx.device)[None, :] >= topk_length[rows].long()[:, None]
-        keys = flat_kv[idx.clamp(0, s_kv - 1)].float()  # (c, topk, d_qk)
+        keys = flat_kv[idx.clamp(0, max(s_kv - 1, 0))].float()  # (c, topk, d_qk)
         scores = torch.einsum("chd,ctd->cht", q[rows].float(), keys) * sm_scale
         scores = scores.masked_fill(invalid[:, None, :], float("-inf"))
         orig_lse = torch.logsumexp(scores, dim=-1)

@@ -3,13 +3,15 @@
 Every path takes q (B, Lq, Hq, D), k (B, Lk, Hk, D), v (B, Lk, Hk, Dv) and per-sequence lengths
 as tensors, so nothing reads the device to decide. The mask follows FlashAttention: a query at
 row i of a sequence with lq queries and lk keys sits at key position i + lk - lq (bottom-right);
-keys before ``k_start`` (left padding) and past ``k_len`` are invisible. Rows that see no key
-give out 0 and lse -inf, as the reference does.
+keys before ``k_start`` (left padding) and past ``k_len`` are invisible and are zeroed before any
+product: an unused cache slot may hold anything, NaN included (FlashMLA's tests put NaN there),
+and 0 * NaN would reach the output. Rows that see no key give out 0 and lse -inf, as the reference
+does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -88,8 +90,22 @@ class Call:
                 and self.q.dtype in _SDPA_DTYPES)  # fmt: skip
 
 
+def keys_in_use(c: Call) -> torch.Tensor:
+    """(B, Lk) bool: the padded keys some query of the sequence may see (k_start <= j < k_len)."""
+    j = torch.arange(c.k.shape[1], device=c.k.device)[None, :]
+    used = j < c.k_len.long()[:, None]
+    return used if c.k_start is None else used & (j >= c.k_start.long()[:, None])
+
+
 def attend(call: Call) -> tuple[torch.Tensor, torch.Tensor | None]:
     """out (B, Lq, Hq, Dv) and, when wanted, lse (B, Hq, Lq) float32."""
+    b, lq, hq, _ = call.q.shape
+    if b == 0 or lq == 0:
+        out = call.q.new_zeros((b, lq, hq, call.v.shape[-1]), dtype=torch.float32)
+        return out, torch.full((b, hq, lq), float("-inf"), device=call.q.device) if call.want_lse else None
+    used = keys_in_use(call)[..., None, None]
+    zero = torch.zeros((), dtype=call.k.dtype, device=call.k.device)
+    call = replace(call, k=torch.where(used, call.k, zero), v=torch.where(used, call.v, zero.to(call.v.dtype)))
     if call.sdpa_ok:
         return _sdpa(call), None
     if _fused_lse_ok(call):

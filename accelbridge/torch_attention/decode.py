@@ -40,7 +40,7 @@ def _kernel():
     def split_kernel(Q, K, V, TABLE, ROWS, QLEN, KLEN, KSTART, MID_O, MID_L,
                      sq_b, sq_l, sq_h, sk_blk, sk_slot, sk_h, sv_blk, sv_slot, sv_h, s_table,
                      so_b, so_s, so_h, so_r, sl_b, sl_s, sl_h,
-                     scale, softcap, page, left, right, split_len,
+                     scale, softcap, page, num_blocks, capacity, left, right, split_len,
                      G: tl.constexpr, LQ: tl.constexpr, BLOCK_R: tl.constexpr, D: tl.constexpr,
                      DV: tl.constexpr, BLOCK_N: tl.constexpr, SOFTCAP: tl.constexpr, LEFT: tl.constexpr,
                      RIGHT: tl.constexpr):  # fmt: skip
@@ -62,7 +62,7 @@ def _kernel():
         seen = k_len - k_start
         at = i + seen - q_len  # the query's position among the keys it may see
         lo = sp * split_len
-        hi = tl.minimum(lo + split_len, seen)
+        hi = tl.minimum(lo + split_len, tl.minimum(seen, capacity - k_start))  # never past the table
         m = tl.full([BLOCK_R], float("-inf"), tl.float32)
         total = tl.zeros([BLOCK_R], tl.float32)
         acc = tl.zeros([BLOCK_R, DV], tl.float32)
@@ -71,6 +71,7 @@ def _kernel():
             n_ok = n < hi
             pos = n + k_start
             blk = tl.load(TABLE + cache_row * s_table + pos // page, mask=n_ok, other=0).to(tl.int64)
+            blk = tl.minimum(tl.maximum(blk, 0), num_blocks - 1)  # a table naming no block reads block 0
             slot = (pos % page).to(tl.int64)
             k = tl.load(K + blk[:, None] * sk_blk + slot[:, None] * sk_slot + hk * sk_h + d[None, :],
                         mask=n_ok[:, None], other=0.0)  # fmt: skip
@@ -135,7 +136,7 @@ def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, s
         q, k_cache, v_cache, table, rows, q_len, k_len, start, mid_o, mid_l,
         q.stride(0), q.stride(1), q.stride(2), *k_cache.stride()[:3], *v_cache.stride()[:3], table.stride(0),
         *mid_o.stride()[:4], *mid_l.stride()[:3],
-        float(scale), float(softcap or 1.0), page, left, right, split_len,
+        float(scale), float(softcap or 1.0), page, k_cache.shape[0], capacity, left, right, split_len,
         G=g, LQ=lq, BLOCK_R=block_r, D=d, DV=dv, BLOCK_N=BLOCK_N,
         SOFTCAP=bool(softcap), LEFT=left >= 0, RIGHT=right >= 0,
     )  # fmt: skip

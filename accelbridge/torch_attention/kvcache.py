@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from accelbridge.ops.reference import default_scale, rotate
+from accelbridge.ops.reference import default_scale, rotary_q_per_row, rotate
 from accelbridge.ops.spec import FP8_DTYPES
 from accelbridge.torch_attention import capabilities, decode
 from accelbridge.torch_attention.core import Call, Masking, attend
@@ -47,6 +47,7 @@ def _append(k_cache, v_cache, kn, vn, new_len, seqlens, rows, page_table, ragged
         page = k_cache.shape[1]
         table = page_table[rows.long()]
         first = table.gather(1, (pos // page).clamp(max=table.shape[1] - 1)).long().reshape(-1)
+        first = first.clamp(0, k_cache.shape[0] - 1)  # a table naming no block must not take the device down
         second = (pos % page).reshape(-1)
     else:
         first = rows.long()[:, None].expand(b, s_new).reshape(-1)
@@ -93,6 +94,7 @@ def flash_attn_with_kvcache(
     batch = cu_seqlens_q.shape[0] - 1 if packed else q.shape[0]
     d, hk = q.shape[-1], k_cache.shape[-2]
     scale = default_scale(softmax_scale, d, qv)
+    capacity = k_cache.shape[1] * (1 if page_table is None else page_table.shape[1])
     mask = Masking.of(causal, window_size, attention_chunk)
     if packed:
         q_len = lengths(cu_seqlens_q)
@@ -103,8 +105,11 @@ def flash_attn_with_kvcache(
         lq = q.shape[1]
         q_len = torch.full((batch,), lq, dtype=torch.int32, device=dev)
         qp, qvp = q, qv
-    seqlens = _per_sequence(cache_seqlens, batch, k_cache.shape[1], dev)
-    rows = cache_batch_idx if cache_batch_idx is not None else torch.arange(batch, dtype=torch.int32, device=dev)
+    seqlens = _per_sequence(cache_seqlens, batch, capacity, dev)  # no lengths: every row is full (as FA3)
+    if cache_batch_idx is None:
+        rows = torch.arange(batch, dtype=torch.int32, device=dev)
+    else:  # rows past the cache (or the page table) would fault; the full check level names them
+        rows = cache_batch_idx.clamp(0, (k_cache if page_table is None else page_table).shape[0] - 1)
     new_len = torch.zeros_like(seqlens)
     kn = vn = None
     if k is not None:
@@ -117,8 +122,8 @@ def flash_attn_with_kvcache(
             new_len = torch.full_like(seqlens, k.shape[1])
     if rotary_cos is not None:
         offsets = (rotary_seqlens if rotary_seqlens is not None else seqlens).long()[:, None]
-        local = mask.causal or mask.window != (-1, -1)
-        steps = torch.arange(lq, device=dev)[None, :] if local else torch.zeros(1, lq, dtype=torch.long, device=dev)
+        per_row = rotary_q_per_row(causal, window_size, attention_chunk, lq, capacity)
+        steps = torch.arange(lq, device=dev)[None, :] if per_row else torch.zeros(1, lq, dtype=torch.long, device=dev)
         qp = _rotate_padded(qp, rotary_cos, rotary_sin, steps + offsets, rotary_interleaved)
         qp = qp if q.dtype in FP8_DTYPES else qp.to(q.dtype)
         if kn is not None:
@@ -133,8 +138,8 @@ def flash_attn_with_kvcache(
                                      mask, softcap or 0.0, sinks)  # fmt: skip
     else:
         if page_table is not None:
-            kp = gather_pages(k_cache, page_table[rows.long()])
-            vp = gather_pages(v_cache, page_table[rows.long()])
+            kp = gather_pages(k_cache, page_table[rows.long()], k_len)
+            vp = gather_pages(v_cache, page_table[rows.long()], k_len)
         elif cache_batch_idx is not None:
             kp, vp = k_cache[rows.long()], v_cache[rows.long()]
         else:

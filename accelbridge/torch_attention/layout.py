@@ -4,6 +4,10 @@ A packed (varlen) tensor holds sequence b's rows at ``cu[b] .. cu[b] + lens[b]``
 form (batch, max_len, ...) gathers them with one index tensor; rows past a sequence's length
 read some in-range row and are masked later. Going back, each packed row finds its sequence by
 a binary search in ``cu``.
+
+Index tensors are read only where the kernels read them: a page-table entry past a sequence's
+pages is arbitrary (FlashMLA's tests fill them with 2147480000), so it is replaced before any
+gather, never used as an index; no input a kernel accepts reaches a device-side assert.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ def longest(hint: int | None, lens: torch.Tensor) -> int:
 
 def pad(packed: torch.Tensor, cu: torch.Tensor, max_len: int) -> torch.Tensor:
     """(total, ...) -> (batch, max_len, ...): sequence b's rows from cu[b]; rows past its end are filler."""
+    if packed.shape[0] == 0:  # nothing to read: every row is filler
+        return packed.new_zeros((cu.shape[0] - 1, max_len, *packed.shape[1:]))
     pos = torch.arange(max_len, device=packed.device, dtype=cu.dtype)
-    rows = (cu[:-1, None] + pos[None, :]).clamp_(max=max(packed.shape[0] - 1, 0))
+    rows = (cu[:-1, None] + pos[None, :]).clamp_(0, packed.shape[0] - 1)
     return packed[rows.long()]
 
 
@@ -47,11 +53,36 @@ def unpad(padded: torch.Tensor, cu: torch.Tensor, lens: torch.Tensor, total: int
     return flat.index_select(0, rows)
 
 
-def gather_pages(cache: torch.Tensor, table: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
-    """(blocks, page, H, D) + (batch, pages) -> (batch, pages * page, H, D), cut to ``max_len`` rows."""
-    pages = table.shape[1] if max_len is None else min(table.shape[1], -(-max_len // cache.shape[1]))
-    keys = cache[table[:, :pages].long()]
-    keys = keys.reshape(table.shape[0], pages * cache.shape[1], *cache.shape[2:])
+def pages_in_use(table: torch.Tensor, lens: torch.Tensor | None, page_size: int) -> torch.Tensor | None:
+    """(batch, pages) bool: the entries a sequence of ``lens`` keys reads (None: all of them)."""
+    if lens is None:
+        return None
+    cols = torch.arange(table.shape[1], device=table.device)
+    return cols[None, :] * page_size < lens.to(table.device).long()[:, None]
+
+
+def block_ids(table: torch.Tensor, lens: torch.Tensor | None, page_size: int, num_blocks: int) -> torch.Tensor:
+    """The table as int64 block ids safe to index with: entries not in use read block 0.
+
+    Entries in use are clamped into the pool as well (a table naming a block that does not exist
+    is refused by the full check level; here it must not take the device down).
+    """
+    ids = table.long().clamp(0, max(num_blocks - 1, 0))
+    used = pages_in_use(table, lens, page_size)
+    return ids if used is None else ids.masked_fill(~used, 0)
+
+
+def gather_pages(cache: torch.Tensor, table: torch.Tensor, lens: torch.Tensor | None,
+                 max_len: int | None = None) -> torch.Tensor:  # fmt: skip
+    """(blocks, page, H, D) + (batch, pages) -> (batch, pages * page, H, D), cut to ``max_len`` rows.
+
+    Only the pages a sequence of ``lens[b]`` keys uses are read (None: the whole table is in use);
+    rows past a length hold some block's data and are masked (and zeroed) by ``core``.
+    """
+    page = cache.shape[1]
+    pages = table.shape[1] if max_len is None else min(table.shape[1], -(-max_len // page))
+    ids = block_ids(table[:, :pages], lens, page, cache.shape[0])
+    keys = cache[ids].reshape(table.shape[0], pages * page, *cache.shape[2:])
     return keys if max_len is None else keys[:, :max_len]
 
 

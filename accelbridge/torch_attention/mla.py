@@ -1,7 +1,8 @@
 """FlashMLA through torch: dense decode as one padded MQA batch, sparse attention as batched gathers.
 
 Sparse calls gather (and, for FP8 caches, dequantise) only the indexed tokens, a bounded number
-of query rows at a time; no loop over sequences.
+of query rows at a time; no loop over sequences. An index outside the cache (-1, or any value
+past its last token, as sgl-kernel documents) is invalid: it is masked and never used to index.
 """
 
 from __future__ import annotations
@@ -18,15 +19,18 @@ _GATHER_BYTES = 512 << 20  # float32 gathered keys held at once
 
 
 def _tokens(cache: torch.Tensor, idx: torch.Tensor, d: int, fp8: bool) -> torch.Tensor:
-    """Keys of flat token ids idx (...,) -> (..., d) float32; invalid ids (< 0) read token 0 (masked later)."""
-    flat = idx.clamp_min(0).reshape(-1).long()
-    keys = gather_fp8_tokens(cache, flat, d) if fp8 else cache.reshape(-1, cache.shape[-1])[flat].float()
+    """Keys of flat token ids idx (...,) -> (..., d) float32; invalid ids read token 0 (masked later)."""
+    tokens = cache.shape[0] * cache.shape[1]
+    if tokens == 0:
+        return torch.zeros(*idx.shape, d, dtype=torch.float32, device=idx.device)
+    flat = idx.reshape(-1).long().clamp(0, tokens - 1)
+    keys = gather_fp8_tokens(cache, flat, d) if fp8 else cache.reshape(tokens, -1)[flat].float()
     return torch.nan_to_num(keys.view(*idx.shape, d), nan=0.0)
 
 
-def _invalid(idx: torch.Tensor, length: torch.Tensor | None) -> torch.Tensor:
-    """idx (N, T): -1 entries, and entries at or past the row's ``length`` (a list cut short)."""
-    bad = idx < 0
+def _invalid(idx: torch.Tensor, length: torch.Tensor | None, tokens: int) -> torch.Tensor:
+    """idx (N, T): entries outside [0, tokens), and entries at or past the row's ``length`` (a list cut short)."""
+    bad = (idx < 0) | (idx >= tokens)
     if length is not None:
         bad = bad | (torch.arange(idx.shape[-1], device=idx.device)[None, :] >= length.long()[:, None])
     return bad
@@ -36,13 +40,15 @@ def _softmax(scores: torch.Tensor, values: torch.Tensor, sink: torch.Tensor | No
     """scores (N, H, T) -> out (N, H, Dv), lse (N, H) without the sink; rows with no key: out 0, lse -inf.
 
     FlashMLA's decode scales out by 1/(1+exp(sink-lse)); its sparse prefill puts the sink in the
-    denominator of out only: the same arithmetic.
+    denominator of out only: the same arithmetic. A +inf sink takes all the weight (out 0), a -inf
+    sink none.
     """
     lse = torch.logsumexp(scores, dim=-1)
     full = lse if sink is None else torch.logaddexp(lse, sink.float()[None, :].expand_as(lse))
     base = torch.where(torch.isfinite(full), full, torch.zeros_like(full))
     out = torch.exp(scores - base[..., None]) @ values
-    out = torch.where(torch.isneginf(lse)[..., None], torch.zeros_like(out), out)
+    empty = torch.isneginf(lse) | torch.isposinf(full)
+    out = torch.where(empty[..., None], torch.zeros_like(out), out)
     return out, lse
 
 
@@ -82,7 +88,8 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, t
             return torch.cat([_tokens(c, i[rows], d, is_fp8_kvcache) for c, i, _ in parts], dim=1)
 
         def invalid_of(rows):
-            return torch.cat([_invalid(i[rows], None if n is None else n[rows]) for _, i, n in parts], dim=1)
+            return torch.cat([_invalid(i[rows], None if n is None else n[rows], c.shape[0] * c.shape[1])
+                              for c, i, n in parts], dim=1)  # fmt: skip
 
         topk = sum(i.shape[-1] for _, i, _ in parts)
         o, lse, _ = _sparse(q.reshape(b * sq, hq, d), keys_of, invalid_of, b * sq, head_dim_v, scale, attn_sink, topk)
@@ -90,7 +97,7 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, t
         o = o.view(b, sq, hq, head_dim_v).to(torch.bfloat16 if q.dtype in FP8_DTYPES else q.dtype)
         return o, lse.view(b, sq, hq).transpose(1, 2)
     qf = q.float() * descale_q.float() if descale_q is not None else q
-    keys = gather_pages(k_cache, block_table)
+    keys = gather_pages(k_cache, block_table, cache_seqlens)
     if descale_k is not None or keys.dtype in FP8_DTYPES:
         keys = keys.float() * (descale_k.float() if descale_k is not None else 1.0)
     if qf.dtype != keys.dtype:
@@ -106,14 +113,13 @@ def flash_mla_sparse_fwd(q, kv, indices, sm_scale, d_v=512, attn_sink=None, topk
     """Sparse prefill: (out (s_q, h_q, d_v) bf16, max_logits (s_q, h_q), lse (s_q, h_q)), both in base 2."""
     s_q, h_q, d_qk = q.shape
     s_kv = kv.shape[0]
-    flat = kv.reshape(s_kv, -1)
     idx = indices[:, 0]
 
     def keys_of(rows):
-        return flat[idx[rows].long().clamp(0, max(s_kv - 1, 0))].float()
+        return _tokens(kv[:, None], idx[rows], d_qk, False)
 
     def invalid_of(rows):
-        return _invalid(idx[rows], None if topk_length is None else topk_length[rows]) | (idx[rows] >= s_kv)
+        return _invalid(idx[rows], None if topk_length is None else topk_length[rows], s_kv)
 
     o, lse_sinkless, maxes = _sparse(q, keys_of, invalid_of, s_q, d_v, sm_scale, attn_sink, idx.shape[-1])
     lse = torch.where(torch.isneginf(lse_sinkless), float("inf"), lse_sinkless * LOG2E)

@@ -141,7 +141,7 @@ def flash_attn_varlen_func(
     if page_table is not None:
         k_len = seqused_k
         lk = page_table.shape[1] * k.shape[1] if max_seqlen_k is None else int(max_seqlen_k)
-        kp, vp = gather_pages(k, page_table, lk), gather_pages(v, page_table, lk)
+        kp, vp = gather_pages(k, page_table, seqused_k, lk), gather_pages(v, page_table, seqused_k, lk)
     else:
         k_len = seqused_k if seqused_k is not None else lengths(cu_seqlens_k)
         lk = longest(max_seqlen_k, lengths(cu_seqlens_k))

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from accelbridge import attention, platforms
+from accelbridge import attention, platforms, torch_attention
 from accelbridge.attention import InvalidArgumentError
+from accelbridge.ops import reference
 from accelbridge.ops.flash_mla import quantize_fp8_cache
 from accelbridge.ops.reference import gather_fp8_tokens
 from accelbridge.testing import conformance
@@ -122,13 +123,23 @@ def test_sparse_prefill_through_the_facade():
         assert torch.allclose(out[s].double(), torch.softmax(logits, -1) @ keys[:, :512], atol=2e-2)
 
 
-def test_sparse_indices_out_of_the_cache_are_named_at_full_level():
-    _, swa = _cache(576)
-    q = torch.randn(1, 1, 16, 576).to(torch.bfloat16)
-    attention.set_checks("full")
-    with pytest.raises(InvalidArgumentError, match=r"indices holds 384; expected token positions in \[0, 384\)"):
-        attention.flash_mla_with_kvcache(q, swa, None, None, 512, None, is_fp8_kvcache=True,
-                                         indices=torch.full((1, 1, 4), 384, dtype=torch.int32))  # fmt: skip
+@pytest.mark.parametrize("provider", [reference, torch_attention], ids=["reference", "torch"])
+def test_sparse_indices_outside_the_cache_mean_no_key_as_in_the_kernels(provider):
+    """sgl-kernel: "set to -1 or numbers >= total_seq_len_kv"; FlashMLA's tests use 2147480000 and negatives."""
+    _, swa = _cache(576)  # 384 tokens
+    q = torch.randn(1, 2, 16, 576).to(torch.bfloat16)
+    valid = torch.randint(0, 384, (1, 2, 8), dtype=torch.int32)
+    marked = valid.clone()
+    marked[0, 0, :3] = torch.tensor([384, 2147480000, -123456], dtype=torch.int32)
+    marked[0, 1, :] = 2147483647  # a row with no key at all
+    minus_one = torch.where((marked < 0) | (marked >= 384), -1, marked)
+    attention.set_checks("full")  # the facade's value checks accept them too
+    attention.flash_mla_with_kvcache(q, swa, None, None, 512, None, is_fp8_kvcache=True, indices=marked)
+    out, lse = provider.flash_mla_with_kvcache(q, swa, None, None, 512, None, is_fp8_kvcache=True, indices=marked)
+    want, want_lse = provider.flash_mla_with_kvcache(q, swa, None, None, 512, None, is_fp8_kvcache=True,
+                                                     indices=minus_one)  # fmt: skip
+    assert torch.equal(out, want) and torch.equal(lse, want_lse)
+    assert torch.equal(out[0, 1], torch.zeros_like(out[0, 1])) and bool(torch.isposinf(lse[0, :, 1]).all())
 
 
 @pytest.mark.parametrize("bug, case", [("ignore_sink", "sparse-v32-sink"), ("ignore_topk_length",

@@ -46,8 +46,9 @@ def test_triton_decode_kernel_in_bf16(lq, window, softcap, sinks):
     mask = Masking.of(True, window, 0)
     rows = torch.arange(b, dtype=torch.int32, device=DEV)
     out, lse = decode.paged_decode(q, kc, vc, q_len, lens, None, rows, table, d**-0.5, mask, softcap, sk)
-    want, want_lse = attend(Call(q, gather_pages(kc, table), gather_pages(vc, table), q_len, lens, d**-0.5, mask,
-                                 softcap=softcap, sinks=sk, want_lse=True))  # fmt: skip
+    keys, values = gather_pages(kc, table, lens), gather_pages(vc, table, lens)
+    want, want_lse = attend(Call(q, keys, values, q_len, lens, d**-0.5, mask, softcap=softcap, sinks=sk,
+                                 want_lse=True))  # fmt: skip
     out, want = out.float(), want.float()  # the kernel returns float32, SDPA-backed paths the input dtype
     assert torch.allclose(out, want, atol=1e-2, rtol=1e-2), float((out - want).abs().max())
     finite = torch.isfinite(want_lse)

@@ -60,7 +60,7 @@ def check(name: str) -> None:
     mask = Masking.of(True, kw["window"], 0)
     out, lse = decode.paged_decode(q, kc, vc, q_len, k_len, start, torch.arange(b, dtype=torch.int32), table,
                                    d**-0.5, mask, kw["softcap"], sinks)  # fmt: skip
-    keys, values = (gather_pages(kc, table), gather_pages(vc, table)) if table is not None else (kc, vc)
+    keys, values = (gather_pages(kc, table, k_len), gather_pages(vc, table, k_len)) if table is not None else (kc, vc)
     want, want_lse = attend(Call(q, keys, values, q_len, k_len, d**-0.5, mask, k_start=start, softcap=kw["softcap"],
                                  sinks=sinks, want_lse=True))  # fmt: skip
     assert torch.allclose(out, want, atol=2e-3, rtol=2e-3), float((out - want).abs().max())

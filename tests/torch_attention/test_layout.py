@@ -22,10 +22,20 @@ def test_pad_then_unpad_is_the_identity_and_uncovered_rows_get_the_fill():
 def test_gather_pages_follows_the_table_and_cuts_to_the_length():
     cache = torch.arange(6 * 4).float().view(6, 4, 1, 1)  # 6 blocks of 4 slots; the value is the flat slot
     table = torch.tensor([[5, 0, 2], [1, 3, 4]], dtype=torch.int32)
-    keys = layout.gather_pages(cache, table, 6)
+    lens = torch.tensor([6, 12], dtype=torch.int32)
+    keys = layout.gather_pages(cache, table, lens, 6)
     assert keys.shape == (2, 6, 1, 1)
     assert keys[0, :, 0, 0].tolist() == [20, 21, 22, 23, 0, 1] and keys[1, :, 0, 0].tolist() == [4, 5, 6, 7, 12, 13]
-    assert layout.gather_pages(cache, table).shape == (2, 12, 1, 1)
+    assert layout.gather_pages(cache, table, None).shape == (2, 12, 1, 1)
+
+
+def test_gather_pages_never_indexes_with_entries_past_a_sequence():
+    """FlashMLA's tests fill unused entries with 2147480000; FA's callers often with -1."""
+    cache = torch.arange(6 * 4).float().view(6, 4, 1, 1)
+    table = torch.tensor([[5, 2147480000, -1], [1, 3, 4]], dtype=torch.int32)
+    keys = layout.gather_pages(cache, table, torch.tensor([3, 12], dtype=torch.int32))
+    assert keys[0, :3, 0, 0].tolist() == [20, 21, 22] and keys[1, :, 0, 0].tolist() == [*range(4, 8), *range(12, 20)]
+    assert layout.block_ids(table, None, 4, 6).tolist() == [[5, 5, 0], [1, 3, 4]]  # all in use: clamped into the pool
 
 
 def test_fold_groups_puts_each_gqa_group_against_its_kv_head():
