@@ -13,11 +13,16 @@ from accelbridge.platforms.dtypes import DTYPE_ATTRS
 
 @dataclass(frozen=True)
 class Tolerance:
-    """|actual - expected| <= atol + rtol * |expected| for every element of the output."""
+    """|actual - expected| <= atol + rtol * |expected| for every element of the output (and lse, with lse_*).
+
+    ``cos_diff``: FlashMLA's whole-tensor metric as well, 1 - 2<a,e> / (|a|^2 + |e|^2) at most this.
+    """
 
     atol: float
     rtol: float
     lse_atol: float = 1e-2
+    lse_rtol: float = 0.0
+    cos_diff: float | None = None
 
 
 # Kernels round P to the input dtype before the PV product and round the output once: a few
@@ -29,7 +34,13 @@ TOLERANCES: dict[str, Tolerance] = {
     "fp16": Tolerance(atol=4e-3, rtol=4e-3),
     "fp32": Tolerance(atol=1e-4, rtol=1e-4, lse_atol=1e-4),
     "fp8_e4m3": Tolerance(atol=6e-2, rtol=6e-2, lse_atol=5e-2),
+    # FlashMLA's own (tests/test_flash_mla_*_decoding.py, sgl-kernel's tests/test_flashmla.py): out within
+    # 2 bf16 ulps or 1e-3, cosine difference 5e-6; lse within 8 ulps of float32's 16-bit mantissa check or 1e-6
+    "flashmla": Tolerance(atol=1e-3, rtol=2.01 / 128, lse_atol=1e-6, lse_rtol=8.01 / 65536, cos_diff=5e-6),
 }
+
+
+SENTINEL = 2147480000  # what FlashMLA's tests write into page-table entries no sequence uses
 
 
 @dataclass(frozen=True)
@@ -61,13 +72,22 @@ class Case:
     topk: int = 0  # sparse MLA: indexed tokens per query (0: dense)
     topk_length: bool = False  # sparse MLA: a per-sequence (decode) or per-query (prefill) topk_length
     extra_topk: int = 0  # sparse MLA decode: indexed tokens per query in a second (extra) cache
+    extra_page_size: int = 0  # sparse MLA decode: the extra cache's block size (0: page_size)
+    # what no sequence reads, filled as the kernels' own tests fill it (a provider must never read it):
+    sentinel: int | None = None  # page-table entries past a sequence's pages (FlashMLA: 2147480000)
+    nan_unused: bool = False  # NaN in every cache slot no sequence attends to
+    invalid: tuple[int, ...] = ()  # sparse MLA: markers of "no key" mixed into the indices besides -1
+    sink_inf: bool = False  # sinks: some heads +inf (their output is 0), some -inf (no effect)
+    packed_q: bool = False  # kvcache: q packed (total_q, ...) with cu_seqlens_q and max_seqlen_q
+    no_seqlens: bool = False  # kvcache: cache_seqlens=None, every sequence fills its (paged) row
+    tol: str = ""  # a TOLERANCES key other than the dtype's (e.g. the kernel family's own)
 
     def __str__(self) -> str:
         return f"{self.op}:{self.name}"
 
     @property
     def tolerance(self) -> Tolerance:
-        return TOLERANCES[self.dtype]
+        return TOLERANCES[self.tol or self.dtype]
 
     def describe(self) -> str:
         """The parameters that differ from a plain case, for tables and failure messages."""
@@ -93,11 +113,46 @@ class Inputs:
         x = torch.randn(*shape, generator=self.gen) * scale
         return x.to(dtype or self.dtype).to(self.dev)
 
-    def paged(self, lens: tuple[int, ...], heads: int, dim: int, spare: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def paged(self, lens: tuple[int, ...], heads: int, dim: int, spare: int = 0,
+              page_size: int = 0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """A shuffled page pool holding ``lens`` rows per sequence, and its page table."""
-        ps = self.case.page_size
+        ps = page_size or self.case.page_size
         per_seq = max(1, max(math.ceil((n + spare) / ps) for n in lens))
         blocks = per_seq * len(lens) + 1
         pool = self.randn(blocks, ps, heads, dim)
         table = torch.randperm(blocks, generator=self.gen)[: per_seq * len(lens)].reshape(len(lens), per_seq)
         return pool, table.to(torch.int32).to(self.dev)
+
+    def retire_unused(self, table: torch.Tensor | None, lens: tuple[int, ...], *pools: torch.Tensor) -> None:
+        """The case's conventions for what no sequence reads, in place: sentinel table entries past each
+        sequence's pages, NaN in every slot past its length (paged pools, or contiguous (B, S, ...) rows)."""
+        c = self.case
+        if table is None:
+            if c.nan_unused:
+                for pool in pools:
+                    for b, n in enumerate(lens):
+                        pool[b, n:] = float("nan")
+            return
+        page = pools[0].shape[1]
+        used = torch.zeros(pools[0].shape[0] * page, dtype=torch.bool)
+        for b, n in enumerate(lens):
+            pages = math.ceil(n / page)
+            for col in range(pages):
+                block = int(table[b, col])
+                used[block * page : block * page + min(page, n - col * page)] = True
+            if c.sentinel is not None:
+                table[b, pages:] = c.sentinel
+        if c.nan_unused:
+            for pool in pools:  # through float32: FP8 tensors take no masked fill
+                wide = pool.float()
+                wide.view(-1, *pool.shape[2:])[~used.to(pool.device)] = float("nan")
+                pool.copy_(wide.to(pool.dtype))
+
+    def sinks(self, heads: int, dtype: torch.dtype) -> torch.Tensor:
+        """Per-head sink logits; with ``sink_inf`` some heads +inf and some -inf, as FlashMLA's tests draw them."""
+        sinks = torch.randn(heads, generator=self.gen)
+        if self.case.sink_inf:
+            pick = torch.randn(heads, generator=self.gen)
+            sinks[pick > 0.5], sinks[pick < -0.5] = float("inf"), float("-inf")
+            sinks[0], sinks[-1] = float("inf"), float("-inf")  # both kinds, whatever the draw
+        return sinks.to(dtype).to(self.dev)

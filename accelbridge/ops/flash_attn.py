@@ -12,7 +12,7 @@ from dataclasses import replace
 import torch
 
 from accelbridge.ops import reference
-from accelbridge.ops.cases import Case, Inputs, cumulative
+from accelbridge.ops.cases import SENTINEL, Case, Inputs, cumulative
 from accelbridge.ops.spec import Check, Data, Hint, Index, OpSpec, Option, Out, Plan, PlanRelation, Selector, fail
 
 
@@ -377,6 +377,22 @@ def varlen_cases(op: str, full: bool = False) -> list[Case]:
         replace(c, name="qv", d=64, dv=256, qv_dim=256, hq=8, hk=1),
         replace(c, name="fp8", dtype="fp8_e4m3"),
         replace(c, name="attention-chunk", chunk=24),
+        # the kernels' conventions: what no sequence reads is arbitrary, empty problems are valid
+        replace(c, name="paged-sentinel", lens_q=(3, 40, 1), lens_k=(17, 100, 64), page_size=16, sentinel=SENTINEL),
+        replace(
+            c,
+            name="paged-nan-unused",
+            lens_q=(3, 40, 1),
+            lens_k=(17, 100, 64),
+            page_size=16,
+            sentinel=-1,
+            nan_unused=True,
+        ),
+        replace(c, name="no-keys", lens_q=(3, 2, 4), lens_k=(0, 0, 0), causal=False, return_lse=True),
+        replace(c, name="some-without-keys", lens_q=(3, 2, 4), lens_k=(0, 40, 0), causal=False, return_lse=True),
+        replace(c, name="no-queries", lens_q=(0, 0, 0), lens_k=(5, 9, 3), return_lse=True),
+        replace(c, name="lonely-rows", lens_q=(10, 5), lens_k=(3, 5), return_lse=True),
+        replace(c, name="sinks-inf", sinks=True, sink_inf=True, return_lse=True),
     ]
     return cases + (_cross(c) if full else [])
 
@@ -405,6 +421,36 @@ def kvcache_cases(op: str, full: bool = False) -> list[Case]:
         replace(c, name="qv", d=64, dv=512, qv_dim=512, hq=8, hk=1),
         replace(c, name="fp8", dtype="fp8_e4m3"),
         replace(c, name="attention-chunk", lens_q=(3, 3, 3, 3), chunk=16),
+        # the kernels' conventions: what no sequence reads is arbitrary, empty problems are valid
+        replace(c, name="paged-sentinel", sentinel=SENTINEL),
+        replace(c, name="paged-nan-unused", sentinel=-1, nan_unused=True, new_tokens=1),
+        replace(c, name="contiguous-nan-unused", page_size=0, nan_unused=True, new_tokens=1),
+        replace(c, name="leftpad-nan-unused", page_size=0, leftpad=True, nan_unused=True),
+        replace(c, name="packed-q", lens_q=(1, 3, 2, 1), packed_q=True),
+        replace(c, name="packed-q-batched-new", lens_q=(1, 3, 2, 1), packed_q=True, new_tokens=2),
+        replace(c, name="table-no-seqlens", lens_k=(64, 64, 64, 64), no_seqlens=True),
+        replace(
+            c,
+            name="rotary-chunk",
+            lens_q=(3, 3, 3, 3),
+            new_tokens=3,
+            rotary="interleaved",
+            causal=False,
+            page_size=0,
+            chunk=16,
+        ),
+        replace(
+            c,
+            name="rotary-window-normalised",
+            lens_q=(3, 3, 3, 3),
+            new_tokens=3,
+            rotary="interleaved",
+            causal=False,
+            page_size=0,
+            window=(-1, 3),
+        ),
+        replace(c, name="seqlen-q-0", lens_q=(0, 0, 0, 0), return_lse=True),
+        replace(c, name="sinks-inf", sinks=True, sink_inf=True, return_lse=True),
     ]
     return cases + (_cross(c) if full else [])
 
@@ -425,7 +471,7 @@ def _cross(base: Case) -> list[Case]:
 
 def _sinks(inp: Inputs):
     """Per-head sink logits in bf16, as engines keep them (sgl-kernel 0.4.5 takes no other dtype)."""
-    return inp.randn(inp.case.hq, dtype=torch.bfloat16) if inp.case.sinks else None
+    return inp.sinks(inp.case.hq, torch.bfloat16) if inp.case.sinks else None
 
 
 def _descales(inp: Inputs, batch: int) -> dict:
@@ -443,17 +489,24 @@ def _common(inp: Inputs, batch: int) -> dict:
     return kw
 
 
+def _hint(lens) -> int:
+    """A max_seqlen hint: the longest length, at least 1 (a hint is an upper bound; kernels want one >= 1)."""
+    return max(1, max(lens, default=0))
+
+
 def varlen_inputs(case: Case, inp: Inputs) -> dict:
     c, dev = case, inp.dev
     lens_k = c.lens_k or c.lens_q
     dv = c.dv or c.d
     q = inp.randn(sum(c.lens_q), c.hq, c.d)
     kw = {"cu_seqlens_q": cumulative(c.lens_q, dev), "cu_seqlens_k": cumulative(lens_k, dev),
-          "max_seqlen_q": max(c.lens_q), "max_seqlen_k": max(lens_k)}  # fmt: skip
+          "max_seqlen_q": _hint(c.lens_q), "max_seqlen_k": _hint(lens_k)}  # fmt: skip
     if c.page_size:  # FA's paged convention: no cu_seqlens_k, the key lengths in seqused_k
-        k, kw["page_table"] = inp.paged(lens_k, c.hk, c.d)
+        k, table = inp.paged(lens_k, c.hk, c.d)
         v = inp.randn(*k.shape[:3], dv)
-        kw["cu_seqlens_k"], kw["seqused_k"] = None, torch.tensor(lens_k, dtype=torch.int32, device=dev)
+        inp.retire_unused(table, lens_k, k, v)
+        kw["cu_seqlens_k"], kw["page_table"] = None, table.to(dev)
+        kw["seqused_k"] = torch.tensor(lens_k, dtype=torch.int32, device=dev)
     else:
         k, v = inp.randn(sum(lens_k), c.hk, c.d), inp.randn(sum(lens_k), c.hk, dv)
     if c.qv_dim:
@@ -467,19 +520,35 @@ def kvcache_inputs(case: Case, inp: Inputs) -> dict:
     b, sq = len(c.lens_q), c.lens_q[0]
     lens_k = c.lens_k or c.lens_q
     dv = c.dv or c.d
-    q = inp.randn(b, sq, c.hq, c.d)
-    kw: dict = {"cache_seqlens": torch.tensor(lens_k, dtype=torch.int32, device=dev)}
+    if c.packed_q:  # (total_q, ...) with cu_seqlens_q: each sequence its own number of queries
+        q = inp.randn(sum(c.lens_q), c.hq, c.d)
+        kw: dict = {"cu_seqlens_q": cumulative(c.lens_q, dev), "max_seqlen_q": _hint(c.lens_q)}
+    else:
+        q, kw = inp.randn(b, sq, c.hq, c.d), {}
+    kw["cache_seqlens"] = None if c.no_seqlens else torch.tensor(lens_k, dtype=torch.int32, device=dev)
     rows = b * 2 if c.batch_idx else b
+    if c.batch_idx:
+        kw["cache_batch_idx"] = torch.randperm(rows, generator=inp.gen)[:b].to(torch.int32)
+    if c.leftpad:
+        kw["cache_leftpad"] = torch.tensor([n // 3 for n in lens_k], dtype=torch.int32)
+    in_use = tuple(n + c.new_tokens for n in lens_k)
     if c.page_size:
-        k_cache, kw["page_table"] = inp.paged(lens_k, c.hk, c.d, spare=c.new_tokens)
+        k_cache, table = inp.paged(lens_k, c.hk, c.d, spare=c.new_tokens)
         v_cache = inp.randn(*k_cache.shape[:3], dv)
+        inp.retire_unused(table, in_use, k_cache, v_cache)
+        kw["page_table"] = table.to(dev)
     else:
         length = max(lens_k) + c.new_tokens
         k_cache, v_cache = inp.randn(rows, length, c.hk, c.d), inp.randn(rows, length, c.hk, dv)
-    if c.batch_idx:
-        kw["cache_batch_idx"] = torch.randperm(rows, generator=inp.gen)[:b].to(torch.int32).to(dev)
-    if c.leftpad:
-        kw["cache_leftpad"] = torch.tensor([n // 3 for n in lens_k], dtype=torch.int32, device=dev)
+        row_of = kw["cache_batch_idx"].tolist() if c.batch_idx else list(range(b))
+        by_row = [0] * rows  # cache rows no sequence uses are unused from their first slot
+        for seq, row in enumerate(row_of):
+            by_row[row] = in_use[seq]
+        inp.retire_unused(None, tuple(by_row), k_cache, v_cache)
+        if c.leftpad and c.nan_unused:  # slots before a sequence's left padding are not read either
+            for seq, row in enumerate(row_of):
+                k_cache[row, : lens_k[seq] // 3] = v_cache[row, : lens_k[seq] // 3] = float("nan")
+    kw = {n: (t.to(dev) if isinstance(t, torch.Tensor) else t) for n, t in kw.items()}
     if c.new_tokens:
         kw["k"], kw["v"] = inp.randn(b, c.new_tokens, c.hk, c.d), inp.randn(b, c.new_tokens, c.hk, dv)
     if c.rotary:  # FA3 wants a table covering the cache's capacity
@@ -488,7 +557,7 @@ def kvcache_inputs(case: Case, inp: Inputs) -> dict:
         kw.update(rotary_cos=torch.cos(angle).to(inp.dtype).to(dev), rotary_sin=torch.sin(angle).to(inp.dtype).to(dev),
                   rotary_interleaved=c.rotary == "interleaved")  # fmt: skip
     if c.qv_dim:
-        kw["qv"] = inp.randn(b, sq, c.hq, c.qv_dim)
+        kw["qv"] = inp.randn(*q.shape[:-1], c.qv_dim)
     kw.update(q=q, k_cache=k_cache, v_cache=v_cache, **_common(inp, b))
     return kw
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 import torch
 
 from accelbridge.ops import reference
-from accelbridge.ops.cases import Case, Inputs
+from accelbridge.ops.cases import SENTINEL, Case, Inputs
 from accelbridge.ops.spec import Check, Data, Hint, Index, OpSpec, Option, Plan, PlanRelation
 
 
@@ -131,21 +131,53 @@ PREFILL_CHECKS = (
 # -- conformance cases and inputs ----------------------------------------------------------------------
 def mla_cases(full: bool = False) -> list[Case]:
     c = Case("flashmla.kvcache", "decode", lens_q=(1, 1, 1), lens_k=(1, 100, 300), hq=16, hk=1, d=576, dv=512,
-             page_size=64, causal=False, with_out=False)  # fmt: skip
+             page_size=64, causal=False, with_out=False, tol="flashmla")  # fmt: skip
     sparse = replace(c, name="sparse-v32", lens_k=(40, 200, 64), hq=64, topk=64)  # bf16 q, FP8 cache
+    kernels_own = {"sentinel": SENTINEL, "nan_unused": True}  # FlashMLA's tests: unused entries and slots
     return [
         c,
         replace(c, name="heads128", hq=128),
         replace(c, name="mtp-causal", lens_q=(2, 2, 2), causal=True),
         replace(c, name="long", lens_q=(1, 1), lens_k=(1000, 4097)),
         replace(c, name="empty-seq", lens_k=(0, 100, 64)),
-        replace(c, name="fp8-dense", dtype="fp8_e4m3"),
+        replace(c, name="fp8-dense", dtype="fp8_e4m3", tol=""),
+        replace(c, name="sentinel-nan", lens_q=(1, 1, 1, 1), lens_k=(1, 100, 300, 65), **kernels_own),
+        replace(c, name="mtp-causal-sentinel-nan", lens_q=(4, 4, 4), lens_k=(4, 140, 77), causal=True, **kernels_own),
+        replace(
+            c, name="zero-lengths-sentinel-nan", lens_q=(2, 2, 2, 2), lens_k=(0, 140, 0, 20), causal=True, **kernels_own
+        ),
+        replace(c, name="fp8-dense-sentinel-nan", dtype="fp8_e4m3", tol="", **kernels_own),
         sparse,
         replace(sparse, name="sparse-v4", d=512),
         replace(sparse, name="sparse-v32-sink", sinks=True),
         replace(sparse, name="sparse-v4-topk-length", d=512, topk_length=True),
         replace(sparse, name="sparse-v4-extra-cache", d=512, extra_topk=64, sinks=True),
         replace(sparse, name="sparse-all-invalid", lens_q=(2, 1, 1), lens_k=(0, 200, 64)),
+        replace(
+            sparse,
+            name="sparse-v32-conventions",
+            lens_q=(3, 3, 3),
+            page_size=61,
+            invalid=(SENTINEL,),
+            sinks=True,
+            sink_inf=True,
+            nan_unused=True,
+        ),
+        replace(
+            sparse,
+            name="sparse-v4-conventions",
+            d=512,
+            lens_q=(3, 3, 3),
+            lens_k=(40, 0, 64),
+            page_size=53,
+            invalid=(SENTINEL,),
+            sinks=True,
+            sink_inf=True,
+            nan_unused=True,
+            topk_length=True,
+            extra_topk=64,
+            extra_page_size=2,
+        ),
     ]
 
 
@@ -175,17 +207,43 @@ def quantize_fp8_cache(k: torch.Tensor, d_qk: int) -> torch.Tensor:
     return storage[:, : block.shape[1]].view(torch.float8_e4m3fn).view(nb, bs, 1, -1)
 
 
-def _sparse_indices(inp: Inputs, lens, sq, topk, blocks_of):
-    """Per sequence, ``topk`` positions among its own cached tokens (-1 past its length)."""
+def _sparse_indices(inp: Inputs, lens, sq, topk, table, page_size):
+    """Per sequence, ``topk`` positions among its own cached tokens (-1 past its length).
+
+    With the case's ``invalid`` markers, every -1 and about one valid entry in eight become a marker
+    of "no key" (-1, the first position past the cache, or the case's own values), as sgl-kernel
+    documents them.
+    """
     b = len(lens)
     idx = torch.full((b, sq, topk), -1, dtype=torch.int32)
     for i, n in enumerate(lens):
         for s in range(sq):
             if n:
                 take = torch.randperm(n, generator=inp.gen)[:topk]
-                pages = blocks_of[i][take // inp.case.page_size]
-                idx[i, s, : len(take)] = (pages * inp.case.page_size + take % inp.case.page_size).to(torch.int32)
-    return idx.to(inp.dev)
+                pages = table[i][take // page_size]
+                idx[i, s, : len(take)] = (pages * page_size + take % page_size).to(torch.int32)
+    if inp.case.invalid:
+        markers = torch.tensor([-1, (table.max().item() + 1) * page_size, *inp.case.invalid], dtype=torch.int32)
+        pick = (idx == -1) | (torch.rand(idx.shape, generator=inp.gen) < 0.125)
+        idx[pick] = markers[torch.randint(0, len(markers), (int(pick.sum()),), generator=inp.gen)]
+    return idx
+
+
+def _topk_lengths(inp: Inputs, n: int, topk: int) -> torch.Tensor:
+    """FlashMLA's tests' draw, 0..topk each, with 0 and topk both present."""
+    lengths = torch.randint(0, topk + 1, (n,), generator=inp.gen, dtype=torch.int32)
+    lengths[0], lengths[-1] = 0, topk
+    return lengths.to(inp.dev)
+
+
+def _nan_where_unreferenced(cache: torch.Tensor, *indices: torch.Tensor) -> None:
+    """FlashMLA's tests' convention: every token no valid index names holds NaN (before quantisation)."""
+    flat = cache.view(-1, cache.shape[-1])
+    used = torch.zeros(flat.shape[0], dtype=torch.bool)
+    for idx in indices:
+        idx = idx.flatten().long()
+        used[idx[(idx >= 0) & (idx < flat.shape[0])]] = True
+    flat[~used.to(cache.device)] = float("nan")
 
 
 def mla_inputs(case: Case, inp: Inputs) -> dict:
@@ -199,27 +257,41 @@ def mla_inputs(case: Case, inp: Inputs) -> dict:
     k_cache = k_cache.to(torch.bfloat16)
     kw = {"q": q.to(dtype), "head_dim_v": c.dv, "causal": c.causal}
     if not sparse:
-        kw.update(k_cache=k_cache.to(dtype), block_table=table,
+        k_cache = k_cache.to(dtype)
+        inp.retire_unused(table, lens, k_cache)
+        kw.update(k_cache=k_cache, block_table=table,
                   cache_seqlens=torch.tensor(lens, dtype=torch.int32, device=inp.dev))  # fmt: skip
         if c.dtype == "fp8_e4m3":
             kw.update(is_fp8_kvcache=True, descale_q=torch.tensor([0.75], device=inp.dev),
                       descale_k=torch.tensor([1.25], device=inp.dev))  # fmt: skip
         return kw
     topk = c.topk
-    indices = _sparse_indices(inp, lens, sq, topk, table.cpu())
-    kw.update(k_cache=quantize_fp8_cache(k_cache, c.d), block_table=None, cache_seqlens=None, is_fp8_kvcache=True,
-              indices=indices, softmax_scale=c.d**-0.5, causal=False)  # fmt: skip
+    indices = _sparse_indices(inp, lens, sq, topk, table.cpu(), c.page_size)
+    kw.update(block_table=None, cache_seqlens=None, is_fp8_kvcache=True, softmax_scale=c.d**-0.5, causal=False)
     if c.topk_length:
-        kw["topk_length"] = torch.tensor([max(1, topk // (i + 2)) for i in range(b)], dtype=torch.int32,
-                                         device=inp.dev)  # fmt: skip
+        kw["topk_length"] = _topk_lengths(inp, b, topk)
     if c.sinks:
-        kw["attn_sink"] = inp.randn(c.hq, dtype=torch.float32)
+        kw["attn_sink"] = inp.sinks(c.hq, torch.float32)
+    extra = None
     if c.extra_topk:
+        extra_page = c.extra_page_size or c.page_size
         extra_lens = tuple(min(n + 10, 300) for n in lens)
-        extra, extra_table = inp.paged(extra_lens, 1, c.d)
-        kw["extra_k_cache"] = quantize_fp8_cache(extra.to(torch.bfloat16), c.d)
-        kw["extra_indices_in_kvcache"] = _sparse_indices(inp, extra_lens, sq, c.extra_topk, extra_table.cpu())
-        kw["extra_topk_length"] = torch.full((b,), c.extra_topk // 2, dtype=torch.int32, device=inp.dev)
+        extra, extra_table = inp.paged(extra_lens, 1, c.d, page_size=extra_page)
+        extra = extra.to(torch.bfloat16)
+        extra_idx = _sparse_indices(inp, extra_lens, sq, c.extra_topk, extra_table.cpu(), extra_page)
+        kw["extra_indices_in_kvcache"] = extra_idx.to(inp.dev)
+        kw["extra_topk_length"] = (
+            _topk_lengths(inp, b, c.extra_topk)
+            if c.topk_length
+            else torch.full((b,), c.extra_topk // 2, dtype=torch.int32, device=inp.dev)
+        )
+    if c.nan_unused:
+        _nan_where_unreferenced(k_cache, indices)
+        if extra is not None:
+            _nan_where_unreferenced(extra, kw["extra_indices_in_kvcache"])
+    kw.update(k_cache=quantize_fp8_cache(k_cache, c.d), indices=indices.to(inp.dev))
+    if extra is not None:
+        kw["extra_k_cache"] = quantize_fp8_cache(extra, c.d)
     return kw
 
 
@@ -232,14 +304,21 @@ def mla_plan_args(a) -> dict:
 
 def prefill_cases(full: bool = False) -> list[Case]:
     c = Case("flashmla.sparse_prefill", "v32", lens_q=(48,), lens_k=(300,), hq=64, hk=1, d=576, dv=512, topk=128,
-             with_out=False, return_lse=True)  # fmt: skip
+             with_out=False, return_lse=True, tol="flashmla")  # fmt: skip
     return [
         c,
         replace(c, name="v4", d=512),
         replace(c, name="sink", sinks=True),
         replace(c, name="topk-length", topk_length=True),
         replace(c, name="lonely-rows", lens_k=(30,)),
+        replace(
+            c, name="conventions", lens_k=(95,), invalid=PREFILL_INVALID, sinks=True, sink_inf=True, topk_length=True
+        ),
     ]
+
+
+# sgl-kernel's sparse prefill test pads with s_kv and 2147480000; FlashMLA's tests draw from all of these
+PREFILL_INVALID = (-2147483648, -123456, -1, 114514, 1919810, 2147480000, 2147483647)
 
 
 def prefill_inputs(case: Case, inp: Inputs) -> dict:
@@ -249,12 +328,16 @@ def prefill_inputs(case: Case, inp: Inputs) -> dict:
     idx = torch.where(idx < s_kv, idx, -1).to(torch.int32)
     if c.name == "lonely-rows":
         idx[::3] = -1
+    if c.invalid:  # every -1 (and one valid entry in eight) becomes one of the markers of "no key"
+        markers = torch.tensor([s_kv, *c.invalid], dtype=torch.int32)
+        pick = (idx == -1) | (torch.rand(idx.shape, generator=inp.gen) < 0.125)
+        idx[pick] = markers[torch.randint(0, len(markers), (int(pick.sum()),), generator=inp.gen)]
     kw = {"q": inp.randn(s_q, c.hq, c.d, dtype=torch.bfloat16), "kv": inp.randn(s_kv, 1, c.d, dtype=torch.bfloat16),
           "indices": idx[:, None, :].to(inp.dev), "sm_scale": c.d**-0.5, "d_v": c.dv}  # fmt: skip
     if c.sinks:
-        kw["attn_sink"] = inp.randn(c.hq, dtype=torch.float32)
+        kw["attn_sink"] = inp.sinks(c.hq, torch.float32)
     if c.topk_length:
-        kw["topk_length"] = torch.randint(1, topk + 1, (s_q,), generator=inp.gen).to(torch.int32).to(inp.dev)
+        kw["topk_length"] = _topk_lengths(inp, s_q, topk)
     return kw
 
 

@@ -107,6 +107,13 @@ def _compare(actual: torch.Tensor, expected: torch.Tensor, tol: Tolerance) -> tu
     return max_abs, rel, bad
 
 
+def cos_diff(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """FlashMLA's whole-tensor metric: 1 - 2<a, e> / (|a|^2 + |e|^2), in float64 (0 for two zero tensors)."""
+    a, e = actual.double(), expected.double()
+    denominator = float((a * a + e * e).sum())
+    return 0.0 if denominator == 0 else 1 - 2 * float((a * e).sum()) / denominator
+
+
 def _plan(spec: ops.OpSpec, provider: str, kw: dict[str, Any]) -> None:
     """Plan the call with the same provider's planning op, as an engine would."""
     from accelbridge.attention import inspect
@@ -219,18 +226,21 @@ def _judge(result: Result, case: Case, kw: dict[str, Any], got: Any, expected: A
         nan = int(torch.isnan(out).sum())
         if nan:
             problems.append(f"{nan} elements of out not written (NaN)")
-        result.max_abs, result.rel, bad = _compare(out, exp_out, case.tolerance)
+        tol = case.tolerance
+        result.max_abs, result.rel, bad = _compare(out, exp_out, tol)
         if bad:
-            problems.append(f"{bad} of {out.numel()} elements outside atol={case.tolerance.atol} "
-                            f"rtol={case.tolerance.rtol}")  # fmt: skip
+            problems.append(f"{bad} of {out.numel()} elements outside atol={tol.atol} rtol={tol.rtol}")
+        if tol.cos_diff is not None and not nan and abs(diff := cos_diff(out, exp_out)) > tol.cos_diff:
+            problems.append(f"cosine difference {diff:.2e} > {tol.cos_diff:.0e} (FlashMLA's metric)")
     for name in names[1:]:  # lse, max_logits: finite values within lse_atol, the same infinities
         if actual.get(name) is not None and name in exp:
             problems += _check_lse(actual[name], exp[name], case, name)
     if case.new_tokens and "k_cache" in ref_kw and "v_cache" in ref_kw:
         for name in ("k_cache", "v_cache"):
             got_cache, tol = kw[name].float(), case.tolerance
-            same = (torch.allclose(got_cache, ref_kw[name].to(kw[name].dtype).float(), atol=tol.atol, rtol=tol.rtol)
-                    if case.rotary else torch.equal(got_cache, ref_kw[name]))  # fmt: skip
+            want_cache = ref_kw[name].to(kw[name].dtype).float() if case.rotary else ref_kw[name]
+            atol, rtol = (tol.atol, tol.rtol) if case.rotary else (0.0, 0.0)  # unused slots may hold NaN: equal_nan
+            same = torch.allclose(got_cache, want_cache, atol=atol, rtol=rtol, equal_nan=True)
             if not same:
                 problems.append(f"{name} not appended in place as the reference does")
     result.status = "FAIL" if problems else "pass"
@@ -248,9 +258,14 @@ def _check_lse(lse: torch.Tensor, expected: torch.Tensor, case: Case, name: str 
     if not torch.equal(lse[~finite], expected[~finite]):
         return [f"{name} is {lse[~finite][:1].tolist()} where the reference has {expected[~finite][:1].tolist()} "
                 "(a query with no key)"]  # fmt: skip
+    tol = case.tolerance
     err = (lse - expected).abs()[finite]
-    if err.numel() and float(err.max()) > case.tolerance.lse_atol:
-        return [f"{name} max abs err {float(err.max()):.2e} > {case.tolerance.lse_atol}"]
+    bad = err > tol.lse_atol + tol.lse_rtol * expected[finite].abs()
+    if bool(bad.any()):
+        return [
+            f"{name}: {int(bad.sum())} values off by more than {tol.lse_atol} + {tol.lse_rtol:.1e} * |{name}| "
+            f"(max abs err {float(err.max()):.2e})"
+        ]
     return []
 
 

@@ -142,8 +142,19 @@ def test_sparse_indices_outside_the_cache_mean_no_key_as_in_the_kernels(provider
     assert torch.equal(out[0, 1], torch.zeros_like(out[0, 1])) and bool(torch.isposinf(lse[0, :, 1]).all())
 
 
-@pytest.mark.parametrize("bug, case", [("ignore_sink", "sparse-v32-sink"), ("ignore_topk_length",
-                         "sparse-v4-topk-length"), ("wrong_layout", "sparse-v4")])  # fmt: skip
+@pytest.mark.parametrize(
+    "bug, case",
+    [
+        ("ignore_sink", "sparse-v32-sink"),
+        ("ignore_topk_length", "sparse-v4-topk-length"),
+        ("wrong_layout", "sparse-v4"),
+        ("read_unused_pages", "sentinel-nan"),
+        ("read_unused_pages", "zero-lengths-sentinel-nan"),
+        ("sink_inf_as_none", "sparse-v32-conventions"),
+        ("sink_inf_as_none", "sparse-v4-conventions"),
+    ],
+)
+# fmt: skip
 def test_bugged_sparse_providers_are_caught(tmp_path, monkeypatch, bug, case):
     (tmp_path / "bugged.yaml").write_text(
         "schema: 1\nplatform: cpu\nproviders:\n  bugged:\n    source: {module: tests.attention.broken_mla}\n"

@@ -63,6 +63,21 @@ def _half_precision_accumulate(a):
     return noisy
 
 
+def _index_with_every_entry(a):
+    """Gathers each sequence's whole page-table row, as the torch provider once did: a sentinel past a
+    sequence's pages (2147480000) faults (IndexError here, a device-side assert on a GPU)."""
+    if a["page_table"] is not None:
+        a["k"][a["page_table"].long()]
+    return ref.flash_attn_varlen_func(**a)
+
+
+def _sink_inf_as_none(a):
+    """Honours finite sinks but takes a +inf one for "no sink" (that head's output must be 0)."""
+    if a["sinks"] is not None:
+        a["sinks"] = torch.where(torch.isposinf(a["sinks"]), float("-inf"), a["sinks"])
+    return ref.flash_attn_varlen_func(**a)
+
+
 drop_softcap = _faulty(_drop_softcap)
 ignore_out = _faulty(_ignore_out)
 miss_last_row = _faulty(_miss_last_row)
@@ -70,4 +85,7 @@ lse_transposed = _faulty(_lse_transposed)
 wrong_scale = _faulty(_wrong_scale)
 illegal_access = _faulty(_illegal_access)
 noisy = _faulty(_half_precision_accumulate)
-FAULTS = ("drop_softcap", "ignore_out", "miss_last_row", "lse_transposed", "wrong_scale", "illegal_access", "noisy")
+index_with_every_entry = _faulty(_index_with_every_entry)
+sink_inf_as_none = _faulty(_sink_inf_as_none)
+FAULTS = ("drop_softcap", "ignore_out", "miss_last_row", "lse_transposed", "wrong_scale", "illegal_access", "noisy",
+          "index_with_every_entry", "sink_inf_as_none")  # fmt: skip
