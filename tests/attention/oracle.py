@@ -1,37 +1,220 @@
-"""A float64 oracle written independently of accelbridge's reference: one query row at a time."""
+"""A float64 oracle written independently of accelbridge's reference: one query row at a time.
+
+It reads a call's own arguments the way the kernels document them and shares no code with
+``accelbridge.ops.reference`` or the torch provider (the FP8 cache layouts are decoded here too),
+so the differential fuzz test compares three implementations, not two copies of one.
+"""
 
 import math
 
 import torch
 
+LOG2E = 1.0 / math.log(2.0)
 
-def attend_rows(q, k, v, scale, causal=False, window=(-1, -1), softcap=0.0, sinks=None):
-    """q (Lq, Hq, D), k/v (Lk, Hk, D) -> (Lq, Hq, Dv) float64; bottom-right aligned masks."""
-    lq, hq, _ = q.shape
-    lk, hk, _ = k.shape
-    out = torch.zeros(lq, hq, v.shape[-1], dtype=torch.float64)
-    q, k, v = q.double(), k.double(), v.double()
+
+def row(q, keys, values, scale, softcap=0.0, sinks=None):
+    """One query row: q (Hq, D), keys (N, Hk, D), values (N, Hk, Dv) -> out (Hq, Dv), lse (Hq,), lse with sinks.
+
+    Heads map to kv heads in groups (GQA). A row with no key gives out 0 and lse -inf; a sink joins
+    the denominator only (+inf: out 0).
+    """
+    hq, hk, n = q.shape[0], keys.shape[1], keys.shape[0]
+    qg = q.double().view(hk, hq // hk, -1)  # heads grouped by the kv head they read
+    out = torch.zeros(hq, values.shape[-1], dtype=torch.float64)
+    lse = torch.full((hq,), -math.inf, dtype=torch.float64)
+    if n:
+        s = torch.einsum("kgd,nkd->kgn", qg, keys.double()).reshape(hq, n) * scale
+        if softcap:
+            s = softcap * torch.tanh(s / softcap)
+        m = s.max(dim=1).values
+        w = torch.exp(s - m[:, None])
+        lse = m + torch.log(w.sum(1))
+        denom = w.sum(1) + (torch.exp(sinks.double() - m) if sinks is not None else 0.0)
+        pv = torch.einsum("kgn,nkd->kgd", w.view(hk, hq // hk, n), values.double()).reshape(hq, -1)
+        out = pv / denom[:, None]
+    if sinks is None:
+        return out, lse, lse
+    sink = sinks.double()
+    out[sink == math.inf] = 0.0
+    return out, lse, torch.logaddexp(lse, sink)
+
+
+def visible(pos, n_keys, causal, window):
+    """Key positions a query at ``pos`` (bottom-right aligned) may see."""
     left, right = window
     if causal:
         right = 0
+    lo = 0 if left < 0 else max(0, pos - left)
+    hi = n_keys - 1 if right < 0 else min(n_keys - 1, pos + right)
+    return slice(lo, max(lo, hi + 1))
+
+
+def attend_rows(q, k, v, scale, causal=False, window=(-1, -1), softcap=0.0, sinks=None):
+    """q (Lq, Hq, D), k/v (Lk, Hk, D) -> (Lq, Hq, Dv) float64; bottom-right aligned masks."""
+    return _sequence(q, k, v, scale, causal, window, softcap, sinks)[0]
+
+
+def _sequence(q, k, v, scale, causal, window, softcap, sinks):
+    lq, lk = q.shape[0], k.shape[0]
+    out = torch.zeros(lq, q.shape[1], v.shape[-1], dtype=torch.float64)
+    lse = torch.full((q.shape[1], lq), -math.inf, dtype=torch.float64)
     for i in range(lq):
-        pos = i + lk - lq
-        lo = 0 if left < 0 else max(0, pos - left)
-        hi = lk - 1 if right < 0 else min(lk - 1, pos + right)
-        for h in range(hq):
-            kh = h // (hq // hk)
-            if hi < lo:
-                continue
-            s = (k[lo : hi + 1, kh] @ q[i, h]) * scale
-            if softcap:
-                s = softcap * torch.tanh(s / softcap)
-            m = s.max()
-            if sinks is not None:
-                m = max(m, sinks[h].double())
-            w = torch.exp(s - m)
-            denom = w.sum() + (math.exp(float(sinks[h]) - float(m)) if sinks is not None else 0.0)
-            out[i, h] = (w[:, None] * v[lo : hi + 1, kh]).sum(0) / denom
-    return out
+        seen = visible(i + lk - lq, lk, causal, window)
+        out[i], _, lse[:, i] = row(q[i], k[seen], v[seen], scale, softcap, sinks)
+    return out, lse
+
+
+def _paged_keys(pool, table_row, length):
+    """A sequence's first ``length`` tokens of a paged pool, one position at a time."""
+    pos = torch.arange(length)
+    return pool[table_row[: -(-length // pool.shape[1])].long()[pos // pool.shape[1]], pos % pool.shape[1]]
+
+
+def _scale(kw, d):
+    return kw.get("softmax_scale") or d**-0.5
+
+
+def _window(kw):
+    w = kw.get("window_size") or (-1, -1)
+    return (int(w[0]), int(w[1]))
+
+
+def varlen(kw):
+    """flash_attn_varlen_func -> out (total_q, Hq, Dv), lse (Hq, total_q) with sinks."""
+    q, cu_q = kw["q"], kw["cu_seqlens_q"].tolist()
+    out = torch.zeros(q.shape[0], q.shape[1], kw["v"].shape[-1], dtype=torch.float64)
+    lse = torch.full((q.shape[1], q.shape[0]), -math.inf, dtype=torch.float64)
+    for b in range(len(cu_q) - 1):
+        if kw.get("page_table") is not None:
+            n = int(kw["seqused_k"][b])
+            k, v = _paged_keys(kw["k"], kw["page_table"][b], n), _paged_keys(kw["v"], kw["page_table"][b], n)
+        else:
+            ks = slice(int(kw["cu_seqlens_k"][b]), int(kw["cu_seqlens_k"][b + 1]))
+            k, v = kw["k"][ks], kw["v"][ks]
+        qs = slice(cu_q[b], cu_q[b + 1])
+        out[qs], lse[:, qs] = _sequence(q[qs], k, v, _scale(kw, q.shape[-1]), kw.get("causal"), _window(kw),
+                                        kw.get("softcap") or 0.0, kw.get("sinks"))  # fmt: skip
+    return out, lse
+
+
+def kvcache(kw):
+    """flash_attn_with_kvcache -> out like q, lse (B, Hq, Sq) or (Hq, total_q) with sinks.
+
+    Keys of sequence b: its cache row (``cache_batch_idx``) from ``cache_leftpad`` to
+    ``cache_seqlens`` (the whole row without it), then the new k/v appended after them.
+    """
+    q, kc, vc = kw["q"], kw["k_cache"], kw["v_cache"]
+    table, packed = kw.get("page_table"), kw.get("cu_seqlens_q") is not None
+    batch = len(kw["cu_seqlens_q"]) - 1 if packed else q.shape[0]
+    capacity = table.shape[1] * kc.shape[1] if table is not None else kc.shape[1]
+    rows = kw.get("cache_batch_idx")
+    out = torch.zeros(*q.shape[:-1], vc.shape[-1], dtype=torch.float64)
+    lse = torch.full((q.shape[-2], q.shape[0]) if packed else (batch, q.shape[2], q.shape[1]), -math.inf,
+                     dtype=torch.float64)  # fmt: skip
+    for b in range(batch):
+        n = capacity if kw.get("cache_seqlens") is None else int(kw["cache_seqlens"][b])
+        start = 0 if kw.get("cache_leftpad") is None else int(kw["cache_leftpad"][b])
+        if table is not None:
+            k, v = _paged_keys(kc, table[b], n)[start:], _paged_keys(vc, table[b], n)[start:]
+        else:
+            r = b if rows is None else int(rows[b])
+            k, v = kc[r, start:n], vc[r, start:n]
+        if kw.get("k") is not None:
+            k, v = torch.cat([k, kw["k"][b]]), torch.cat([v, kw["v"][b]])
+        qb = q[int(kw["cu_seqlens_q"][b]) : int(kw["cu_seqlens_q"][b + 1])] if packed else q[b]
+        o, lb = _sequence(qb, k, v, _scale(kw, q.shape[-1]), kw.get("causal"), _window(kw),
+                          kw.get("softcap") or 0.0, kw.get("sinks"))  # fmt: skip
+        if packed:
+            qs = slice(int(kw["cu_seqlens_q"][b]), int(kw["cu_seqlens_q"][b + 1]))
+            out[qs], lse[:, qs] = o, lb
+        else:
+            out[b], lse[b] = o, lb
+    return out, lse
+
+
+# -- FlashMLA ---------------------------------------------------------------------------------------
+def _e4m3(byte_rows):
+    return byte_rows.contiguous().view(torch.float8_e4m3fn).double()
+
+
+def _bf16(byte_rows):
+    return byte_rows.contiguous().view(torch.bfloat16).double()
+
+
+def fp8_token(cache, token, d_qk):
+    """Decode one token of FlashMLA's FP8 cache layouts to bf16 values (as the kernels round them).
+
+    d_qk 576 (V3.2): 512 e4m3, 4 float32 scales (one per 128), 64 bf16 rope = 656 bytes a token.
+    d_qk 512 (V4): per block, the tokens' 448 e4m3 + 64 bf16 (576 bytes each), then each token's
+    7 e8m0 scales (one per 64) and a pad byte; blocks padded to a multiple of 576 bytes.
+    """
+    raw = cache.view(torch.uint8)
+    page = cache.shape[1]
+    blk, pos = divmod(int(token), page)
+    if d_qk == 576:
+        t = raw[blk, pos, 0]
+        scales = t[512:528].contiguous().view(torch.float32).double()
+        nope = _e4m3(t[:512]).view(4, 128) * scales[:, None]
+        return torch.cat([nope.flatten().to(torch.bfloat16).double(), _bf16(t[528:656])])
+    base = torch.as_strided(raw, (raw.shape[0], page * 584), (raw.stride(0), 1))[blk]  # the block's bytes
+    t = base[pos * 576 : pos * 576 + 576]
+    e8m0 = base[page * 576 + pos * 8 : page * 576 + pos * 8 + 7].double()
+    nope = _e4m3(t[:448]).view(7, 64) * torch.exp2(e8m0 - 127)[:, None]
+    return torch.cat([nope.flatten().to(torch.bfloat16).double(), _bf16(t[448:576])])
+
+
+def _mla_lse(lse):
+    return torch.where(torch.isneginf(lse), torch.full_like(lse, math.inf), lse)
+
+
+def mla_decode(kw):
+    """flash_mla_with_kvcache -> out (B, Sq, Hq, Dv), lse (B, Hq, Sq) natural log without sinks, +inf if lonely."""
+    q, dv = kw["q"], kw["head_dim_v"]
+    batch, sq, hq, d = q.shape
+    scale = _scale(kw, d)
+    out = torch.zeros(batch, sq, hq, dv, dtype=torch.float64)
+    lse = torch.full((batch, hq, sq), math.inf, dtype=torch.float64)
+    if kw.get("indices") is None:
+        qd = q.double() * (float(kw["descale_q"]) if kw.get("descale_q") is not None else 1.0)
+        dk = float(kw["descale_k"]) if kw.get("descale_k") is not None else 1.0
+        for b in range(batch):
+            keys = _paged_keys(kw["k_cache"], kw["block_table"][b], int(kw["cache_seqlens"][b])).double() * dk
+            o, lb = _sequence(qd[b], keys, keys[..., :dv], scale, kw.get("causal"), (-1, -1), 0.0, None)
+            out[b], lse[b] = o, _mla_lse(lb)
+        return out, lse
+    lists = [(kw["k_cache"], kw["indices"], kw.get("topk_length"))]
+    if kw.get("extra_k_cache") is not None:
+        lists.append((kw["extra_k_cache"], kw["extra_indices_in_kvcache"], kw.get("extra_topk_length")))
+    for b in range(batch):
+        for s in range(sq):
+            keys = []
+            for cache, indices, lengths in lists:
+                tokens = cache.shape[0] * cache.shape[1]
+                n = indices.shape[-1] if lengths is None else int(lengths[b])
+                keys += [fp8_token(cache, t, d) for t in indices[b, s, :n].tolist() if 0 <= t < tokens]
+            k = torch.stack(keys)[:, None] if keys else torch.zeros(0, 1, d, dtype=torch.float64)
+            o, lr, _ = row(q[b, s], k, k[..., :dv], scale, sinks=kw.get("attn_sink"))
+            out[b, s], lse[b, :, s] = o, _mla_lse(lr)
+    return out, lse
+
+
+def mla_sparse_prefill(kw):
+    """flash_mla_sparse_fwd -> out (s_q, Hq, Dv), max_logits and lse (s_q, Hq) in base 2 (lse +inf if lonely)."""
+    q, kv, idx, dv = kw["q"], kw["kv"], kw["indices"], kw.get("d_v", 512)
+    s_q, hq, _ = q.shape
+    out = torch.zeros(s_q, hq, dv, dtype=torch.float64)
+    max_logits = torch.full((s_q, hq), -math.inf, dtype=torch.float64)
+    lse = torch.full((s_q, hq), math.inf, dtype=torch.float64)
+    for s in range(s_q):
+        n = idx.shape[-1] if kw.get("topk_length") is None else int(kw["topk_length"][s])
+        seen = [t for t in idx[s, 0, :n].tolist() if 0 <= t < kv.shape[0]]
+        if not seen:
+            continue
+        k = kv[seen].double()
+        out[s], lr, _ = row(q[s], k, k[..., :dv], kw["sm_scale"], sinks=kw.get("attn_sink"))
+        max_logits[s] = (k[:, 0] @ q[s].double().T).max(0).values * kw["sm_scale"] * LOG2E
+        lse[s] = lr * LOG2E
+    return out, max_logits, lse
 
 
 def close(actual, expected, what, atol=2e-2, rtol=2e-2):
