@@ -423,9 +423,8 @@ def kvcache_cases(op: str, full: bool = False) -> list[Case]:
         replace(c, name="attention-chunk", lens_q=(3, 3, 3, 3), chunk=16),
         # the kernels' conventions: what no sequence reads is arbitrary, empty problems are valid
         replace(c, name="paged-sentinel", sentinel=SENTINEL),
+        # NaN only in a paged cache: FA3 reads a contiguous row past cache_seqlens (NaN there reaches out, H200)
         replace(c, name="paged-nan-unused", sentinel=-1, nan_unused=True, new_tokens=1),
-        replace(c, name="contiguous-nan-unused", page_size=0, nan_unused=True, new_tokens=1),
-        replace(c, name="leftpad-nan-unused", page_size=0, leftpad=True, nan_unused=True),
         replace(c, name="packed-q", lens_q=(1, 3, 2, 1), packed_q=True),
         replace(c, name="packed-q-batched-new", lens_q=(1, 3, 2, 1), packed_q=True, new_tokens=2),
         replace(c, name="table-no-seqlens", lens_k=(64, 64, 64, 64), no_seqlens=True),

@@ -135,8 +135,17 @@ def default_scale(softmax_scale: Any, d: int, qv: Any) -> float:
     return (d + (qv.shape[-1] if qv is not None else 0)) ** -0.5
 
 
-def _finish(o, lse, dtype, out, return_softmax_lse):
+def holds_no_key(k: torch.Tensor, k_new: Any = None) -> bool:
+    """FA3 launches nothing when its key tensors hold no token at all (total_k + total_knew == 0, read
+    from shapes): out is 0 and lse +inf for every row then, where a row without keys gets -inf."""
+    tokens = k.shape[0] * (k.shape[1] if k.dim() == 4 else 1)
+    return tokens == 0 and (k_new is None or k_new.numel() == 0)
+
+
+def _finish(o, lse, dtype, out, return_softmax_lse, no_key=False):
     """Cast to the output dtype, write into ``out`` when given, and apply the return convention."""
+    if no_key:
+        lse = torch.full_like(lse, float("inf"))
     result = o.to(out_dtype(dtype))
     if out is not None:
         out.copy_(result)
@@ -194,7 +203,7 @@ def flash_attn_varlen_func(
                         softcap, sinks, qvb, attention_chunk or 0)  # fmt: skip
         o[q0 : q0 + lq] = ob
         lse[:, q0 : q0 + lq] = lb
-    return _finish(o, lse, q.dtype, out, return_softmax_lse)
+    return _finish(o, lse, q.dtype, out, return_softmax_lse, holds_no_key(k))
 
 
 def flash_attn_with_kvcache(
@@ -302,7 +311,7 @@ def flash_attn_with_kvcache(
             o[q_rows], lse[:, q_rows] = ob, lb
         else:
             o[b], lse[b] = ob, lb
-    return _finish(o, lse, q.dtype, out, return_softmax_lse)
+    return _finish(o, lse, q.dtype, out, return_softmax_lse, holds_no_key(k_cache, k))
 
 
 def get_mla_metadata(

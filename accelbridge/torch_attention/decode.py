@@ -24,9 +24,11 @@ BLOCK_N = 64
 
 
 def fits(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, caps: Capabilities) -> bool:
-    """Whether the kernel serves this call: a Triton device, fp16/bf16, power-of-two head dims, few rows."""
+    """Whether the kernel serves this call: a Triton device, fp16/bf16, power-of-two head dims, few rows,
+    and something to compute (no queries or no sequences: the batched path returns the empty answer)."""
     rows = q.shape[1] * (q.shape[2] // k_cache.shape[2])
-    return (caps.triton and q.dtype in _DTYPES and k_cache.dtype == q.dtype == v_cache.dtype
+    return (caps.triton and 0 < rows and 0 < q.shape[0]
+            and q.dtype in _DTYPES and k_cache.dtype == q.dtype == v_cache.dtype
             and q.shape[-1] in _DIMS and v_cache.shape[-1] in _DIMS and rows <= MAX_ROWS
             and k_cache.stride(-1) == 1 and v_cache.stride(-1) == 1)  # fmt: skip
 

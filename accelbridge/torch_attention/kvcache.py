@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from accelbridge.ops.reference import default_scale, rotary_q_per_row, rotate
+from accelbridge.ops.reference import default_scale, holds_no_key, rotary_q_per_row, rotate
 from accelbridge.ops.spec import FP8_DTYPES
 from accelbridge.torch_attention import capabilities, decode
 from accelbridge.torch_attention.core import Call, Masking, attend
@@ -93,6 +93,10 @@ def flash_attn_with_kvcache(
     packed = cu_seqlens_q is not None
     batch = cu_seqlens_q.shape[0] - 1 if packed else q.shape[0]
     d, hk = q.shape[-1], k_cache.shape[-2]
+    if holds_no_key(k_cache, k):  # FA3 launches nothing: out 0, lse +inf
+        o = torch.zeros(*q.shape[:-1], v_cache.shape[-1], dtype=torch.float32, device=dev)
+        shape = (q.shape[1], q.shape[0]) if packed else (q.shape[0], q.shape[2], q.shape[1])
+        return finish(o, torch.full(shape, float("inf"), device=dev), q.dtype, out, return_softmax_lse)
     scale = default_scale(softmax_scale, d, qv)
     capacity = k_cache.shape[1] * (1 if page_table is None else page_table.shape[1])
     mask = Masking.of(causal, window_size, attention_chunk)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from accelbridge.ops.reference import default_scale
+from accelbridge.ops.reference import default_scale, holds_no_key
 from accelbridge.ops.spec import FP8_DTYPES, out_dtype
 from accelbridge.torch_attention import capabilities
 from accelbridge.torch_attention.core import Call, Masking, attend
@@ -123,6 +123,9 @@ def flash_attn_varlen_func(
     """Varlen attention, vectorised over the batch (see the module docstring for the paths)."""
     total_q, hq, d = q.shape
     hk = k.shape[-2]
+    if holds_no_key(k):  # FA3 launches nothing: out 0, lse +inf
+        o = torch.zeros(total_q, hq, v.shape[-1], dtype=torch.float32, device=q.device)
+        return finish(o, torch.full((hq, total_q), float("inf"), device=q.device), q.dtype, out, return_softmax_lse)
     scale = default_scale(softmax_scale, d, qv)
     mask = Masking.of(causal, window_size, attention_chunk)
     plain = qv is None and not softcap and sinks is None and q.dtype not in FP8_DTYPES and seqused_q is None

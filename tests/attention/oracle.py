@@ -94,6 +94,8 @@ def varlen(kw):
         qs = slice(cu_q[b], cu_q[b + 1])
         out[qs], lse[:, qs] = _sequence(q[qs], k, v, _scale(kw, q.shape[-1]), kw.get("causal"), _window(kw),
                                         kw.get("softcap") or 0.0, kw.get("sinks"))  # fmt: skip
+    if kw["k"][..., 0, 0].numel() == 0:  # FA3 launches nothing when k holds no token: lse +inf
+        lse.fill_(math.inf)
     return out, lse
 
 
@@ -129,6 +131,8 @@ def kvcache(kw):
             out[qs], lse[:, qs] = o, lb
         else:
             out[b], lse[b] = o, lb
+    if kc[..., 0, 0].numel() == 0 and (kw.get("k") is None or kw["k"].numel() == 0):  # nothing launched: +inf
+        lse.fill_(math.inf)
     return out, lse
 
 

@@ -72,7 +72,7 @@ def kvcache_case(r: random.Random) -> Case:
     page = r.choice([0, 16, 64])
     new = r.choice([0, 0, 1, 2]) if (packed or sq) else 0
     case = Case("fa3.kvcache", "fuzz", lens_q=lens_q, lens_k=_lens(r, b, 90), page_size=page, new_tokens=new,
-                packed_q=packed, **_masks(r), **_retired(r, page > 0))  # fmt: skip
+                packed_q=packed, **_masks(r), **(_retired(r, True) if page else {}))  # fmt: skip
     if not page and not new and r.random() < 0.3:
         case = replace(case, leftpad=True)
     elif not page and r.random() < 0.3:
@@ -97,7 +97,7 @@ def mla_sparse_case(r: random.Random) -> Case:
     return Case("flashmla.kvcache", "fuzz", lens_q=(sq,) * b, lens_k=_lens(r, b, 150), hq=r.choice([1, 4, 16]),
                 hk=1, d=d, dv=512, page_size=r.choice([64, 61, 53]), causal=False, with_out=False, tol="flashmla",
                 topk=r.choice([64, 128]), topk_length=r.random() < 0.5, sinks=sinks,
-                sink_inf=sinks and r.random() < 0.5, invalid=r.choice([(), (SENTINEL,)]),
+                sink_inf=sinks and r.random() < 0.5, invalid=r.choice([(), (-1,), (-1, SENTINEL, -7)]),
                 extra_topk=r.choice([0, 0, 64]), extra_page_size=r.choice([0, 2, 64]),
                 nan_unused=r.random() < 0.5)  # fmt: skip
 

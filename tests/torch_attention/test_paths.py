@@ -147,3 +147,14 @@ def test_capabilities_on_the_cpu_say_what_is_missing_and_why():
     text = "\n".join(caps.describe())
     assert "no varlen_attn: " in text  # no varlen module in this torch, or no CPU kernel
     assert "no Triton decode: Triton kernels run on CUDA/ROCm devices, not cpu" in text
+
+
+@pytest.mark.parametrize("q_shape", [(4, 0, 8, 64), (0, 1, 8, 64)], ids=["seqlen-q-0", "batch-0"])
+def test_the_triton_decode_kernel_is_never_launched_on_an_empty_problem(q_shape):
+    """An empty grid dimension made the kernel read past its buffers on the H200: the batched path answers."""
+    from accelbridge.torch_attention import decode
+
+    _, kc, vc, _, _ = _paged()
+    caps = capabilities.Capabilities("cuda", triton=True)
+    assert decode.fits(torch.empty(4, 1, 8, 64, dtype=BF16), kc, vc, caps)
+    assert not decode.fits(torch.empty(q_shape, dtype=BF16), kc, vc, caps)
