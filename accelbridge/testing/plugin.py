@@ -8,6 +8,7 @@ simulated platform current for the whole session.
 
 from __future__ import annotations
 
+import difflib
 from collections import Counter
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from accelbridge.kernels_catalog import BUILTIN_PROVIDERS
 
 _SKIPS: Counter[str] = Counter()
+_MARKERS = ("platform", "arch", "op")
 _SIMULATION = pytest.StashKey[object]()
 
 
@@ -43,7 +45,10 @@ def pytest_configure(config: pytest.Config) -> None:
         from accelbridge import platforms
 
         block = platforms.simulated(spec)
-        block.__enter__()
+        try:
+            block.__enter__()
+        except Exception as e:  # a bad spec is the user's, not pytest's INTERNALERROR
+            raise pytest.UsageError(f"--accel-simulate {spec!r}: {e}") from None
         config.stash[_SIMULATION] = block
 
 
@@ -83,6 +88,22 @@ def _op_features(op: str, kwargs: dict) -> dict:
     return features
 
 
+def _did_you_mean(got: object, valid) -> str:
+    close = difflib.get_close_matches(str(got), [str(v) for v in valid], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _misspelled_markers(item: pytest.Item) -> None:
+    """A marker one typo away from platform/arch/op would otherwise be silently ignored: the test would
+    run everywhere."""
+    for mark in item.iter_markers():
+        if mark.name not in _MARKERS:
+            close = difflib.get_close_matches(mark.name, _MARKERS, n=1, cutoff=0.75)
+            if close:
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{mark.name} is not an accelbridge marker "
+                                        f"(did you mean @pytest.mark.{close[0]}?)")  # fmt: skip
+
+
 def _validate_markers(item: pytest.Item) -> None:
     """Unknown platform, arch, op or provider ids in markers are usage errors listing the valid ones."""
     from accelbridge import kernels_catalog, ops, platforms
@@ -93,8 +114,8 @@ def _validate_markers(item: pytest.Item) -> None:
         bad = [name for name in mark.args if name not in known]
         if bad or not mark.args:
             name = bad[0] if bad else ""
-            raise pytest.UsageError(f"{where}@pytest.mark.platform{mark.args}: unknown platform {name!r}; "
-                                    f"valid: {', '.join(known)}")  # fmt: skip
+            raise pytest.UsageError(f"{where}@pytest.mark.platform{mark.args}: unknown platform {name!r}"
+                                    f"{_did_you_mean(name, known)}; valid: {', '.join(known)}")  # fmt: skip
     for mark in item.iter_markers("arch"):
         try:
             platforms.ArchRule.parse(list(mark.args))
@@ -103,7 +124,8 @@ def _validate_markers(item: pytest.Item) -> None:
     for mark in item.iter_markers("op"):
         if not mark.args or mark.args[0] not in ops.OPS:
             got = mark.args[0] if mark.args else None
-            raise pytest.UsageError(f"{where}@pytest.mark.op({got!r}): unknown op; valid: {', '.join(ops.ids())}")
+            raise pytest.UsageError(f"{where}@pytest.mark.op({got!r}): unknown op{_did_you_mean(got, ops.ids())}; "
+                                    f"valid: {', '.join(ops.ids())}")  # fmt: skip
         try:
             _op_features(mark.args[0], mark.kwargs)
         except pytest.UsageError as e:
@@ -114,13 +136,15 @@ def _validate_markers(item: pytest.Item) -> None:
                 {pid for name in platforms.known_platforms() for pid in kernels_catalog.load(name).providers}
             )
             if wanted not in known:
+                hint = _did_you_mean(wanted, known)
                 raise pytest.UsageError(f"{where}@pytest.mark.op({mark.args[0]!r}, provider={wanted!r}): unknown "
-                                        f"provider; valid: {', '.join(known)}")  # fmt: skip
+                                        f"provider{hint}; valid: {', '.join(known)}")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if any(item.iter_markers(name) for name in ("platform", "arch", "op")):
+        _misspelled_markers(item)
+        if any(item.iter_markers(name) for name in _MARKERS):
             _validate_markers(item)
 
 

@@ -96,13 +96,23 @@ def test_op_marker_features_and_kernel_requirement(pytester, fixture_providers):
 
 @pytest.mark.parametrize("marker, message", [
     ('platform("nvidia")', "unknown platform 'nvidia'; valid: cpu, cuda, musa, rocm"),
-    ('op("fa3.varln")', "unknown op; valid: fa3.varlen"),
-    ('op("fa3.varlen", provider="sgl-kernl")', "unknown provider; valid:"),
+    ('op("fa3.varln")', "unknown op (did you mean 'fa3.varlen'?); valid: fa3.varlen"),
+    ('op("fa3.kvcahce")', "unknown op (did you mean 'fa3.kvcache'?)"),
+    ('op("fa3.varlen", provider="sgl-kernl")', "unknown provider (did you mean 'sgl-kernel'?); valid:"),
+    ('platfrom("cuda")', "@pytest.mark.platfrom is not an accelbridge marker (did you mean @pytest.mark.platform?)"),
     ('op("fa3.varlen", head_dims=128)', "unknown keyword 'head_dims'; valid:"),
     ('arch(">=hopper")', "@pytest.mark.arch"),
 ])  # fmt: skip
 def test_bad_marker_arguments_are_usage_errors(pytester, marker, message):
+    """Each names the test, the marker and the fix; nothing is silently ignored."""
     pytester.makepyfile(f"import pytest\n\n@pytest.mark.{marker}\ndef test_x():\n    pass\n")
     result = pytester.runpytest(*LOAD, "--accel-simulate", "cpu")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert message in result.stderr.str() and "Traceback" not in result.stderr.str()
+
+
+def test_a_bad_simulation_spec_is_a_usage_error_not_an_internal_error(pytester):
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest(*LOAD, "--accel-simulate", "cuda:sm9")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--accel-simulate 'cuda:sm9'" in result.stderr.str() and "INTERNALERROR" not in result.stdout.str()
