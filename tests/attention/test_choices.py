@@ -1,6 +1,7 @@
 """Visible choices: each resolution logged once, an accelerator's fallback to the reference heard, strict mode."""
 
 import logging
+import sys
 import warnings
 
 import pytest
@@ -10,9 +11,14 @@ from accelbridge import attention, cli, platforms
 from accelbridge.attention import ReferenceFallbackWarning, UnsupportedFeatureError
 
 
-@pytest.fixture
-def without_torch(tmp_path, monkeypatch):
-    """A cuda catalog whose fa3.varlen order skips the torch provider: calls end on the reference."""
+@pytest.fixture(params=["bare", "sgl_kernel importable"])
+def without_torch(request, tmp_path, monkeypatch):
+    """A cuda catalog whose fa3.varlen order skips the torch provider, and no sgl_kernel whatever this
+    machine has installed (a GPU machine has the real one; the fixture module stands in for it here):
+    calls end on the reference."""
+    if request.param != "bare":
+        request.getfixturevalue("fixture_providers")
+    monkeypatch.setitem(sys.modules, "sgl_kernel", None)  # import fails as if not installed
     overlay = tmp_path / "no-torch.yaml"
     overlay.write_text("schema: 1\nplatform: cuda\norder:\n  fa3.varlen: [sgl-kernel, reference]\n")
     monkeypatch.setenv("ACCELBRIDGE_CATALOG_PATH", str(overlay))
