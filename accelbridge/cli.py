@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -71,7 +72,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ]
     )
     print("\nKernel resolution (first viable provider per op; `accelbridge explain OP` says why)")
-    rows = [(r["op"], r["selected"] or "none", r["note"]) for r in report["resolution"]]
+    rows = [(r["op"], r["selected"] or "none", r["summary"]) for r in report["resolution"]]
     _print_table(rows, headers=("op", "provider", "note"))
     print("\nPlatform plugins (entry point group accelbridge.platforms)")
     if not report["plugins"]:
@@ -99,10 +100,21 @@ def _resolution_table(platform) -> list[dict[str, Any]]:
             lead = "SLOW PATH (pure-torch reference); " if slow else ""
             lead = lead or "no vendor kernel: torch's own kernels; " * portable
             note = lead + " | ".join(skipped)
+            summary = lead + " | ".join(f"{c['provider']}: {'; '.join(map(_gist, c['reasons']))}"
+                                        for c in r.candidates if c["viable"] is False)  # fmt: skip
             if r.selected is None and not skipped:
-                note = "no provider listed for this op on this platform"
-            rows.append({"op": op, "selected": r.selected, "note": note, "reference_fallback": slow})
+                note = summary = "no provider listed for this op on this platform"
+            rows.append({"op": op, "selected": r.selected, "note": note, "summary": summary,
+                         "reference_fallback": slow})  # fmt: skip
     return rows
+
+
+_DETAIL = re.compile(r": (?=[A-Z])")  # where a reason quotes the exception's own sentences
+
+
+def _gist(reason: str) -> str:
+    """A reason without the exception text it quotes, for one table row (JSON and explain keep it whole)."""
+    return _DETAIL.split(reason, maxsplit=1)[0]
 
 
 # -- explain ------------------------------------------------------------------------------

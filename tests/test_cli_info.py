@@ -67,3 +67,23 @@ def test_info_hides_fields_that_do_not_apply():
     assert cpu["capability"] is None and cpu["fp8_e4m3_dtype"] is None
     turing = platforms.simulate("cuda:sm75").describe()
     assert turing["capability"] == [7, 5] and turing["fp8_e4m3_dtype"] is None, "no FP8 attention before sm89"
+
+
+def test_info_rows_give_the_gist_and_json_keeps_every_word(capsys):
+    """A hub provider's reason quotes the hub's own sentences: the table keeps the first clause only."""
+    code, out, _ = run(capsys, "info", "--simulate", "cuda:sm90")
+    assert code == 0
+    assert max(map(len, out.splitlines())) < 400
+    code, out, _ = run(capsys, "info", "--simulate", "cuda:sm90", "--json")
+    rows = {r["op"]: r for r in json.loads(out)["resolution"]}
+    assert all(r["summary"] in r["note"] or len(r["summary"]) <= len(r["note"]) for r in rows.values())
+
+
+def test_a_reason_loses_only_the_exception_text_it_quotes():
+    from accelbridge.cli import _gist
+
+    hub = ("hub kernel kernels-community/flash-attn3 not in the local cache (offline): Version 1 of "
+           "'kernels-community/flash-attn3' is not available in the local cache. Download it first.")  # fmt: skip
+    assert _gist(hub) == "hub kernel kernels-community/flash-attn3 not in the local cache (offline)"
+    module = "module 'sgl_kernel' not installed (install: pip install sglang-kernel)"
+    assert _gist(module) == module
