@@ -13,7 +13,20 @@ import torch
 
 from accelbridge.ops import reference
 from accelbridge.ops.cases import SENTINEL, Case, Inputs, cumulative
-from accelbridge.ops.spec import Check, Data, Hint, Index, OpSpec, Option, Out, Plan, PlanRelation, Selector, fail
+from accelbridge.ops.spec import (
+    Check,
+    Data,
+    Hint,
+    Index,
+    OpSpec,
+    Option,
+    Out,
+    Plan,
+    PlanRelation,
+    Selector,
+    fail,
+    on_q_device,
+)
 
 
 def flash_attn_varlen_func(
@@ -166,6 +179,8 @@ def _out(v: str) -> Check:
 _FLOAT_Q = Check("q", "q.dtype in _F", "has dtype {q.dtype}", "a floating dtype (bf16, fp16, fp32, fp8)", what="dtype")
 _QV = Check("qv", "qv is None or (qv.dtype is q.dtype and qv.shape[:-1] == q.shape[:-1])", "{_tensor(qv)}",
             "q's dtype and shape but for the last dim (v's head dim)")  # fmt: skip
+_SINKS = Check("sinks", "sinks is None or (sinks.dim() == 1 and sinks.shape[0] == q.shape[-2] and sinks.dtype in _F)",
+               "{_tensor(sinks)}", "a floating tensor ({q.shape[-2]},): one sink logit per q head")  # fmt: skip
 _OUT_DEVICE = Check("out", "out is None or out.device == q.device", "is on {out.device} but q is on {q.device}",
                     _SAME_DEVICE, what="device")  # fmt: skip
 
@@ -241,6 +256,8 @@ VARLEN_CHECKS = (
           "page_table is None or page_table.shape[0] == seqused_k.shape[0] == cu_seqlens_q.shape[0] - 1",
           "have {page_table.shape[0]}/{seqused_k.shape[0]} rows",
           "one row per sequence: {cu_seqlens_q.shape[0] - 1}, from cu_seqlens_q"),
+    _SINKS,
+    *map(on_q_device, ("cu_seqlens_q", "cu_seqlens_k", "seqused_k", "page_table", "sinks")),
     _out("v"),
     _OUT_DEVICE,
     Check("cu_seqlens_q", _varlen_values, kind="values"),
@@ -335,6 +352,9 @@ KVCACHE_CHECKS = (
     # FA3 refuses a table shorter than the cache ("cos/sin seqlen must be at least the seqlen of KV cache")
     Check("rotary_cos", "rotary_cos is None or rotary_cos.shape[0] >= " + _CAPACITY, "has {rotary_cos.shape[0]} rows",
           "at least the cache's capacity, {" + _CAPACITY + "} positions"),
+    _SINKS,
+    *map(on_q_device, ("page_table", "cache_batch_idx", "cache_leftpad", "cu_seqlens_q", "cu_seqlens_k_new",
+                       "sinks")),
     _out("v_cache"),
     _OUT_DEVICE,
     Check("cache_seqlens", _kvcache_values, kind="values"),

@@ -14,7 +14,7 @@ import torch
 
 from accelbridge.ops import reference
 from accelbridge.ops.cases import SENTINEL, Case, Inputs
-from accelbridge.ops.spec import Check, Data, Hint, Index, OpSpec, Option, Plan, PlanRelation
+from accelbridge.ops.spec import Check, Data, Hint, Index, OpSpec, Option, Plan, PlanRelation, on_q_device
 
 
 def get_mla_metadata(
@@ -107,8 +107,12 @@ MLA_CHECKS = (
           "{'is None' if extra_k_cache is None else 'is given'}", "both, or neither"),
     Check("topk_length", "topk_length is None or (topk_length.dtype is _I32 and topk_length.shape == q.shape[:1])",
           "{_index(topk_length)}", "an int32 tensor (batch,) of valid index counts"),
-    Check("attn_sink", "attn_sink is None or attn_sink.shape == q.shape[2:3]", "{_shape(attn_sink)}",
-          "a float32 tensor (num_heads,) of sink logits"),
+    Check("attn_sink", "attn_sink is None or (attn_sink.shape == q.shape[2:3] and attn_sink.dtype in _F)",
+          "{_tensor(attn_sink)}", "a float32 tensor (num_heads,) of sink logits"),
+    Check("k_cache", "not _EXACT or q.device == k_cache.device", "is on {k_cache.device} but q is on {q.device}",
+          "every tensor on q's device", what="device"),
+    *map(on_q_device, ("block_table", "cache_seqlens", "indices", "topk_length", "attn_sink", "extra_k_cache",
+                       "extra_indices_in_kvcache", "extra_topk_length", "descale_q", "descale_k")),
     Check("block_table", _mla_values, kind="values"),
 )  # fmt: skip
 

@@ -137,6 +137,17 @@ class Check:
             raise DeclarationError("a metadata check is an expression string; a values check is a function")
 
 
+def on_q_device(name: str) -> Check:
+    """An optional tensor (index tensors, sinks) on q's device, as every kernel reads it there.
+
+    Device indices on the fast path (two integer reads: another GPU or the host next to a GPU);
+    whole devices where ``_EXACT`` holds (the full level, and the pass that explains a kernel error).
+    """
+    same = f"{name}.get_device() == q.get_device() and (not _EXACT or {name}.device == q.device)"
+    return Check(name, f"{name} is None or ({same})", f"is on {{{name}.device}} but q is on {{q.device}}",
+                 "every tensor on q's device", what="device")  # fmt: skip
+
+
 def _shape(x: Any) -> str:
     return f"has shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else f"is {type(x).__name__}"
 

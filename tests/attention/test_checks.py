@@ -228,3 +228,44 @@ def test_a_device_mismatch_is_named_at_every_level_but_off(rng, level):
     kc = kvcache(rng)
     with pytest.raises(InvalidArgumentError, match="k_cache/v_cache are on cpu/meta but q is on cpu"):
         attention.flash_attn_with_kvcache(**_with(kc, v_cache=kc["v_cache"].to("meta")))
+
+
+def _mla(rng):
+    q = torch.randn(2, 1, 4, 64, generator=rng).to(torch.bfloat16)
+    cache = torch.randn(4, 8, 1, 64, generator=rng).to(torch.bfloat16)
+    return {"q": q, "k_cache": cache, "block_table": torch.tensor([[0, 1], [2, 3]], dtype=torch.int32),
+            "cache_seqlens": torch.tensor([9, 16], dtype=torch.int32), "head_dim_v": 32,
+            "tile_scheduler_metadata": None}  # fmt: skip
+
+
+META = "meta"  # another device than q's on any machine
+METADATA_FAULTS = [  # each once crashed inside a provider or returned silently
+    ("varlen", "cu_seqlens_q", lambda kw: _with(kw, cu_seqlens_q=kw["cu_seqlens_q"].to(META)),
+     "cu_seqlens_q is on meta but q is on cpu"),
+    ("varlen", "cu_seqlens_k", lambda kw: _with(kw, cu_seqlens_k=kw["cu_seqlens_k"].to(META)),
+     "cu_seqlens_k is on meta but q is on cpu"),
+    ("varlen", "sinks device", lambda kw: _with(kw, sinks=torch.zeros(4, device=META)), "sinks is on meta"),
+    ("varlen", "sinks length", lambda kw: _with(kw, sinks=torch.zeros(3)), "expected a floating tensor (4,)"),
+    ("varlen", "sinks rank", lambda kw: _with(kw, sinks=torch.zeros(1, 4)), "sinks is torch.float32 (1, 4)"),
+    ("varlen", "sinks int8", lambda kw: _with(kw, sinks=torch.zeros(4, dtype=torch.int8)), "sinks is torch.int8"),
+    ("paged", "page_table", lambda kw: _with(kw, page_table=kw["page_table"].to(META)), "page_table is on meta"),
+    ("kvcache", "sinks", lambda kw: _with(kw, sinks=torch.zeros(5)), "sinks is torch.float32 (5,)"),
+    ("kvcache", "cache_leftpad", lambda kw: _with(kw, cache_leftpad=torch.zeros(2, dtype=torch.int32, device=META)),
+     "cache_leftpad is on meta"),
+    ("mla", "q", lambda kw: _with(kw, q=kw["q"].to(META)), "k_cache is on cpu but q is on meta"),
+    ("mla", "block_table", lambda kw: _with(kw, block_table=kw["block_table"].to(META)), "block_table is on meta"),
+    ("mla", "cache_seqlens", lambda kw: _with(kw, cache_seqlens=kw["cache_seqlens"].to(META)),
+     "cache_seqlens is on meta"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("op, name, mutate, message", METADATA_FAULTS, ids=[f"{c[0]}-{c[1]}" for c in METADATA_FAULTS])
+def test_every_metadata_fault_is_named_before_any_kernel(rng, spy, op, name, mutate, message):
+    build, call = {"varlen": (varlen, attention.flash_attn_varlen_func),
+                   "paged": (paged_varlen, attention.flash_attn_varlen_func),
+                   "kvcache": (kvcache, attention.flash_attn_with_kvcache),
+                   "mla": (_mla, attention.flash_mla_with_kvcache)}[op]  # fmt: skip
+    with pytest.raises(InvalidArgumentError) as e:
+        call(**mutate(build(rng)))
+    assert message in str(e.value) and "expected" in str(e.value)
+    assert spy == [], "no kernel ran"
