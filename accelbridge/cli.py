@@ -104,6 +104,9 @@ def _resolution_table(platform) -> list[dict[str, Any]]:
                                         for c in r.candidates if c["viable"] is False)  # fmt: skip
             if r.selected is None and not skipped:
                 note = summary = "no provider listed for this op on this platform"
+            if r.selected is None and ops.planned_by(op):  # a planning op without a provider returns None
+                fine = f"fine: returns None, {', '.join(ops.planned_by(op))} plans each call itself"
+                note, summary = f"{fine}; {note}", f"{fine}; {summary}"
             rows.append({"op": op, "selected": r.selected, "note": note, "summary": summary,
                          "reference_fallback": slow})  # fmt: skip
     return rows

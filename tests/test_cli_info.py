@@ -87,3 +87,13 @@ def test_a_reason_loses_only_the_exception_text_it_quotes():
     assert _gist(hub) == "hub kernel kernels-community/flash-attn3 not in the local cache (offline)"
     module = "module 'sgl_kernel' not installed (install: pip install sglang-kernel)"
     assert _gist(module) == module
+
+
+def test_a_planning_op_without_a_provider_is_fine_and_says_so(capsys):
+    from accelbridge import attention
+
+    code, out, _ = run(capsys, "info")
+    row = next(line for line in out.splitlines() if line.strip().startswith("fa3.scheduler_metadata"))
+    assert "fine: returns None, fa3.kvcache plans each call itself" in row
+    assert "NO provider" not in attention.explain("fa3.scheduler_metadata")
+    assert "NO provider" in attention.explain("fa3.varlen") or attention.resolve("fa3.varlen").selected

@@ -68,7 +68,10 @@ def explain(op: str, **features: Any) -> str:
     r = resolve(op, **features)
     p = platforms.current()
     sim = f" (simulated {getattr(p, 'spec', '')})" if p.simulated else ""
-    lines = [f"{r.op} on {r.platform} {r.arch}{sim}: " + (f"selected {r.selected}" if r.selected else "NO provider")]
+    consumers = ops.planned_by(op)
+    none = (f"no provider: fine, it returns None and {', '.join(consumers)} plans each call itself" if consumers
+            else "NO provider")  # fmt: skip
+    lines = [f"{r.op} on {r.platform} {r.arch}{sim}: " + (f"selected {r.selected}" if r.selected else none)]
     for n, row in enumerate(r.candidates, 1):
         status = "viable" if row["viable"] else "not viable"
         lines.append(f"  {n}. {row['provider']:<14} {status}  {row.get('source', '')}".rstrip())

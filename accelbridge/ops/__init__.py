@@ -35,6 +35,12 @@ def get(op: str) -> OpSpec:
     return OPS[op]
 
 
+def planned_by(op: str) -> tuple[str, ...]:
+    """The ops whose calls take ``op``'s plan (empty unless ``op`` is a planning op). Without a provider
+    a planning op returns None, and those calls plan themselves: not having one is fine."""
+    return tuple(o for o, spec in OPS.items() if spec.plan is not None and spec.plan.producer == op)
+
+
 def ids() -> tuple[str, ...]:
     return tuple(OPS)
 
