@@ -120,10 +120,24 @@ def _gist(reason: str) -> str:
     return _DETAIL.split(reason, maxsplit=1)[0]
 
 
+def _standins_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--standins", action="store_true",
+                        help="put the stand-ins of vendor packages (mate) on the path first")  # fmt: skip
+
+
 # -- explain ------------------------------------------------------------------------------
+def _use_standins(args: argparse.Namespace) -> None:
+    """Vendor stand-ins (mate) first on the path, only when asked for (--standins)."""
+    if args.standins:
+        from accelbridge.testing import standins
+
+        sys.path.insert(0, standins.path())
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from accelbridge import attention, platforms
 
+    _use_standins(args)
     with platforms.simulated(args.simulate) if args.simulate else contextlib.nullcontext():
         if args.json:
             print(json.dumps(attention.resolve(args.op).to_dict(), indent=2))
@@ -245,10 +259,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     if args.op and args.op not in checked:
         raise AccelbridgeError(f"selftest: no checks for op {args.op!r}; valid: {', '.join(checked)}")
     seed = conformance.new_seed() if args.seed is None else args.seed
-    if args.standins:
-        from accelbridge.testing import standins
-
-        sys.path.insert(0, standins.path())  # vendor stand-ins (mate), asked for explicitly
+    _use_standins(args)
     with platforms.simulated(args.simulate) if args.simulate else contextlib.nullcontext():
         p = platforms.current()
         from accelbridge import kernels_catalog
@@ -330,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("op", metavar="OP", help=", ".join(ops.ids()))
     explain.add_argument("--simulate", metavar="SPEC")
     explain.add_argument("--json", action="store_true")
+    _standins_flag(explain)
     explain.set_defaults(func=cmd_explain)
 
     catalog = sub.add_parser("catalog", help="validate, show and tabulate kernel catalogs")
@@ -357,9 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--seed", type=int, help="reuse the inputs of an earlier run (printed in its header)")
     selftest.add_argument("--simulate", metavar="SPEC")
     selftest.add_argument("--json", action="store_true")
-    selftest.add_argument(
-        "--standins", action="store_true", help="put the stand-ins of vendor packages (mate) on the path first"
-    )
+    _standins_flag(selftest)
     selftest.set_defaults(func=cmd_selftest)
     lock = sub.add_parser("lock", help="pin the catalogs' hub kernels to commits in the kernels.lock of the cache dir")
     lock.add_argument("--output", metavar="PATH", help="write the lock here instead")

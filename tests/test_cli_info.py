@@ -96,3 +96,13 @@ def test_a_planning_op_without_a_provider_is_fine_and_says_so(capsys):
     row = next(line for line in out.splitlines() if line.strip().startswith("fa3.scheduler_metadata"))
     assert "fine: returns None, fa3.kvcache plans each call itself" in row
     assert "NO provider" not in attention.explain("fa3.scheduler_metadata")
+
+
+def test_explain_takes_the_stand_ins_as_selftest_does(capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # --standins prepends to it
+    monkeypatch.delitem(sys.modules, "mate", raising=False)
+    code, out, _ = run(capsys, "explain", "fa3.varlen", "--simulate", "musa:mp31", "--standins")
+    assert code == 0 and "selected mate" in out
+    sys.modules.pop("mate", None)
