@@ -419,6 +419,8 @@ def varlen_cases(op: str, full: bool = False) -> list[Case]:
 
 def kvcache_cases(op: str, full: bool = False) -> list[Case]:
     c = Case(op, "paged-decode", lens_q=(1, 1, 1, 1), lens_k=(1, 37, 200, 64), page_size=16)
+    # FA3's rotary q rule: 3 queries rotating with 3 new keys, non-causal, over a contiguous cache
+    rotary3 = replace(c, lens_q=(3, 3, 3, 3), new_tokens=3, rotary="interleaved", causal=False, page_size=0)
     cases = [
         c,
         replace(c, name="page64", page_size=64),
@@ -448,26 +450,8 @@ def kvcache_cases(op: str, full: bool = False) -> list[Case]:
         replace(c, name="packed-q", lens_q=(1, 3, 2, 1), packed_q=True),
         replace(c, name="packed-q-batched-new", lens_q=(1, 3, 2, 1), packed_q=True, new_tokens=2),
         replace(c, name="table-no-seqlens", lens_k=(64, 64, 64, 64), no_seqlens=True),
-        replace(
-            c,
-            name="rotary-chunk",
-            lens_q=(3, 3, 3, 3),
-            new_tokens=3,
-            rotary="interleaved",
-            causal=False,
-            page_size=0,
-            chunk=16,
-        ),
-        replace(
-            c,
-            name="rotary-window-normalised",
-            lens_q=(3, 3, 3, 3),
-            new_tokens=3,
-            rotary="interleaved",
-            causal=False,
-            page_size=0,
-            window=(-1, 3),
-        ),
+        replace(rotary3, name="rotary-chunk", chunk=16),
+        replace(rotary3, name="rotary-window-normalised", window=(-1, 3)),
         replace(c, name="seqlen-q-0", lens_q=(0, 0, 0, 0), return_lse=True),
         replace(c, name="sinks-inf", sinks=True, sink_inf=True, return_lse=True),
     ]

@@ -137,6 +137,16 @@ def mla_cases(full: bool = False) -> list[Case]:
     c = Case("flashmla.kvcache", "decode", lens_q=(1, 1, 1), lens_k=(1, 100, 300), hq=16, hk=1, d=576, dv=512,
              page_size=64, causal=False, with_out=False, tol="flashmla")  # fmt: skip
     sparse = replace(c, name="sparse-v32", lens_k=(40, 200, 64), hq=64, topk=64)  # bf16 q, FP8 cache
+    conventions = replace(
+        sparse,
+        name="sparse-v32-conventions",
+        lens_q=(3, 3, 3),
+        page_size=61,
+        invalid=(-1,),
+        sinks=True,
+        sink_inf=True,
+        nan_unused=True,
+    )  # FlashMLA's sparse tests' conventions
     kernels_own = {"sentinel": SENTINEL, "nan_unused": True}  # FlashMLA's tests: unused entries and slots
     return [
         c,
@@ -157,31 +167,17 @@ def mla_cases(full: bool = False) -> list[Case]:
         replace(sparse, name="sparse-v4-topk-length", d=512, topk_length=True),
         replace(sparse, name="sparse-v4-extra-cache", d=512, extra_topk=64, sinks=True),
         replace(sparse, name="sparse-all-invalid", lens_q=(2, 1, 1), lens_k=(0, 200, 64)),
+        conventions,
         replace(
-            sparse,
-            name="sparse-v32-conventions",
-            lens_q=(3, 3, 3),
-            page_size=61,
-            invalid=(-1,),
-            sinks=True,
-            sink_inf=True,
-            nan_unused=True,
-        ),
-        replace(
-            sparse,
+            conventions,
             name="sparse-v4-conventions",
             d=512,
-            lens_q=(3, 3, 3),
             lens_k=(40, 0, 64),
             page_size=53,
-            invalid=(-1,),
-            sinks=True,
-            sink_inf=True,
-            nan_unused=True,
             topk_length=True,
             extra_topk=64,
             extra_page_size=2,
-        ),
+        ),  # fmt: skip
     ]
 
 
