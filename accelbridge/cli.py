@@ -148,7 +148,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 # -- catalog ------------------------------------------------------------------------------
 def cmd_catalog_validate(args: argparse.Namespace) -> int:
-    from accelbridge.kernels_catalog import import_issues, validate_file
+    from accelbridge.kernels_catalog import import_issues, order_warnings, validate_file
 
     issues = [issue for f in args.files for issue in validate_file(f)]
     if args.imports and not issues:
@@ -158,7 +158,10 @@ def cmd_catalog_validate(args: argparse.Namespace) -> int:
     if issues:
         print(f"{len(issues)} error(s) in {len({i.file for i in issues})} file(s)", file=sys.stderr)
         return 1
-    print("ok")
+    warnings = sorted(w for f in args.files for w in order_warnings(f))
+    for warning in warnings:
+        print(f"warning: {warning}")
+    print("ok" + (f", {len(warnings)} warning(s)" if warnings else ""))
     return 0
 
 

@@ -5,6 +5,8 @@ the provider chosen and why each one before it was passed over). When an acceler
 (``Platform.accelerator``: cuda, rocm, musa, plugins that say so) ends on the pure-torch
 reference, a ``ReferenceFallbackWarning`` names every refused candidate's reason, once per op; in
 strict mode (``ACCELBRIDGE_STRICT=1`` or ``set_strict(True)``) that is an ``UnsupportedFeatureError``.
+A call its provider refuses (an argument it cannot honour) and another serves is logged once per
+distinct move (INFO), with the refusal's reason.
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ def chosen(platform, op: str, provider: str, passed_over: dict[str, list[str]], 
                "ACCELBRIDGE_STRICT=1 makes this an error")  # fmt: skip
     log.warning(message)
     warnings.warn(message, ReferenceFallbackWarning, stacklevel=4)
+
+
+def moved(platform, op: str, refused_by: str, provider: str, reasons: list[str]) -> None:
+    """One call went from the selected provider to another (an argument it cannot honour): INFO, once per move."""
+    where = getattr(platform, "spec", None) or platform.name
+    log.info("%s on %s: a call moved from %s to %s (%s: %s)", op, where, refused_by, provider, refused_by,
+             "; ".join(reasons) or "refused")  # fmt: skip
 
 
 def clear() -> None:

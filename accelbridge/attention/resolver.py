@@ -107,6 +107,7 @@ class Chain:
         self.ids, self.notes = candidate_ids(op, self.catalog)
         self._candidates: dict[int, Candidate] = {}
         self._lock = threading.RLock()
+        self._moves: set[tuple[int, int, str | None]] = set()  # (refused by, moved to, argument) logged
 
     def candidate(self, i: int) -> Candidate:
         with self._lock:
@@ -189,6 +190,10 @@ class Chain:
             if cand.viable and not cand.binding.call_reasons(values):  # type: ignore[union-attr]
                 if self.ids[i] == choices.REFERENCE:
                     self._chosen(i, values)  # a slow path for this call: heard of, once per op
+                elif 0 < start <= len(self.ids) and (start - 1, i, arg) not in self._moves:
+                    self._moves.add((start - 1, i, arg))  # each distinct move logged once, with its reason
+                    refused = self.candidate(start - 1).binding.call_reasons(values)  # type: ignore[union-attr]
+                    choices.moved(self.platform, self.op, self.ids[start - 1], self.ids[i], refused)
                 return self.call(i)(*args)
         if self.spec.without_provider == "none":
             return None  # no provider plans scheduling here: a no-op, callers stay unchanged

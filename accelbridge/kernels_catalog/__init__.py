@@ -7,6 +7,7 @@ from accelbridge.kernels_catalog.loader import (
     clear_cache,
     import_issues,
     load,
+    order_warnings,
     overlay_files,
     validate_file,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "clear_cache",
     "import_issues",
     "load",
+    "order_warnings",
     "overlay_files",
     "validate_file",
 ]

@@ -252,6 +252,31 @@ def validate_file(path: Path | str) -> list[Issue]:
     return Validator(doc, families, known).validate()
 
 
+def order_warnings(path: Path | str) -> list[Issue]:
+    """``order`` lists of one (valid) file that leave out a built-in still serving the op.
+
+    A list is the whole order, so a built-in it does not name is never tried for that op: a
+    vendor list without ``torch`` loses the torch provider, one without ``reference`` any
+    fallback. Often meant, often not; the file says which by naming it or by removing the op
+    from the built-in (``providers: {torch: {ops: {OP: null}}}``).
+    """
+    doc = read(path)
+    served = _ops_by_provider(_new_merged())
+    for pid, provider in (doc.data.get("providers") or {}).items():
+        if pid in served:
+            ops = (provider or {}).get("ops") or {}
+            served[pid] = set() if provider is None else served[pid] - {op for op, e in ops.items() if e is None}
+    warnings = []
+    for op, ids in (doc.data.get("order") or {}).items():
+        missing = [pid for pid in BUILTIN_PROVIDERS if op in served[pid] and pid not in (ids or ())]
+        if missing:
+            names, are = " and ".join(missing), "are" if len(missing) > 1 else "is"
+            warnings.append(doc.at(("order", op), f"order of {op} does not name {names}, so {names} {are} never "
+                                   f"tried for {op} (a list is the whole order): add {names} at the end of the list, "
+                                   f"or say it with providers: {{{missing[0]}: {{ops: {{{op}: null}}}}}}"))  # fmt: skip
+    return warnings
+
+
 def import_issues(path: Path | str) -> list[Issue]:
     """Providers whose module cannot be found here (looked up, never imported), with the closest installed name."""
     import difflib

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from accelbridge import attention, platforms
+from accelbridge import attention, ops, platforms
 from accelbridge.attention import InvalidArgumentError
 
 from . import spy_provider
@@ -181,18 +181,43 @@ def test_bad_paged_kvcache_and_mla(rng, spy):
     assert out.shape == (2, 1, 4, 32) and spy == ["flash_mla_with_kvcache"]
 
 
-def test_cheap_level_skips_value_checks_but_keeps_metadata_checks(rng, spy, monkeypatch):
+def test_cheap_level_checks_values_of_cpu_tensors_only(rng, spy, monkeypatch):
+    """The default level reads index values where the host read is free (CPU tensors), never a device's."""
     monkeypatch.setenv("ACCELBRIDGE_CHECKS", "cheap")
     attention.set_checks(None)  # re-read the environment
     kw = varlen(rng)
-    attention.flash_attn_varlen_func(**_with(kw, max_seqlen_q=3))  # a value check: not run at this level
-    assert spy == ["flash_attn_varlen_func"]
+    with pytest.raises(InvalidArgumentError, match="max_seqlen_q is 3 but a sequence in cu_seqlens_q has 5"):
+        attention.flash_attn_varlen_func(**_with(kw, max_seqlen_q=3))
+    on_meta = {n: t.to("meta") if isinstance(t, torch.Tensor) else t for n, t in kw.items()}  # as on a GPU
+    with pytest.raises(NotImplementedError, match="meta"):  # the spy's own reference cannot compute on meta
+        attention.flash_attn_varlen_func(**_with(on_meta, max_seqlen_q=3))
+    assert spy == ["flash_attn_varlen_func"], "no value read before the provider: it ran"
     with pytest.raises(InvalidArgumentError, match="k has dtype torch.float16"):
         attention.flash_attn_varlen_func(**_with(kw, k=kw["k"].half()))
     attention.set_checks("off")
     assert attention.checks.level() == "off"
     attention.flash_attn_varlen_func(**_with(kw, k=kw["k"].half()))  # no facade check: the kernel decides
     assert spy == ["flash_attn_varlen_func"] * 2
+
+
+@pytest.mark.parametrize("op", ["paged varlen", "paged kvcache", "mla"])
+def test_a_too_short_page_table_is_named_at_the_default_level(rng, spy, op):
+    """2 columns where a sequence needs 3 pages silently truncated attention at the default level."""
+    attention.set_checks("cheap")
+    if op == "mla":
+        kw, call, message = _mla(rng), attention.flash_mla_with_kvcache, "block_table has 2 columns"
+        kw["cache_seqlens"] = torch.tensor([9, 17], dtype=torch.int32)
+    else:
+        paged = op == "paged varlen"
+        kw = paged_varlen(rng) if paged else kvcache(rng, paged=True)
+        kw["seqused_k" if paged else "cache_seqlens"] = torch.tensor([3, 9], dtype=torch.int32)
+        if paged:
+            kw["max_seqlen_k"] = 9
+        call = attention.flash_attn_varlen_func if paged else attention.flash_attn_with_kvcache
+        message = "page_table has 2 columns"
+    with pytest.raises(InvalidArgumentError, match=message + " but sequence 1 needs 3 pages"):
+        call(**kw)
+    assert spy == []
 
 
 def test_check_level_switch(monkeypatch):
@@ -269,3 +294,43 @@ def test_every_metadata_fault_is_named_before_any_kernel(rng, spy, op, name, mut
         call(**mutate(build(rng)))
     assert message in str(e.value) and "expected" in str(e.value)
     assert spy == [], "no kernel ran"
+
+
+def _decides(spec, values, skip, exact):
+    """(declared condition, generated fast path): whether each passes; an exception counts as failing."""
+    from accelbridge.ops.spec import EXPRESSION_ENV
+
+    env = dict(spec.with_defaults(values))
+    g = {**EXPRESSION_ENV, "_EXACT": exact}
+    try:
+        declared = bool(eval(spec.metadata_condition(skip), g, env))  # noqa: S307
+    except Exception:
+        declared = False
+    prologue, condition = spec.metadata_fast_path(skip, exact=exact)
+    code = "def f():\n" + "".join(f"    {line}\n" for line in prologue) + f"    return bool({condition})\n"
+    scope = {**g, **env}
+    exec(code, scope)  # noqa: S102
+    try:
+        fast = scope["f"]()
+    except Exception:
+        fast = False
+    return declared, fast
+
+
+CALLS = ([("varlen", c[1]) for c in VARLEN_CASES] + [("paged", c[1]) for c in PAGED_CASES]
+         + [("kvcache", c[1]) for c in KVCACHE_CASES] + [(c[0], c[2]) for c in METADATA_FAULTS]
+         + [(b, lambda kw: kw) for b in ("varlen", "paged", "kvcache", "mla")])  # fmt: skip
+
+
+@pytest.mark.parametrize("skip", [frozenset(), frozenset({"dtype", "shape"})], ids=["all", "validates"])
+@pytest.mark.parametrize("exact", [False, True], ids=["cheap", "full"])
+def test_the_generated_fast_path_decides_as_the_declared_checks(rng, skip, exact):
+    builders = {"varlen": ("fa3.varlen", varlen), "paged": ("fa3.varlen", paged_varlen),
+                "kvcache": ("fa3.kvcache", kvcache), "mla": ("flashmla.kvcache", _mla)}  # fmt: skip
+    failing = 0
+    for build, mutate in CALLS:
+        op, builder = builders[build]
+        declared, fast = _decides(ops.get(op), mutate(builder(rng)), skip, exact)
+        assert declared == fast, (op, declared, fast)
+        failing += not declared
+    assert failing >= (16 if not skip else 3)  # the faults are there to be decided

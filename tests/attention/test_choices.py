@@ -78,3 +78,22 @@ def test_info_marks_torch_and_reference_served_ops(capsys, without_torch):
     assert "no vendor kernel: torch's own kernels" in out  # fa3.kvcache and the others
     assert cli.main(["info", "--simulate", "cpu"]) == 0
     assert "SLOW PATH" not in capsys.readouterr().out
+
+
+def test_each_distinct_move_to_another_provider_is_logged_once_with_its_reason(caplog, tmp_path, monkeypatch):
+    overlay = tmp_path / "spy.yaml"
+    overlay.write_text(
+        "schema: 1\nplatform: cpu\nproviders:\n  spy:\n    source: {module: tests.attention.spy_provider}\n"
+        "    ops:\n      fa3.varlen: {function: flash_attn_varlen_func, adapt: {ignores: [sinks]}}\n"
+        "order:\n  fa3.varlen: [spy, torch, reference]\n"
+    )
+    monkeypatch.setenv("ACCELBRIDGE_CATALOG_PATH", str(overlay))
+    caplog.set_level(logging.INFO, logger="accelbridge")
+    q = torch.randn(4, 2, 64).to(torch.bfloat16)
+    cu = torch.tensor([0, 4], dtype=torch.int32)
+    with platforms.simulated("cpu"):
+        for sinks in (None, torch.zeros(2), torch.zeros(2), None, torch.ones(2)):
+            attention.flash_attn_varlen_func(q, q, q, cu, cu, 4, 4, causal=True, sinks=sinks)
+    moves = [r.getMessage() for r in caplog.records if "moved" in r.getMessage()]
+    assert moves == ["fa3.varlen on cpu: a call moved from spy to torch (spy: cannot honour sinks= (the catalog "
+                     "marks it ignored by tests.attention.spy_provider.flash_attn_varlen_func))"]  # fmt: skip

@@ -295,3 +295,42 @@ def test_a_tab_indent_gets_the_hint_and_an_unknown_platform_mentions_plugins(tmp
     plugin = tmp_path / "acme.yaml"
     plugin.write_text("schema: 1\nplatform: acme\nproviders: {}\n")
     assert "out-of-tree plugin exists once its package is installed" in validate_file(plugin)[0].message
+
+
+ORDER_WITHOUT_TORCH = """
+schema: 1
+platform: cuda
+providers:
+  mine:
+    source: {module: my_fa3}
+    ops:
+      fa3.varlen: {function: flash_attn_varlen_func}
+      fa3.kvcache: {function: flash_attn_with_kvcache}
+order:
+  fa3.varlen: [mine, reference]
+  fa3.kvcache: [mine]
+"""
+
+
+def test_an_order_leaving_out_a_builtin_warns_and_names_the_fix(tmp_path, capsys):
+    """A list is the whole order: torch silently not tried was a newcomer's surprise."""
+    path = tmp_path / "c.yaml"
+    path.write_text(textwrap.dedent(ORDER_WITHOUT_TORCH).lstrip("\n"))
+    assert main(["catalog", "validate", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "ok, 2 warning(s)"
+    line, col = loc(ORDER_WITHOUT_TORCH, "[mine, reference]")
+    assert out[0] == (f"warning: {path}:{line}:{col}: order of fa3.varlen does not name torch, so torch is never "
+                      "tried for fa3.varlen (a list is the whole order): add torch at the end of the list, or say "
+                      "it with providers: {torch: {ops: {fa3.varlen: null}}}")  # fmt: skip
+    assert "order of fa3.kvcache does not name torch and reference" in out[1]
+
+
+def test_an_order_that_says_it_drops_torch_does_not_warn(tmp_path, capsys):
+    said = ORDER_WITHOUT_TORCH.replace("order:", "  torch:\n    ops: {fa3.varlen: null}\norder:").replace(
+        "[mine]", "[mine, torch, reference]"
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(textwrap.dedent(said).lstrip("\n"))
+    assert main(["catalog", "validate", str(path)]) == 0
+    assert capsys.readouterr().out == "ok\n"
