@@ -84,7 +84,44 @@ def parse_rule(rule: str | Sequence[str], parse_value: Callable[[str], T]) -> Ru
                 raise RuleError(f"bad rule token {token!r}: {e}") from None
             clause.append(Term(m.group(1) or "==", value))
         alternatives.append(tuple(clause))
+    try:
+        _sound(alternatives, texts)
+    except RuleError:
+        raise
+    except (TypeError, PlatformError):  # values that do not compare (mixed arch families): said elsewhere
+        pass
     return Rule(tuple(alternatives), tuple(texts))
+
+
+def _bounds(clause: Sequence[Term[Any]]) -> tuple[Term[Any] | None, Term[Any] | None]:
+    """The tightest lower and upper bound terms of an AND-clause (None: unbounded on that side)."""
+    lo = hi = None
+    for t in clause:
+        if t.op in (">=", ">") and (lo is None or t.value > lo.value or (t.value == lo.value and t.op == ">")):
+            lo = t
+        if t.op in ("<=", "<") and (hi is None or t.value < hi.value or (t.value == hi.value and t.op == "<")):
+            hi = t
+    return lo, hi
+
+
+def _sound(alternatives: list[tuple[Term[Any], ...]], texts: list[str]) -> None:
+    """A clause no value satisfies, or alternatives that together admit every value: a mistake either way."""
+    for clause, text in zip(alternatives, texts):
+        equal = [t.value for t in clause if t.op == "=="]
+        lo, hi = _bounds(clause)
+        empty = any(not t.holds(v) for v in equal for t in clause)
+        if lo is not None and hi is not None:
+            empty |= lo.value > hi.value or (lo.value == hi.value and (lo.op == ">" or hi.op == "<"))
+        if empty:
+            raise RuleError(f"rule alternative {text!r} can never hold: no value satisfies all its terms")
+    lows = [(b, t) for b, t in ((_bounds(c), t) for c, t in zip(alternatives, texts)) if b[0] and not b[1]]
+    highs = [(b, t) for b, t in ((_bounds(c), t) for c, t in zip(alternatives, texts)) if b[1] and not b[0]]
+    for (lo, _), lo_text in lows:
+        for (_, hi), hi_text in highs:
+            if hi.value > lo.value or (hi.value == lo.value and (lo.op == ">=" or hi.op == "<=")):
+                fix = f"for a range write one alternative '{lo_text}, {hi_text}'" if hi.value > lo.value else "drop one"
+                raise RuleError(f"rule {texts} holds for every value: a list's alternatives are OR'd "
+                                f"({lo_text!r} or {hi_text!r}); {fix}")  # fmt: skip
 
 
 def _parse_int(text: str) -> int:

@@ -32,7 +32,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for line in (
         "platform(*names): run only on these platforms (cuda, rocm, musa, cpu, plugins)",
-        "arch(rule): run only where the arch satisfies the rule, e.g. '>=sm90'",
+        "arch(rule, ...): run only where the arch satisfies the rule, e.g. '>=sm90, <sm100'; several arguments are "
+        "alternatives (OR)",
         "op(op, provider=None, kernel=False, **features): run only where the op resolves (to that provider, "
         "or to a vendor kernel with kernel=True) for a call with these features (dtype, head_dim, paged, ...)",
     ):

@@ -98,6 +98,7 @@ def test_unknown_source_key(tmp_path):
         ('{arch: [">=sm80,,<sm90"]}', "[", "bad arch rule: empty term"),
         ('{arch: ["=>sm80"]}', "[", "bad rule token '=>sm80'"),
         ('{arch: [">=sm80", "gfx942"]}', "[", "mixes vendor families"),
+        ('{arch: [">=sm100, <sm90"]}', "[", "rule alternative '>=sm100, <sm90' can never hold"),
         ('{toolkit: ">=>12"}', '">=>12"', "bad toolkit version specifier '>=>12'"),
         ('{torch: "two"}', '"two"', "bad torch version specifier 'two'"),
         ("{dtypes: [bf16, bf61]}", "bf61", "unknown dtype 'bf61' (did you mean 'bf16'?)"),

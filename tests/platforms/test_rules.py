@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from accelbridge.platforms import Arch, ArchRule, RuleError, parse_int_rule
@@ -65,6 +67,25 @@ def test_mixing_vendors_in_a_rule_is_an_error():
         ArchRule.parse([">=sm80", "gfx942"])
     with pytest.raises(RuleError, match="mixes vendor families"):
         ArchRule.parse(">=sm80, <gfx942")
+
+
+@pytest.mark.parametrize("rule, message", [
+    (">=sm100, <sm90", "rule alternative '>=sm100, <sm90' can never hold"),
+    ("sm90, >sm90", "can never hold"),
+    ("<sm90, >=sm90", "can never hold"),
+    ([">=sm90", "<sm100"], "holds for every value: a list's alternatives are OR'd ('>=sm90' or '<sm100'); for a "
+                           "range write one alternative '>=sm90, <sm100'"),
+    ([">sm90", "<=sm90"], "holds for every value"),
+])  # fmt: skip
+def test_a_rule_that_never_or_always_holds_is_an_error(rule, message):
+    """``arch(">=sm90", "<sm100")`` read as a range was OR'd into every arch; ``>=sm100, <sm90`` matched none."""
+    with pytest.raises(RuleError, match=re.escape(message)):
+        ArchRule.parse(rule)
+
+
+def test_sound_rules_still_parse():
+    assert ArchRule.parse([">=sm80, <sm90", "sm100", ">sm120"]).matches(Arch.parse("sm100"))
+    assert parse_int_rule(["<=64", ">=128"]).matches(128) and not parse_int_rule(["<=64", ">=128"]).matches(96)
 
 
 def test_rule_str_reads_like_the_input():

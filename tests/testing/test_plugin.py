@@ -102,6 +102,8 @@ def test_op_marker_features_and_kernel_requirement(pytester, fixture_providers):
     ('platfrom("cuda")', "@pytest.mark.platfrom is not an accelbridge marker (did you mean @pytest.mark.platform?)"),
     ('op("fa3.varlen", head_dims=128)', "unknown keyword 'head_dims'; valid:"),
     ('arch(">=hopper")', "@pytest.mark.arch"),
+    ('arch(">=sm90", "<sm100")', "alternatives are OR'd ('>=sm90' or '<sm100'); for a range write one alternative "
+                                "'>=sm90, <sm100'"),
 ])  # fmt: skip
 def test_bad_marker_arguments_are_usage_errors(pytester, marker, message):
     """Each names the test, the marker and the fix; nothing is silently ignored."""
