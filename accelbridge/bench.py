@@ -88,7 +88,11 @@ def bench_throughput(rounds: int = 10, iters: int = 30) -> dict[str, Any]:
     from accelbridge import attention
 
     if not torch.cuda.is_available():
-        return {"what": "kernel throughput", "skipped": "no CUDA device"}
+        return {
+            "what": "kernel throughput",
+            "skipped": "no CUDA device for the facade vs direct vendor kernel "
+            "comparison; `accelbridge bench throughput --provider torch` runs here (torch vs the reference)",
+        }
     dev, bf16 = "cuda", torch.bfloat16
     B, L, HQ, HK, D = 8, 4096, 32, 8, 128
     q = torch.randn(B * L, HQ, D, device=dev, dtype=bf16)

@@ -174,7 +174,8 @@ def format_providers(result: dict[str, Any]) -> str:
     for row in result["rows"]:
         lines.append(f"  {row['case']}")
         for name, e in row["results"].items():
-            parts = [f"{e['us']:10.1f} us", f"{e['tflops']:7.2f} TFLOP/s"]
+            rate = f"{e['tflops']:7.2f} TFLOP/s" if e["tflops"] >= 1 else f"{e['tflops'] * 1e3:7.2f} GFLOP/s"
+            parts = [f"{e['us']:10.1f} us", rate]
             if "kv_tb_s" in e:
                 parts.append(f"KV {e['kv_tb_s']:.2f} TB/s")
             if "vs_vendor" in e and name != VENDOR:

@@ -1,0 +1,33 @@
+"""`accelbridge bench`: what it reports (the measurements themselves live in docs/benchmarks.md)."""
+
+import pytest
+import torch
+
+from accelbridge import bench, bench_providers
+
+
+def test_overhead_reports_a_provider_without_validates_and_cpu_tensors():
+    result = bench.bench_overhead(rounds=1, calls=200)
+    assert set(result["providers"]) == {"validates dtype, shape", "no validates"}
+    for levels in result["providers"].values():
+        assert set(levels) == {"off", "cheap", "cheap, CPU tensors", "full"}
+        assert all(r["facade_us"] > 0 for r in levels.values())
+    text = bench.format_result("overhead", result)
+    assert "no validates           ACCELBRIDGE_CHECKS=cheap" in text and "default level (cheap), any provider" in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the vendor comparison runs where CUDA is")
+def test_throughput_without_a_gpu_names_what_runs_here():
+    text = bench.format_result("throughput", bench.bench_throughput())
+    assert text.startswith("throughput: skipped (no CUDA device") and "--provider torch" in text
+
+
+def test_small_rates_are_not_printed_as_zero_tflops():
+    result = {
+        "device": "cpu",
+        "torch": "x",
+        "platform": "cpu",
+        "rounds": 1,
+        "rows": [{"case": "c", "skipped": {}, "results": {"torch": {"us": 10.0, "tflops": 0.0042, "peak_mib": None}}}],
+    }
+    assert "4.20 GFLOP/s" in bench_providers.format_providers(result)
