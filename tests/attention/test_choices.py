@@ -62,6 +62,7 @@ def test_strict_mode_refuses_the_slow_path(monkeypatch, without_torch):
         _call()
 
 
+@pytest.mark.filterwarnings("ignore::accelbridge.attention.ProviderLoadWarning")  # simulated GPU, no kernels
 def test_an_accelerator_without_vendor_kernels_is_served_by_torch_quietly(caplog):
     caplog.set_level(logging.INFO, logger="accelbridge")
     with platforms.simulated("cuda:sm90"), warnings.catch_warnings():

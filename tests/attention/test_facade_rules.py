@@ -204,6 +204,7 @@ def test_scheduler_metadata_is_none_where_nothing_plans():
     assert attention.get_scheduler_metadata(2, 1, 8, 4, 2, 64, torch.tensor([3, 4])) is None
 
 
+@pytest.mark.filterwarnings("ignore::accelbridge.attention.ProviderLoadWarning")  # simulated GPU, no kernels
 def test_provider_pins_and_sglang_env(fixture_providers, monkeypatch):
     with platforms.simulated("cuda:sm90"):
         assert attention.resolve("fa3.varlen").selected == "sgl-kernel"
@@ -238,6 +239,7 @@ def test_bad_provider_pins(monkeypatch, value, message):
         attention.resolve("fa3.varlen")
 
 
+@pytest.mark.filterwarnings("ignore::accelbridge.attention.ProviderLoadWarning")  # simulated GPU, no kernels
 @pytest.mark.parametrize(
     "spec, op, selected, first_reason",
     [
@@ -274,6 +276,7 @@ def test_explain_on_simulated_platforms(fixture_providers, spec, op, selected, f
     assert data["selected"] == selected and all({"provider", "viable", "reasons"} <= set(c) for c in data["candidates"])
 
 
+@pytest.mark.filterwarnings("ignore::accelbridge.attention.ProviderLoadWarning")  # simulated GPU, no kernels
 def test_rocm_never_gets_cuda_providers():
     # field bug: gfx90a (9.0) and gfx950 (9.5) passed ">= (9, 0)" Hopper gates and got CUDA-only FA3
     for spec in ("rocm:gfx90a", "rocm:gfx950"):

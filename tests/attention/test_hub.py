@@ -128,7 +128,7 @@ def test_trust_remote_code_only_for_trusted_entries(monkeypatch, cache):
     monkeypatch.setattr(kernels, "get_kernel", observe)
     for trusted in (False, True):
         providers.clear()
-        with pytest.raises(providers.LoadFailure):
+        with pytest.raises(providers.LoadFailure), pytest.warns(providers.ProviderLoadWarning, match="acme/fast"):
             providers.load_module("p", Source("hub", "acme/fast-attention", revision="a" * 40), trusted, None, True)
     assert seen == [("acme/fast-attention", False), ("acme/fast-attention", ["acme/fast-attention"])]
 
@@ -142,7 +142,8 @@ def test_with_a_lock_only_the_locked_revision_loads(cache, monkeypatch):
     real_locked = kernels.get_locked_kernel
     monkeypatch.setattr(kernels, "get_locked_kernel",
                         lambda repo, **kw: asked.append(("locked", repo)) or real_locked(repo, **kw))  # fmt: skip
-    with pytest.raises(providers.LoadFailure, match="at locked commit 2{40} could not be loaded.*accelbridge download"):
+    failed = "at locked commit 2{40} could not be loaded.*accelbridge download"
+    with pytest.raises(providers.LoadFailure, match=failed), pytest.warns(providers.ProviderLoadWarning, match=failed):
         providers.load_module("hub-fa3", Source("hub", "kernels-community/flash-attn3", version=1), False, None, True)
     assert asked == [("locked", "kernels-community/flash-attn3")]
 

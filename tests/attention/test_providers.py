@@ -2,6 +2,7 @@
 
 import textwrap
 
+import pytest
 import torch
 
 from accelbridge import attention, platforms
@@ -80,6 +81,7 @@ def check_paged_kvcache(rng, ver=3, append=True, hq=4):
 
 
 # -- sgl-kernel (module) ----------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore::accelbridge.attention.ProviderLoadWarning")  # simulated GPU, no kernels
 def test_sgl_kernel_fa3(fixture_providers, rng):
     with platforms.simulated("cuda:sm90:toolkit=12.8"):
         assert attention.resolve("fa3.varlen").selected == "sgl-kernel"
@@ -114,6 +116,7 @@ def test_sgl_kernel_flashmla(fixture_providers, rng):
 
 
 # -- hub kernels through the real `kernels` package --------------------------------------------
+@pytest.mark.filterwarnings("ignore::accelbridge.attention.ReferenceFallbackWarning")  # sinks: this order skips torch
 def test_hub_fa3_via_path_source(fixture_providers, tmp_path, monkeypatch, rng):
     kernel_dir = build_local_kernel(tmp_path)
     overlay(tmp_path, monkeypatch, f"""
