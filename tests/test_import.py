@@ -34,3 +34,13 @@ def test_detection_does_not_initialise_cuda():
         "assert not torch.cuda.is_initialized(), 'cuda initialised'\nprint(p.name)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_first_cpu_call_through_the_torch_provider_does_not_import_dynamo():
+    """torch.nn.attention.varlen imports torch._dynamo (0.85 s of a first call); only a CUDA device needs it."""
+    code = "\n".join([
+        "import torch", "from accelbridge import attention, platforms",
+        "q = torch.zeros(4, 2, 64, dtype=torch.bfloat16)", "cu = torch.tensor([0, 4], dtype=torch.int32)",
+        "with platforms.simulated('cpu'):", "    attention.flash_attn_varlen_func(q, q, q, cu, cu, 4, 4, causal=True)",
+    ])  # fmt: skip
+    assert "torch._dynamo" not in _modules_after(code)

@@ -46,6 +46,8 @@ _VARLEN_FEATURES = ("enable_gqa", "window_size", "seqused_k", "block_table", "re
 
 
 def _varlen_features(device: torch.device) -> tuple[frozenset[str], str | None]:
+    if device.type != "cuda":  # before the import: torch.nn.attention.varlen imports torch._dynamo (~1-2 s)
+        return frozenset(), f"varlen_attn has no {device.type} kernel (CUDA/ROCm only)"
     try:
         from torch.nn.attention import varlen
     except ImportError:
@@ -53,8 +55,6 @@ def _varlen_features(device: torch.device) -> tuple[frozenset[str], str | None]:
     fn = getattr(varlen, "varlen_attn", None)
     if fn is None:
         return frozenset(), f"torch {torch.__version__} has no varlen_attn"
-    if device.type != "cuda":
-        return frozenset(), f"varlen_attn has no {device.type} kernel (CUDA/ROCm only)"
     if not torch.backends.cuda.is_flash_attention_available():
         return frozenset(), "this torch build has no flash attention kernels"
     major, _ = torch.cuda.get_device_capability(device)
