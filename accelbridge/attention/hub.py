@@ -162,9 +162,7 @@ def lock(
 
 # -- downloading -----------------------------------------------------------------------------------
 def _install_with_kernels(repo: str, revision: str | None, version: int | None, trust: Any) -> Path:
-    import kernels
-
-    return kernels.install_kernel(repo, revision=revision, version=version, trust_remote_code=trust)
+    return kernels_compat.package().install_kernel(repo, revision=revision, version=version, trust_remote_code=trust)
 
 
 def download(

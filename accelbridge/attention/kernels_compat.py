@@ -21,10 +21,31 @@ class KernelsVersionError(AccelbridgeError, ImportError):
     """The installed `kernels` is not a version accelbridge's lock and hub code was written for."""
 
 
-def _checked() -> None:
-    from importlib.metadata import version
+class KernelsMissingError(AccelbridgeError, ImportError):
+    """Hub and local kernel directories load through `kernels`, an optional dependency (extra ``hub``)."""
 
-    installed = version("kernels")
+
+INSTALL_HINT = "pip install 'accelbridge[hub]'"
+
+
+def package() -> Any:
+    """The `kernels` module, or KernelsMissingError saying how to install it."""
+    try:
+        import kernels
+    except ImportError:
+        raise KernelsMissingError(f"the `kernels` package is not installed; hub kernels and local kernel "
+                                  f"directories load through it: {INSTALL_HINT}") from None  # fmt: skip
+    return kernels
+
+
+def _checked() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("kernels")
+    except PackageNotFoundError:
+        package()  # raises with the install hint
+        raise
     if not SUPPORTED.contains(Version(installed), prereleases=True):
         raise KernelsVersionError(f"kernels {installed} is installed; accelbridge's hub lock support needs kernels"
                                   f"{SUPPORTED} (pip install 'kernels{SUPPORTED}')")  # fmt: skip

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from accelbridge.attention import hub
+from accelbridge.attention import hub, kernels_compat
 from accelbridge.errors import first_line
 from accelbridge.kernels_catalog import Source
 
@@ -72,7 +72,7 @@ _KERNELS_LOGGER.addFilter(_TrustChatter())
 
 def _load_hub(source: Source, trusted: bool, offline: bool) -> ModuleType:
     """With a lock file, only the locked commit loads (checked against the catalog's pin first)."""
-    import kernels
+    kernels = _kernels()
 
     trust = [source.target] if trusted else False
     lock = hub.lock_file()
@@ -93,8 +93,15 @@ def _load_hub(source: Source, trusted: bool, offline: bool) -> ModuleType:
         )
 
 
+def _kernels() -> Any:
+    try:
+        return kernels_compat.package()
+    except kernels_compat.KernelsMissingError as e:
+        raise LoadFailure(str(e)) from None
+
+
 def _load_path(source: Source, trusted: bool) -> ModuleType:
-    import kernels
+    kernels = _kernels()
 
     path = Path(source.target)
     if not path.is_dir():

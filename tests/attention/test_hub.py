@@ -1,6 +1,7 @@
 """Hub kernels: lock, download, trust; the lock file is `kernels`' own format, read back by `kernels`."""
 
 import json
+import sys
 import textwrap
 
 import pytest
@@ -167,11 +168,14 @@ def test_kernels_outside_the_supported_range_is_a_clear_error(monkeypatch):
 
     import tomllib
 
-    deps = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["dependencies"]
-    (kernels_dep,) = [d for d in deps if d.startswith("kernels")]
+    extras = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
     from packaging.specifiers import SpecifierSet
 
-    assert SpecifierSet(kernels_dep.split("kernels", 1)[1].split("#")[0].strip()) == kernels_compat.SUPPORTED
+    for extra in ("hub", "test"):  # the extra users install, and the one the tests run with
+        (kernels_dep,) = [d for d in extras[extra] if d.startswith("kernels")]
+        assert SpecifierSet(kernels_dep.split("kernels", 1)[1].strip()) == kernels_compat.SUPPORTED
 
 
 def test_an_unreachable_hub_is_named_as_the_network_and_never_advises_trusting_code():
@@ -192,3 +196,13 @@ def test_kernels_trust_chatter_is_one_info_line_per_repo(caplog):
         chatty.warning("Skipping publisher trust check for 'org/chatty' because Hugging Face Hub is in offline mode.")
     ours = [r for r in caplog.records if "org/chatty" in r.getMessage()]
     assert len(ours) == 1 and ours[0].name == "accelbridge" and ours[0].levelno == logging.INFO
+
+
+def test_without_the_kernels_package_a_hub_provider_names_the_extra(monkeypatch):
+    """`kernels` is the optional extra `hub` (43 packages for users who never load a hub kernel)."""
+    monkeypatch.setitem(sys.modules, "kernels", None)  # import fails as if not installed
+    providers.clear()
+    with pytest.raises(providers.LoadFailure, match=r"`kernels` package is not installed.*accelbridge\[hub\]"), \
+            pytest.warns(providers.ProviderLoadWarning, match=r"accelbridge\[hub\]"):  # fmt: skip
+        providers.load_module("p", Source("hub", "acme/fast-attention", revision="a" * 40), False, None, True)
+    providers.clear()
