@@ -190,7 +190,7 @@ class Chain:
             if cand.viable and not cand.binding.call_reasons(values):  # type: ignore[union-attr]
                 if self.ids[i] == choices.REFERENCE:
                     self._chosen(i, values)  # a slow path for this call: heard of, once per op
-                elif 0 < start <= len(self.ids) and (start - 1, i, arg) not in self._moves:
+                elif start > 0 and (start - 1, i, arg) not in self._moves:
                     self._moves.add((start - 1, i, arg))  # each distinct move logged once, with its reason
                     refused = self.candidate(start - 1).binding.call_reasons(values)  # type: ignore[union-attr]
                     choices.moved(self.platform, self.op, self.ids[start - 1], self.ids[i], refused)

@@ -106,16 +106,16 @@ def _bounds(clause: Sequence[Term[Any]]) -> tuple[Term[Any] | None, Term[Any] | 
 
 def _sound(alternatives: list[tuple[Term[Any], ...]], texts: list[str]) -> None:
     """A clause no value satisfies, or alternatives that together admit every value: a mistake either way."""
-    for clause, text in zip(alternatives, texts):
+    bounds = [_bounds(clause) for clause in alternatives]
+    for clause, text, (lo, hi) in zip(alternatives, texts, bounds):
         equal = [t.value for t in clause if t.op == "=="]
-        lo, hi = _bounds(clause)
         empty = any(not t.holds(v) for v in equal for t in clause)
         if lo is not None and hi is not None:
             empty |= lo.value > hi.value or (lo.value == hi.value and (lo.op == ">" or hi.op == "<"))
         if empty:
             raise RuleError(f"rule alternative {text!r} can never hold: no value satisfies all its terms")
-    lows = [(b, t) for b, t in ((_bounds(c), t) for c, t in zip(alternatives, texts)) if b[0] and not b[1]]
-    highs = [(b, t) for b, t in ((_bounds(c), t) for c, t in zip(alternatives, texts)) if b[1] and not b[0]]
+    lows = [(b, t) for b, t in zip(bounds, texts) if b[0] and not b[1]]
+    highs = [(b, t) for b, t in zip(bounds, texts) if b[1] and not b[0]]
     for (lo, _), lo_text in lows:
         for (_, hi), hi_text in highs:
             if hi.value > lo.value or (hi.value == lo.value and (lo.op == ">=" or hi.op == "<=")):

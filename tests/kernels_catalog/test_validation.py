@@ -298,19 +298,14 @@ def test_a_tab_indent_gets_the_hint_and_an_unknown_platform_mentions_plugins(tmp
     assert "out-of-tree plugin exists once its package is installed" in validate_file(plugin)[0].message
 
 
-ORDER_WITHOUT_TORCH = """
-schema: 1
-platform: cuda
-providers:
-  mine:
-    source: {module: my_fa3}
-    ops:
-      fa3.varlen: {function: flash_attn_varlen_func}
-      fa3.kvcache: {function: flash_attn_with_kvcache}
+ORDER_WITHOUT_TORCH = (
+    GOOD_HEAD
+    + """      fa3.kvcache: {function: kvcache}
 order:
   fa3.varlen: [mine, reference]
   fa3.kvcache: [mine]
 """
+)
 
 
 def test_an_order_leaving_out_a_builtin_warns_and_names_the_fix(tmp_path, capsys):
