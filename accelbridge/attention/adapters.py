@@ -211,22 +211,24 @@ def compile_call(b: Binding, level: str, reroute: Callable[[str, tuple[Any, ...]
     g.update(_fn=b.fn, _reroute=reroute, _full_seqlens=_full_seqlens, _capturing=_capturing, _EXACT=level == "full")
     body: list[str] = []
     checking = level != "off" and bool(spec.metadata_checks)
-    prologue: list[str] = []  # the lines reading tensor attributes into locals, where emitted
+    first = (*spec.role_names("data"), "")[0]
+    device = f"{first}.get_device()"  # where the values line reads q's device index from
     if checking:  # inline what the kernel does not check itself; the rest is explained if the kernel raises
         g["_explain"] = lambda *a: spec.explain_metadata(dict(zip(names, a)))
         g["_Invalid"] = InvalidArgumentError
         reads, condition = spec.metadata_fast_path(b.entry.validates, exact=level == "full")  # type: ignore[union-attr]
         if condition != "True":
-            prologue = reads  # a condition that raises (None.dtype) is explained too; the explanation decides
+            # a read or condition that raises (None.dtype) is explained too; the explanation decides
             body += ["try:", *(f"    {line}" for line in reads), f"    if not ({condition}): _explain({args})",
                      "except _Invalid:", "    raise", "except Exception:", f"    _explain({args})"]  # fmt: skip
+            if first and f"_device_{first} " in "".join(f"{line} " for line in reads):
+                body.append(f"    _device_{first} = {device}")  # the explanation passed: q is a tensor
+                device = f"_device_{first}"
     if level != "off" and spec.values_checks:
-        first = spec.role_names("data")[0]
         g["_values"] = lambda *a: spec.check_values(dict(zip(names, a)))
         if level == "full":
             body.append(f"if not _capturing({first}): _values({args})")
         else:  # CPU tensors: the host read is free (no device copy, no sync), so the values are checked too
-            device = f"_device_{first}" if f"_device_{first}" in "".join(prologue) else f"{first}.get_device()"
             body.append(f"if {device} < 0 and {first}.is_cpu: _values({args})")
     for name in b.unsupported:
         body.append(f"if {spec.params[name].passed}: return _reroute({name!r}, {pack})")

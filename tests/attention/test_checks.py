@@ -334,3 +334,18 @@ def test_the_generated_fast_path_decides_as_the_declared_checks(rng, skip, exact
         assert declared == fast, (op, declared, fast)
         failing += not declared
     assert failing >= (16 if not skip else 3)  # the faults are there to be decided
+
+
+def test_arguments_no_valid_call_leaves_none_are_read_without_a_guard():
+    """q, k, v and varlen's cu_seqlens_q are always tensors; paged varlen passes cu_seqlens_k=None."""
+    prologue, _ = ops.get("fa3.varlen").metadata_fast_path()
+    guarded = {line.split(".__class__")[0][3:] for line in prologue if line.startswith("if ")}
+    plain = {line.split(",")[0][len("_shape_"):] for line in prologue if line.startswith("_shape_")}
+    assert {"q", "k", "v", "cu_seqlens_q"} <= plain and "cu_seqlens_k" in guarded
+
+
+@pytest.mark.parametrize("bad", [None, "q", 3])
+def test_a_non_tensor_where_a_tensor_is_required_is_named(rng, spy, bad):
+    with pytest.raises(InvalidArgumentError, match="flash_attn_varlen_func: q"):
+        attention.flash_attn_varlen_func(**_with(varlen(rng), q=bad))
+    assert spy == []
