@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from accelbridge.errors import AccelbridgeError, InvalidArgumentError
 
-__all__ = ["InvalidArgumentError", "ProviderContractError", "ResolutionError", "UnsupportedFeatureError"]
+__all__ = ["InvalidArgumentError", "NotCompilableError", "ProviderContractError", "ResolutionError",
+           "UnsupportedFeatureError"]  # fmt: skip
 
 
 class ResolutionError(AccelbridgeError, ValueError):
@@ -29,3 +30,7 @@ class UnsupportedFeatureError(AccelbridgeError, NotImplementedError):
 
 class ProviderContractError(AccelbridgeError, RuntimeError):
     """A provider returned something its catalog entry does not describe (fix the entry's adapt block)."""
+
+
+class NotCompilableError(AccelbridgeError, NotImplementedError):
+    """A call that cannot enter a torch.compile graph (an argument with no torch.library type); says the fix."""

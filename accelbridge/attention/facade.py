@@ -13,8 +13,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from accelbridge import ops, platforms
-from accelbridge.attention import checks
+from accelbridge.attention import checks, compiled
 from accelbridge.attention.errors import ResolutionError
 from accelbridge.attention.resolver import Chain, Resolution, describe, feature_values
 
@@ -117,11 +119,16 @@ def build_function(spec: ops.OpSpec) -> Callable[..., Any]:
     key = selector or "None"
     code = (
         f"def {spec.facade}({', '.join(names)}):\n"
+        f"    if _compiling():\n        return _traced.get({key}, _invalid)({call_args})\n"
         f"    try:\n        fn = _table[{key}]\n"
         f"    except (KeyError, TypeError):\n        fn = _resolve({key})\n"
         f"    return fn({call_args})\n"
     )
-    g = {"_table": _tables.setdefault(spec.facade, {}), "_resolve": _resolver(spec.facade, selector)}
+    resolver = _resolver(spec.facade, selector)
+    traced = {value: compiled.compiled(op, function).traced for value, op in _ops_of(spec.facade).items()}
+    g = {"_table": _tables.setdefault(spec.facade, {}), "_resolve": resolver, "_traced": traced,
+         "_compiling": torch.compiler.is_compiling,  # under torch.compile: the op's custom op (attention.compiled)
+         "_invalid": lambda *a: resolver(a[names.index(selector)] if selector else None)}  # fmt: skip
     exec(compile(code, f"<accelbridge facade {spec.facade}>", "exec"), g)  # noqa: S102
     fn = g[spec.facade]
     fn.__defaults__ = spec.signature.__defaults__

@@ -35,12 +35,12 @@ def flash_attn_varlen_func(
     v: Data,
     cu_seqlens_q: Index,
     cu_seqlens_k: Index,
-    max_seqlen_q: Hint = None,
-    max_seqlen_k: Hint = None,
+    max_seqlen_q: Hint(schema="SymInt?") = None,
+    max_seqlen_k: Hint(schema="SymInt?") = None,
     seqused_q: Index = None,
     seqused_k: Index = None,
     page_table: Index = None,
-    softmax_scale: Option = None,
+    softmax_scale: Option(schema="float?") = None,
     causal: Option = False,
     qv: Data = None,
     q_descale: Data = None,
@@ -50,13 +50,13 @@ def flash_attn_varlen_func(
     attention_chunk: Option = 0,
     softcap: Option = 0.0,
     num_splits: Hint = 1,
-    pack_gqa: Hint = None,
+    pack_gqa: Hint(schema="bool?") = None,
     only_qv: Option = False,
     sm_margin: Hint = 0,
     return_softmax_lse: Option = False,
     sinks: Data = None,
     score_mod: Option = None,
-    aux_tensors: Data = None,
+    aux_tensors: Data(schema="Tensor[]?") = None,
     ver: Selector = 3,
     out: Out = None,
 ):
@@ -65,39 +65,39 @@ def flash_attn_varlen_func(
 
 def flash_attn_with_kvcache(
     q: Data,
-    k_cache: Data,
-    v_cache: Data,
+    k_cache: Data(mutated_when="k is not None"),
+    v_cache: Data(mutated_when="k is not None"),
     k: Data = None,
     v: Data = None,
     qv: Data = None,
     rotary_cos: Data = None,
     rotary_sin: Data = None,
-    cache_seqlens: Index = None,
+    cache_seqlens: Index(schema="Tensor?|SymInt?") = None,
     cache_batch_idx: Index = None,
     cache_leftpad: Index = None,
     page_table: Index = None,
     cu_seqlens_q: Index = None,
     cu_seqlens_k_new: Index = None,
-    max_seqlen_q: Hint = None,
+    max_seqlen_q: Hint(schema="SymInt?") = None,
     rotary_seqlens: Index("rotary_cos is None or rotary_seqlens is None") = None,
     q_descale: Data = None,
     k_descale: Data = None,
     v_descale: Data = None,
-    softmax_scale: Option = None,
+    softmax_scale: Option(schema="float?") = None,
     causal: Option = False,
     window_size: Option = (-1, -1),
-    attention_chunk: Option = None,
+    attention_chunk: Option(schema="SymInt?") = None,
     softcap: Option = 0.0,
     rotary_interleaved: Option("rotary_cos is None or rotary_interleaved is True") = True,
     scheduler_metadata: Plan = None,
     num_splits: Hint = 0,
-    pack_gqa: Hint = None,
+    pack_gqa: Hint(schema="bool?") = None,
     only_qv: Option = False,
     sm_margin: Hint = 0,
     return_softmax_lse: Option = False,
     sinks: Data = None,
     score_mod: Option = None,
-    aux_tensors: Data = None,
+    aux_tensors: Data(schema="Tensor[]?") = None,
     ver: Selector = 3,
     out: Out = None,
 ):
@@ -360,6 +360,12 @@ KVCACHE_CHECKS = (
     Check("cache_seqlens", _kvcache_values, kind="values"),
 )  # fmt: skip
 
+# (shape, dtype) of out and lse: packed q (total, heads, d) has lse (heads, total); batched q (b, s, heads, d)
+# has lse (b, heads, s)
+_LSE = ("(q.shape[0], q.shape[2], q.shape[1]) if q.dim() == 4 else (q.shape[1], q.shape[0])", "torch.float32")
+VARLEN_RESULTS = (("(*q.shape[:-1], v.shape[-1])", "_out_dtype(q.dtype)"), _LSE)
+KVCACHE_RESULTS = (("(*q.shape[:-1], v_cache.shape[-1])", "_out_dtype(q.dtype)"), _LSE)
+
 SCHEDULER_PLAN = PlanRelation(
     param="scheduler_metadata",
     producer="fa3.scheduler_metadata",
@@ -567,11 +573,13 @@ def kvcache_inputs(case: Case, inp: Inputs) -> dict:
 
 SPECS = [
     OpSpec(f"fa{ver}.varlen", flash_attn_varlen_func, selector=("ver", ver), checks=VARLEN_CHECKS,
+           result_shapes=VARLEN_RESULTS,
            reference=reference.flash_attn_varlen_func, cases=lambda full, op=f"fa{ver}.varlen": varlen_cases(op, full),
            inputs=varlen_inputs)
     for ver in (3, 4)
 ] + [
     OpSpec(f"fa{ver}.kvcache", flash_attn_with_kvcache, selector=("ver", ver), checks=KVCACHE_CHECKS,
+           result_shapes=KVCACHE_RESULTS,
            reference=reference.flash_attn_with_kvcache, plan=SCHEDULER_PLAN if ver == 3 else None,
            cases=lambda full, op=f"fa{ver}.kvcache": kvcache_cases(op, full), inputs=kvcache_inputs)
     for ver in (3, 4)

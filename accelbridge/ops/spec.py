@@ -41,16 +41,23 @@ class Arg:
     another op), ``out`` (the output buffer), ``selector`` (picks the op, e.g. ``ver``).
     """
 
-    __slots__ = ("role", "inert")
+    __slots__ = ("role", "inert", "schema", "mutated_when")
 
-    def __init__(self, role: str, inert: str | None = None):
+    def __init__(self, role: str, inert: str | None = None, schema: str | None = None,
+                 mutated_when: str | None = None):  # fmt: skip
         if role not in ROLES:
             raise DeclarationError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
-        self.role, self.inert = role, inert
+        self.role, self.inert, self.schema, self.mutated_when = role, inert, schema, mutated_when
 
-    def __call__(self, inert: str) -> Arg:
-        """The same role, inert when the expression ``inert`` holds (it may read other arguments)."""
-        return Arg(self.role, inert)
+    def __call__(self, inert: str | None = None, *, schema: str | None = None,
+                 mutated_when: str | None = None) -> Arg:  # fmt: skip
+        """The same role, inert when the expression ``inert`` holds (it may read other arguments).
+
+        ``schema``: its torch.library type where role and default do not tell (``SymInt?`` for an
+        int defaulting to None; ``Tensor?|SymInt?`` for a tensor that may be an int). ``mutated_when``:
+        the condition under which the kernel writes this tensor in place (the kvcache append).
+        """
+        return Arg(self.role, inert, schema, mutated_when)
 
     def __repr__(self) -> str:
         return self.role if self.inert is None else f"{self.role}(inert: {self.inert})"
@@ -89,6 +96,8 @@ class Param:
     role: str
     default: Any
     inert: str | None  # expression that holds when the value asks for nothing; None: required
+    schema: str | None = None  # torch.library type, where role and default do not tell
+    mutated_when: str | None = None  # condition under which the kernel writes it in place
 
     @property
     def required(self) -> bool:
@@ -234,6 +243,8 @@ class OpSpec:
     features: dict[str, str] = field(default_factory=lambda: {"dtype": "q.dtype", "head_dim": "q.shape[-1]"})
     without_provider: str = "raise"  # "none": no provider is a no-op returning None (planning ops)
     results: tuple[str, ...] = ("out", "lse")  # what a tuple result holds, in order (conformance compares each)
+    # per result, (shape, dtype) as expressions over the arguments: the fake implementation under torch.compile
+    result_shapes: tuple[tuple[str, str], ...] = ()
     family: str = ""
     params: dict[str, Param] = field(init=False)
     _inert_code: dict[str, Any] = field(init=False, repr=False)
@@ -249,7 +260,8 @@ class OpSpec:
                 raise DeclarationError(f"{self.id}: parameter {p.name!r} needs a role annotation (ops.spec.Data, ...)")
             if ann.role == "selector":
                 continue
-            params[p.name] = Param(p.name, ann.role, p.default, ann.inert or default_inert(p.name, p.default))
+            params[p.name] = Param(p.name, ann.role, p.default, ann.inert or default_inert(p.name, p.default),
+                                   ann.schema, ann.mutated_when)  # fmt: skip
         self.params = params
         self._inert_code = {
             n: compile(p.inert, f"<{self.id} inert {n}>", "eval") for n, p in params.items() if p.inert is not None
@@ -263,6 +275,13 @@ class OpSpec:
         for n, p in params.items():
             if p.inert is not None:
                 _names_known(self, p.inert, f"inert value of {n}")
+            if p.mutated_when is not None:
+                _names_known(self, p.mutated_when, f"mutation condition of {n}")
+        if self.result_shapes and len(self.result_shapes) > len(self.results):
+            raise DeclarationError(f"{self.id}: {len(self.result_shapes)} result shapes for results {self.results}")
+        for name, (shape, dtype) in zip(self.results, self.result_shapes):
+            _names_known(self, shape, f"shape of result {name}")
+            _names_known(self, dtype, f"dtype of result {name}")
 
     # -- derived facts ----------------------------------------------------------------------
     @property

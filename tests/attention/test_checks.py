@@ -340,7 +340,7 @@ def test_arguments_no_valid_call_leaves_none_are_read_without_a_guard():
     """q, k, v and varlen's cu_seqlens_q are always tensors; paged varlen passes cu_seqlens_k=None."""
     prologue, _ = ops.get("fa3.varlen").metadata_fast_path()
     guarded = {line.split(".__class__")[0][3:] for line in prologue if line.startswith("if ")}
-    plain = {line.split(",")[0][len("_shape_"):] for line in prologue if line.startswith("_shape_")}
+    plain = {line.split(",")[0][len("_shape_") :] for line in prologue if line.startswith("_shape_")}
     assert {"q", "k", "v", "cu_seqlens_q"} <= plain and "cu_seqlens_k" in guarded
 
 
