@@ -57,20 +57,21 @@ def _same(a, b):
 def _schema_args(op, kw, with_out=False):
     """The custom op's positional arguments for a canonical call (what the traced call passes)."""
     c = compiled.compiled(op)
-    values = dict(ops.get(op).with_defaults(kw))
+    spec = c.spec
+    values = dict(spec.with_defaults(kw))
     args = []
     for name, typ in c.args:
-        if name.endswith("__int"):
-            base = name[: -len("__int")]
-            n = values[base] if isinstance(values[base], int) else None
-            args.append(n)
-            continue
-        v = values[name]
-        if typ == "SymInt[]":
-            v = [-1 if x is None else x for x in v]
-        if name == c.spec.plan.param if c.spec.plan else False:
-            v = v if isinstance(v, torch.Tensor) else None
-        args.append(None if isinstance(values.get(f"{name}__int"), int) else v)
+        if name.endswith("__int"):  # an int where the declaration allows a tensor travels in its twin
+            base = values[name[: -len("__int")]]
+            args.append(base if isinstance(base, int) else None)
+        elif isinstance(values[name], int) and f"{name}__int" in dict(c.args):
+            args.append(None)
+        elif typ == "SymInt[]":
+            args.append([-1 if x is None else x for x in values[name]])
+        elif spec.params[name].role == "plan" and not isinstance(values[name], torch.Tensor):
+            args.append(None)  # a plan object stays outside the graph
+        else:
+            args.append(values[name])
     return args + ([values["out"]] if with_out else [])
 
 
