@@ -25,7 +25,7 @@ import torch
 
 from accelbridge import ops
 from accelbridge.attention.errors import NotCompilableError
-from accelbridge.ops.spec import EXPRESSION_ENV, OpSpec, window_tuple
+from accelbridge.ops.spec import EXPRESSION_ENV, OpSpec
 
 NAMESPACE = "accelbridge"
 _INT_TWIN = "Tensor?|SymInt?"  # a tensor that may be given as an int: an int-typed twin argument carries it
@@ -195,7 +195,7 @@ def _traced_code(c: CompiledOp) -> tuple[str, dict[str, Any]]:
     spec = c.spec
     names = list(spec.names)
     g: dict[str, Any] = dict(EXPRESSION_ENV)
-    g.update(_Tensor=torch.Tensor, _ints=(int, torch.SymInt), _window=window_tuple, _unrepresentable=_unrepresentable)
+    g.update(_ints=(int, torch.SymInt), _unrepresentable=_unrepresentable)  # _Tensor, _window: EXPRESSION_ENV's
     body = []
     for name in c.unrepresentable:
         body.append(f"if {spec.params[name].passed}: _unrepresentable({spec.id!r}, {name!r})")
