@@ -39,6 +39,8 @@ def _fa3(module: str) -> Any:
 
 def _cases(dev: torch.device) -> list[Case]:
     """The issue's shapes on a GPU; on a CPU, smaller ones (32-sequence paged decode among them)."""
+    from accelbridge import attention
+
     gpu = dev.type == "cuda"
     bf16 = torch.bfloat16
     b, length, hq, hk, d = (8, 4096, 32, 8, 128) if gpu else (4, 512, 8, 2, 64)
@@ -71,14 +73,37 @@ def _cases(dev: torch.device) -> list[Case]:
     mtable = torch.randperm(mb * mpages, device=dev).to(torch.int32).reshape(mb, mpages)
     mlens = torch.full((mb,), mctx, dtype=torch.int32, device=dev)
     fm = _fa3("sgl_kernel.flash_mla")
-    mla = dict(q=mq, k_cache=mkc, block_table=mtable, cache_seqlens=mlens, head_dim_v=512, causal=True)
+    meta, splits = attention.get_mla_metadata(mlens, mhq, 1)  # the facade's plan, one per case (plans freeze)
+    mla = dict(q=mq, k_cache=mkc, block_table=mtable, cache_seqlens=mlens, head_dim_v=512, causal=True,
+               tile_scheduler_metadata=meta, num_splits=splits)  # fmt: skip
     vendor_mla = None
     if fm:
-        meta, splits = fm.get_mla_metadata(mlens, mhq, 1)
-        vendor_mla = lambda: fm.flash_mla_with_kvcache(mq, mkc, mtable, mlens, 512, meta, splits, causal=True)  # noqa: E731
+        v_meta, v_splits = fm.get_mla_metadata(mlens, mhq, 1)
+        vendor_mla = lambda: fm.flash_mla_with_kvcache(mq, mkc, mtable, mlens, 512, v_meta, v_splits, causal=True)  # noqa: E731
     cases.append(Case(f"flashmla dense decode batch {mb} {mhq} heads ctx {mctx}", "flashmla.kvcache",
                       2 * mb * mhq * mctx * (576 + 512), mla, vendor_mla))  # fmt: skip
+    cases.append(_sparse_case(dev, fm))
     return cases
+
+
+def _sparse_case(dev: torch.device, fm: Any) -> Case:
+    """DeepSeek V3.2 sparse decode: FP8 cache, topk 2048 of 64k tokens (on a CPU, 256 of 4k)."""
+    from accelbridge import attention
+    from accelbridge.ops.flash_mla import quantize_fp8_cache
+
+    gpu = dev.type == "cuda"
+    sb, shq, topk, tokens = (32, 128, 2048, 65536) if gpu else (4, 16, 256, 4096)
+    cache = quantize_fp8_cache(torch.randn(tokens // 64, 64, 1, 576, device=dev, dtype=torch.bfloat16), 576)
+    q = torch.randn(sb, 1, shq, 576, device=dev, dtype=torch.bfloat16)
+    idx = torch.randint(0, tokens, (sb, 1, topk), device=dev).to(torch.int32)
+    kw = dict(q=q, k_cache=cache, block_table=None, cache_seqlens=None, head_dim_v=512, softmax_scale=576**-0.5,
+              is_fp8_kvcache=True, indices=idx, tile_scheduler_metadata=attention.get_mla_metadata()[0])  # fmt: skip
+    vendor = None
+    if fm:
+        vendor_kw = {**kw, "tile_scheduler_metadata": fm.get_mla_metadata()[0]}
+        vendor = lambda: fm.flash_mla_with_kvcache(**vendor_kw)  # noqa: E731
+    return Case(f"flashmla sparse decode (V3.2 FP8) batch {sb} {shq} heads topk {topk}", "flashmla.kvcache",
+                2 * sb * shq * topk * (576 + 512), kw, vendor)  # fmt: skip
 
 
 def _timer(dev: torch.device) -> Callable[[Callable[[], Any], int], float]:

@@ -80,7 +80,7 @@ def _implicit_torch() -> dict[str, Any]:
     entries = {op: {"function": fn, "_origin": "accelbridge.torch_attention"}
                for op, fn in torch_attention.SERVES.items() if op in ops.OPS}  # fmt: skip
     return {"source": {"builtin": TORCH}, "_origin": "accelbridge.torch_attention (implicit)", "ops": entries,
-            "description": "vectorised torch: its varlen/SDPA kernels, Triton decode, batched tensor ops"}  # fmt: skip
+            "description": "vectorised torch: Triton kernels, varlen/SDPA, batched ops"}  # fmt: skip
 
 
 def _implicit_reference() -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 It sits after the vendor kernels and before the reference in every platform's catalog: the
 fast answer before a vendor kernel exists, or for a call the kernel lacks. Each call takes the
-best path this torch build offers on q's device (``capabilities``): torch's varlen API, SDPA's
-fused kernels, a Triton decode kernel reading a paged cache in place, else batched float32
-tensor ops. Functions carry the canonical names and parameters; a parameter left out (FA4's
+best path this torch build offers on q's device (``capabilities``): Triton kernels (prefill,
+paged decode, MLA decode) reading caches in place, torch's varlen API, SDPA's fused kernels, else
+batched float32 tensor ops. Functions carry the canonical names and parameters; a parameter left out (FA4's
 ``score_mod``) routes calls that use it to the next provider.
 """
 

@@ -1,7 +1,7 @@
 """What this torch build can do on a device: read once per device, never by running a kernel.
 
 The torch provider picks its path per call from these facts (torch's varlen API, SDPA's GQA flag,
-a Triton decode kernel) and falls back to batched tensor ops where a fact is missing. Reading a
+Triton kernels) and falls back to batched tensor ops where a fact is missing. Reading a
 device's capability is a driver query, not a sync.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -23,7 +24,7 @@ class Capabilities:
     device: str
     varlen: frozenset[str] = frozenset()  # torch.nn.attention.varlen.varlen_attn's optional features
     sdpa_gqa: bool = False  # scaled_dot_product_attention(enable_gqa=...)
-    triton: bool = False  # the Triton paged-decode kernel can run here
+    triton: bool = False  # the Triton kernels (prefill, paged decode, MLA decode) can run here
     missing: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -38,7 +39,8 @@ class Capabilities:
             lines.append(f"torch varlen_attn ({', '.join(extras) or 'no GQA, window or paging'})")
         lines.append("SDPA with enable_gqa" if self.sdpa_gqa else "SDPA (GQA folded into the query rows)")
         if self.triton:
-            lines.append("Triton paged decode")
+            how = " (Triton's interpreter: TRITON_INTERPRET=1)" if self.device.startswith("cpu") else ""
+            lines.append("Triton kernels: varlen/paged prefill, paged decode, MLA decode" + how)
         return lines + [f"no {what}: {why}" for what, why in self.missing.items()]
 
 
@@ -64,9 +66,14 @@ def _varlen_features(device: torch.device) -> tuple[frozenset[str], str | None]:
     return frozenset({"varlen_attn", *(p for p in _VARLEN_FEATURES if p in params)}), None
 
 
+def triton_interpreted() -> bool:
+    """TRITON_INTERPRET=1: Triton's interpreter runs the kernels on CPU tensors (slowly: for tests and debugging)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 def _triton_ready(device: torch.device) -> str | None:
-    if device.type != "cuda":
-        return f"Triton kernels run on CUDA/ROCm devices, not {device.type}"
+    if device.type != "cuda" and not (device.type == "cpu" and triton_interpreted()):
+        return f"Triton kernels run on CUDA/ROCm devices, not {device.type} (unless TRITON_INTERPRET=1)"
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed"
     return None
@@ -81,7 +88,7 @@ def _for(device_type: str, index: int | None) -> Capabilities:
         missing["varlen_attn"] = why
     triton_why = _triton_ready(device)
     if triton_why:
-        missing["Triton decode"] = triton_why
+        missing["Triton kernels"] = triton_why
     gqa = "enable_gqa" in str(F.scaled_dot_product_attention.__doc__ or "")
     return Capabilities(str(device), varlen, gqa, triton_why is None, missing)
 

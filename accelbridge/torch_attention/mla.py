@@ -1,4 +1,5 @@
-"""FlashMLA through torch: dense decode as one padded MQA batch, sparse attention as batched gathers.
+"""FlashMLA through torch: the Triton MLA decode kernel where Triton runs (``mla_decode``); elsewhere dense
+decode as one padded MQA batch, sparse attention as batched gathers.
 
 Sparse calls gather (and, for FP8 caches, dequantise) only the indexed tokens, a bounded number
 of query rows at a time; no loop over sequences. An index outside the cache (-1, or any value
@@ -12,6 +13,7 @@ import torch
 from accelbridge.ops.reference import LOG2E, gather_fp8_tokens
 from accelbridge.ops.reference import get_mla_metadata as get_mla_metadata  # nothing to schedule: the same (None, None)
 from accelbridge.ops.spec import FP8_DTYPES, out_dtype
+from accelbridge.torch_attention import capabilities, mla_decode
 from accelbridge.torch_attention.core import Call, Masking, attend
 from accelbridge.torch_attention.layout import gather_pages
 
@@ -76,6 +78,10 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, t
     """FlashMLA decode, dense or sparse, vectorised: (out (B, Sq, Hq, Dv), lse (B, Hq, Sq)); lonely rows lse +inf."""
     b, sq, hq, d = q.shape
     scale = softmax_scale if softmax_scale is not None else d**-0.5
+    if mla_decode.fits(q, k_cache, head_dim_v, indices, is_fp8_kvcache, capabilities.of(q.device), descale_q,
+                       descale_k, extra_k_cache):  # fmt: skip
+        return mla_decode.mla_decode(q, k_cache, block_table, cache_seqlens, scale, causal, indices, topk_length,
+                                     is_fp8_kvcache, attn_sink)  # fmt: skip
     if indices is not None:
         idx = indices.reshape(b * sq, -1)
         lengths = None if topk_length is None else topk_length.repeat_interleave(sq)

@@ -1,6 +1,8 @@
 """fa3/fa4 varlen through torch: its varlen API where the device has it, else one padded batch.
 
 Paths, first that fits the call:
+0. the Triton prefill kernel (``prefill``) where Triton runs: packed or paged keys, GQA, causal,
+   windows, softcap, sinks, lse, seqused_q/k; not qv, FP8 or attention chunks;
 1. ``torch.nn.attention.varlen.varlen_attn`` (torch's FlashAttention 2) when this torch build
    has it on q's device and every argument of the call maps onto what it offers here (GQA,
    windows, seqused_k, paging and LSE arrived in different torch releases);
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 
 from accelbridge.ops.reference import default_scale, holds_no_key
 from accelbridge.ops.spec import FP8_DTYPES, out_dtype
-from accelbridge.torch_attention import capabilities
+from accelbridge.torch_attention import capabilities, prefill
 from accelbridge.torch_attention.core import Call, Masking, attend
 from accelbridge.torch_attention.layout import gather_pages, lengths, longest, pad, unpad
 
@@ -128,6 +130,17 @@ def flash_attn_varlen_func(
         return finish(o, torch.full((hq, total_q), float("inf"), device=q.device), q.dtype, out, return_softmax_lse)
     scale = default_scale(softmax_scale, d, qv)
     mask = Masking.of(causal, window_size, attention_chunk)
+    caps = capabilities.of(q.device)
+    if (
+        qv is None
+        and q_descale is None
+        and k_descale is None
+        and v_descale is None
+        and prefill.fits(q, k, v, max_seqlen_q, mask, caps)
+    ):
+        o, lse = prefill.prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, seqused_q, seqused_k, page_table,
+                                 scale, mask, softcap, sinks, return_softmax_lse)  # fmt: skip
+        return finish(o, lse, q.dtype, out, return_softmax_lse)
     plain = qv is None and not softcap and sinks is None and q.dtype not in FP8_DTYPES and seqused_q is None
     if plain:
         fast = _torch_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_k, page_table,

@@ -1,13 +1,22 @@
-"""The torch provider on a real GPU: conformance of every case, the Triton decode kernel in bf16,
-torch's varlen API where this torch has it, and no device sync on the decode and prefill paths."""
+"""The torch provider on a real GPU: conformance of every case (its Triton kernels in bf16), the Triton
+decode kernel against the batched path, and no device sync on the decode, prefill and MLA paths."""
 
 import pytest
 import torch
 
 from accelbridge import attention
 from accelbridge.ops import reference
+from accelbridge.ops.flash_mla import quantize_fp8_cache
 from accelbridge.testing import conformance
-from accelbridge.torch_attention import capabilities, decode, flash_attn_varlen_func, flash_attn_with_kvcache
+from accelbridge.torch_attention import (
+    capabilities,
+    decode,
+    flash_attn_varlen_func,
+    flash_attn_with_kvcache,
+    flash_mla_with_kvcache,
+    mla_decode,
+    prefill,
+)
 from accelbridge.torch_attention.core import Call, Masking, attend
 from accelbridge.torch_attention.layout import gather_pages
 
@@ -56,7 +65,7 @@ def test_triton_decode_kernel_in_bf16(lq, window, softcap, sinks):
     assert torch.allclose(lse[finite], want_lse[finite], atol=1e-3)
 
 
-def test_decode_and_prefill_paths_never_sync():
+def test_decode_prefill_and_mla_paths_never_sync():
     b, hq, hk, d, page, ctx = 16, 32, 8, 128, 64, 1024
     kc = torch.randn(b * ctx // page, page, hk, d, device=DEV, dtype=torch.bfloat16)
     vc = torch.randn_like(kc)
@@ -67,9 +76,16 @@ def test_decode_and_prefill_paths_never_sync():
     cu = torch.arange(0, 9 * 256, 256, dtype=torch.int32, device=DEV)
     pq = torch.randn(8 * 256, hq, d, device=DEV, dtype=torch.bfloat16)
     pk = torch.randn(8 * 256, hk, d, device=DEV, dtype=torch.bfloat16)
+    mq = torch.randn(b, 1, 16, 576, device=DEV, dtype=torch.bfloat16)
+    mkc = torch.randn(b * ctx // 64, 64, 1, 576, device=DEV, dtype=torch.bfloat16)
+    mtable = torch.randperm(b * ctx // 64, device=DEV).to(torch.int32).view(b, -1)
+    fp8 = quantize_fp8_cache(mkc, 576)
+    idx = torch.randint(-1, b * ctx, (b, 1, 256), device=DEV, dtype=torch.int32)
     calls = [lambda: flash_attn_with_kvcache(q, kc, vc, k_new, k_new, cache_seqlens=lens, page_table=table,
                                              causal=True),
-             lambda: flash_attn_varlen_func(pq, pk, pk, cu, cu, 256, 256, causal=True)]  # fmt: skip
+             lambda: flash_attn_varlen_func(pq, pk, pk, cu, cu, 256, 256, causal=True),
+             lambda: flash_mla_with_kvcache(mq, mkc, mtable, lens, 512, causal=True),
+             lambda: flash_mla_with_kvcache(mq, fp8, None, None, 512, is_fp8_kvcache=True, indices=idx)]  # fmt: skip
     for call in calls:
         call()  # compile
     torch.cuda.synchronize()
@@ -92,3 +108,20 @@ def test_torch_serves_what_sgl_kernel_lacks_on_this_gpu():
     out = flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens, causal=True)
     want = reference.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens, causal=True)
     assert torch.allclose(out.float(), want.float(), atol=2e-2, rtol=2e-2)
+
+
+def test_the_triton_kernels_serve_prefill_and_mla_decode_here(monkeypatch):
+    served = []
+    for module, name in ((prefill, "prefill"), (mla_decode, "mla_decode")):
+        launch = getattr(module, name)
+        monkeypatch.setattr(
+            module, name, lambda *a, _launch=launch, _name=name, **k: served.append(_name) or _launch(*a, **k)
+        )
+    q = torch.randn(300, 8, 128, device=DEV, dtype=torch.bfloat16)
+    cu = torch.tensor([0, 100, 300], dtype=torch.int32, device=DEV)
+    flash_attn_varlen_func(q, q[:, :2], q[:, :2], cu, cu, 200, 200, causal=True)
+    mq = torch.randn(2, 1, 16, 576, device=DEV, dtype=torch.bfloat16)
+    mkc = torch.randn(4, 64, 1, 576, device=DEV, dtype=torch.bfloat16)
+    table = torch.arange(4, dtype=torch.int32, device=DEV).view(2, 2)
+    flash_mla_with_kvcache(mq, mkc, table, torch.tensor([70, 128], dtype=torch.int32, device=DEV), 512, causal=True)
+    assert served == ["prefill", "mla_decode"]

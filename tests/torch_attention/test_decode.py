@@ -1,15 +1,7 @@
 """The Triton decode kernel against the batched path, under Triton's interpreter on the CPU (or skipped).
 
-tests/gpu runs the same kernel compiled on a GPU. The interpreter has no bf16, so these run fp16;
-it must be on before triton is first imported, so the cases run in a fresh interpreter process.
+tests/gpu runs the same kernel compiled on a GPU; ``interpreted`` says how these run.
 """
-
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,18 +10,9 @@ from accelbridge.torch_attention import decode
 from accelbridge.torch_attention.core import Call, Masking, attend
 from accelbridge.torch_attention.layout import gather_pages
 
+from . import interpreted
 
-def _interpreter_ready() -> str | None:
-    if importlib.util.find_spec("triton") is None:
-        return "triton is not installed"
-    import numpy
-
-    if tuple(int(x) for x in numpy.__version__.split(".")[:2]) >= (2, 3):
-        return "Triton's interpreter needs numpy < 2.3"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_interpreter_ready() is not None, reason=str(_interpreter_ready()))
+pytestmark = pytest.mark.skipif(interpreted.not_ready() is not None, reason=str(interpreted.not_ready()))
 
 
 CASES = {
@@ -70,14 +53,10 @@ def check(name: str) -> None:
 
 
 def test_kernel_matches_the_batched_path_in_every_case():
-    root = Path(__file__).parents[2]
     code = ("import json; from tests.torch_attention import test_decode as t\n"
             "failed = {}\n"
             "for name in t.CASES:\n"
             "    try:\n        t.check(name)\n"
             "    except AssertionError as e:\n        failed[name] = str(e)\n"
             "print(json.dumps(failed))")  # fmt: skip
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
+    assert interpreted.run(code) == {}

@@ -1,0 +1,111 @@
+"""FlashMLA decode, dense or sparse, in one Triton kernel: the cache read in place, FP8 dequantised in registers.
+
+Program (query row, block of heads, split) streams one slice of the row's keys: the sequence's
+positions through its block-table row (dense) or its index list (sparse, V3.2's FP8 layout or a
+bf16 cache). All heads of a row share each loaded key, as in FlashMLA. Splits, used only when the
+rows alone leave the GPU's processors idle, are merged with their log-sum-exp in torch; the sink
+scale and FlashMLA's conventions (a row with no key: out 0, lse +inf) are applied there.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+from accelbridge.ops.reference import V32_TOKEN_BYTES
+from accelbridge.torch_attention.capabilities import Capabilities, triton_interpreted
+
+D_QK, D_V = 576, 512  # DeepSeek's latent (512) + rope (64) head; MODEL1's 512-dim layout takes the torch path
+_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def fits(q: torch.Tensor, k_cache: torch.Tensor, head_dim_v: int, indices: Any, is_fp8: bool, caps: Capabilities,
+         *others: Any) -> bool:  # fmt: skip
+    """Whether the kernel serves this call: a Triton device, d_qk 576 / d_v 512, a bf16 (dense: q's dtype)
+    cache or V3.2's FP8 one (sparse), and none of ``others`` (descales, the extra cache) passed."""
+    if not caps.triton or any(o is not None for o in others) or q.shape[-1] != D_QK or head_dim_v != D_V:
+        return False
+    if q.dtype not in _DTYPES or k_cache.stride(-1) != 1 or q.stride(-1) != 1:
+        return False
+    if is_fp8:
+        return indices is not None and q.dtype == torch.bfloat16 and k_cache.shape[-1] == V32_TOKEN_BYTES
+    return k_cache.dtype == q.dtype and k_cache.shape[-1] == D_QK
+
+
+@functools.cache
+def _kernel():
+    from accelbridge.torch_attention.mla_decode_kernel import mla_decode_kernel
+
+    return mla_decode_kernel
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@functools.cache
+def _processors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
+
+
+def _config(device: torch.device, heads: int, fp8: bool) -> tuple[int, int, int, int, int]:
+    """(BLOCK_H, BLOCK_N, num_warps, num_stages, DV_BLOCK): H200-tuned; small under the interpreter."""
+    block_h = min(64, max(16, 1 << (heads - 1).bit_length()))
+    if device.type != "cuda":
+        return block_h, 16, 4, 1, 256  # both output blocks run under the interpreter
+    if fp8:  # H200, V3.2 sparse B=32 topk 2048: 0.23x FlashMLA (BLOCK_N 64, 2 stages: 0.22x)
+        return block_h, 128, 8, 1, 512
+    return block_h, 64, 8, 2, 512  # H200, dense B=64 ctx 4096: 0.31x FlashMLA (BLOCK_N 32: 0.23x)
+
+
+def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: bool, indices, topk_length,
+               is_fp8: bool, attn_sink) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """-> out (B, Sq, Hq, 512) in q's dtype, lse (B, Hq, Sq) float32 (+inf where a row sees no key)."""
+    b, sq, hq, d = q.shape
+    rows = b * sq
+    dev = q.device
+    qr = q.reshape(rows, hq, d)
+    page, num_blocks = k_cache.shape[1], k_cache.shape[0]
+    cache = k_cache.view(torch.uint8) if is_fp8 else k_cache
+    sparse = indices is not None
+    idx = indices.reshape(rows, -1) if sparse else None
+    if idx is not None and idx.stride(-1) != 1:
+        idx = idx.contiguous()
+    keys = idx.shape[1] if idx is not None else block_table.shape[1] * page
+    block_h, block_n, warps, stages, dv_block = _config(dev, hq, is_fp8)
+    blocks = -(-hq // block_h) * (D_V // dv_block)  # (head block, output block) pairs
+    programs = rows * blocks
+    sms = _processors(dev)
+    splits = 1 if 4 * programs >= 3 * sms else max(1, min(-(-sms // programs), -(-keys // 256)))
+    split_len = max(block_n, _ceil(_ceil(keys, splits), block_n) * block_n)
+    splits = max(1, _ceil(keys, split_len))
+    mid_o = torch.empty(rows, splits, hq, D_V, dtype=torch.float32, device=dev)
+    mid_l = torch.empty(rows, splits, hq, dtype=torch.float32, device=dev)
+    table = block_table if block_table is not None else qr
+    capacity = block_table.shape[1] * page if block_table is not None else 0
+    _kernel()[(rows, blocks, splits)](
+        qr, cache, table, cache_seqlens if cache_seqlens is not None else qr, idx if sparse else qr,
+        topk_length if topk_length is not None else qr, mid_o, mid_l,
+        qr.stride(0), qr.stride(1), cache.stride(0), cache.stride(1), table.stride(0) if block_table is not None else 0,
+        idx.stride(0) if sparse else 0, *mid_o.stride()[:3], *mid_l.stride()[:2],
+        float(scale) * 1.4426950408889634, page, num_blocks, capacity,
+        sq, hq, keys if sparse else 0, split_len,
+        DV=D_V, DR=D_QK - D_V, BLOCK_H=block_h, BLOCK_N=block_n, DV_BLOCK=dv_block, SPARSE=sparse, FP8=is_fp8,
+        CAUSAL=bool(causal) and not sparse, TOPK_GIVEN=sparse and topk_length is not None,
+        DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    if splits == 1:
+        o, lse = mid_o[:, 0], mid_l[:, 0]
+    else:
+        lse = torch.logsumexp(mid_l, dim=1)
+        finite = torch.isfinite(lse)
+        weight = torch.exp(mid_l - torch.where(finite, lse, torch.zeros_like(lse))[:, None])
+        o = (torch.where(finite[:, None], weight, torch.zeros_like(weight))[..., None] * mid_o).sum(dim=1)
+    if attn_sink is not None:  # FlashMLA scales out by 1 / (1 + exp(sink - lse)); lse stays without the sink
+        o = o * torch.sigmoid(lse - attn_sink.float()[None, :])[..., None]
+    lonely = torch.isneginf(lse)
+    o = torch.where(lonely[..., None], torch.zeros_like(o), o)
+    lse = torch.where(lonely, torch.full_like(lse, float("inf")), lse)
+    return o.view(b, sq, hq, D_V).to(q.dtype), lse.view(b, sq, hq).transpose(1, 2)

@@ -1,0 +1,116 @@
+"""The Triton MLA decode kernel (imported by ``mla_decode`` on its first call: importing it imports triton)."""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
+                      sq_r, sq_h, s_blk, s_slot, s_table, s_idx, so_r, so_s, so_h, sl_r, sl_s,
+                      scale_log2, page, num_blocks, capacity, sq, heads, topk, split_len,
+                      DV: tl.constexpr, DR: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
+                      DV_BLOCK: tl.constexpr,
+                      SPARSE: tl.constexpr, FP8: tl.constexpr, CAUSAL: tl.constexpr, TOPK_GIVEN: tl.constexpr,
+                      DOT_F32: tl.constexpr):  # fmt: skip
+    """Program (query row b * sq + s, block of BLOCK_H heads and DV_BLOCK output dims, split) over one
+    slice of its keys (each output block computes the whole scores: fewer registers, more programs).
+
+    Dense: the sequence's positions, each looked up in its block-table row (only positions inside
+    the sequence are read). Sparse: the row's index list; an index outside the cache (-1, or past
+    its last token) or past ``topk_length`` is no key and is never used to address the cache.
+    FP8 caches (V3.2: 512 e4m3 in 4 tiles of 128, 4 float32 scales, 64 bf16 rope per token) are
+    dequantised to bf16 in registers. Writes out (float32, unnormalised merge input) and lse (base e).
+    """
+    row = tl.program_id(0)
+    hb = tl.program_id(1) // (DV // DV_BLOCK)
+    vb = tl.program_id(1) % (DV // DV_BLOCK)
+    ov = vb * DV_BLOCK + tl.arange(0, DV_BLOCK)
+    sp = tl.program_id(2)
+    b = row // sq
+    s = row % sq
+    h = hb * BLOCK_H + tl.arange(0, BLOCK_H)
+    h_ok = h < heads
+    dv = tl.arange(0, DV)
+    dr = tl.arange(0, DR)
+    q_at = Q + row.to(tl.int64) * sq_r + h[:, None] * sq_h
+    q_nope = tl.load(q_at + dv[None, :], mask=h_ok[:, None], other=0.0)
+    q_rope = tl.load(q_at + DV + dr[None, :], mask=h_ok[:, None], other=0.0)
+    tokens = num_blocks * page
+    if SPARSE:
+        limit = topk
+        if TOPK_GIVEN:
+            limit = tl.minimum(tl.load(TOPK_LEN + b), topk)
+        topk_row = IDX + row.to(tl.int64) * s_idx
+    else:
+        length = tl.load(LENS + b)
+        limit = length
+        if CAUSAL:
+            limit = length - sq + s + 1
+        limit = tl.minimum(limit, capacity)  # never past the block-table row
+    lo = sp * split_len
+    hi = tl.minimum(lo + split_len, limit)
+    m = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    total = tl.zeros([BLOCK_H], tl.float32)
+    acc = tl.zeros([BLOCK_H, DV_BLOCK], tl.float32)
+    for start in range(lo, hi, BLOCK_N):
+        n = start + tl.arange(0, BLOCK_N)
+        n_ok = n < hi
+        if SPARSE:
+            tok = tl.load(topk_row + n, mask=n_ok, other=-1)
+            n_ok = n_ok & (tok >= 0) & (tok < tokens)
+            tok = tl.where(n_ok, tok, 0).to(tl.int64)
+            blk = tok // page
+            slot = tok % page
+        else:
+            blk = tl.load(TABLE + b * s_table + n // page, mask=n_ok, other=0).to(tl.int64)
+            blk = tl.minimum(tl.maximum(blk, 0), num_blocks - 1)
+            slot = (n % page).to(tl.int64)
+        at = CACHE + blk * s_blk + slot * s_slot  # (BLOCK_N,) token starts (bytes for FP8, else elements)
+        if FP8:
+            raw = tl.load(at[:, None] + dv[None, :], mask=n_ok[:, None], other=0)
+            tiles = tl.arange(0, DV // 128)
+            scales = tl.load((at[:, None] + DV).to(tl.pointer_type(tl.float32)) + tiles[None, :],
+                             mask=n_ok[:, None], other=0.0)  # fmt: skip
+            scales = tl.reshape(tl.broadcast_to(scales[:, :, None], [BLOCK_N, DV // 128, 128]), [BLOCK_N, DV])
+            k_nope = (raw.to(tl.float8e4nv, bitcast=True).to(tl.float32) * scales).to(tl.bfloat16)
+            k_rope = tl.load((at[:, None] + DV + 16).to(tl.pointer_type(tl.bfloat16)) + dr[None, :],
+                             mask=n_ok[:, None], other=0.0)  # fmt: skip
+        else:
+            k_nope = tl.load(at[:, None] + dv[None, :], mask=n_ok[:, None], other=0.0)
+            k_rope = tl.load(at[:, None] + DV + dr[None, :], mask=n_ok[:, None], other=0.0)
+        if DOT_F32:  # Triton's interpreter multiplies bf16 bit patterns in tl.dot
+            x = tl.dot(q_nope.to(tl.float32), tl.trans(k_nope.to(tl.float32)))
+            x += tl.dot(q_rope.to(tl.float32), tl.trans(k_rope.to(tl.float32)))
+        else:
+            x = tl.dot(q_nope, tl.trans(k_nope))
+            x = tl.dot(q_rope, tl.trans(k_rope), x)
+        x = tl.where(n_ok[None, :], x * scale_log2, float("-inf"))
+        m_new = tl.maximum(m, tl.max(x, 1))
+        base = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m - base)
+        p = tl.exp2(x - base[:, None])
+        total = total * alpha + tl.sum(p, 1)
+        if DV_BLOCK == DV:
+            val = k_nope
+        elif FP8:
+            raw_v = tl.load(at[:, None] + ov[None, :], mask=n_ok[:, None], other=0)
+            v_tiles = vb * (DV_BLOCK // 128) + tl.arange(0, DV_BLOCK // 128)
+            v_scales = tl.load((at[:, None] + DV).to(tl.pointer_type(tl.float32)) + v_tiles[None, :],
+                               mask=n_ok[:, None], other=0.0)  # fmt: skip
+            v_scales = tl.reshape(tl.broadcast_to(v_scales[:, :, None], [BLOCK_N, DV_BLOCK // 128, 128]),
+                                  [BLOCK_N, DV_BLOCK])  # fmt: skip
+            val = (raw_v.to(tl.float8e4nv, bitcast=True).to(tl.float32) * v_scales).to(tl.bfloat16)
+        else:
+            val = tl.load(at[:, None] + ov[None, :], mask=n_ok[:, None], other=0.0)
+        if DOT_F32:
+            acc = tl.dot(p, val.to(tl.float32), acc * alpha[:, None])
+        else:
+            acc = tl.dot(p.to(val.dtype), val, acc * alpha[:, None])
+        m = m_new
+    has = total > 0
+    o = acc / tl.where(has, total, 1.0)[:, None]
+    lse = tl.where(has, (m + tl.log2(tl.where(has, total, 1.0))) * 0.6931471805599453, float("-inf"))
+    tl.store(OUT + row.to(tl.int64) * so_r + sp * so_s + h[:, None] * so_h + ov[None, :], o, mask=h_ok[:, None])
+    tl.store(
+        LSE + row.to(tl.int64) * sl_r + sp * sl_s + h, lse, mask=h_ok & (h * 0 + vb == 0)
+    )  # one output block writes the lse
