@@ -96,3 +96,9 @@ def _for(device_type: str, index: int | None) -> Capabilities:
 def of(device: torch.device) -> Capabilities:
     """The capabilities of ``device`` (cached per device)."""
     return _for(device.type, device.index)
+
+
+@functools.cache
+def processors(device: torch.device) -> int:
+    """Streaming multiprocessors (compute units) of ``device``: how many programs make a wave (8 off a GPU)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from accelbridge.torch_attention.capabilities import Capabilities, triton_interpreted
+from accelbridge.torch_attention.capabilities import Capabilities, processors, triton_interpreted
 from accelbridge.torch_attention.core import Masking
 
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -110,18 +110,13 @@ def _kernel():
     return split_kernel
 
 
-def _ceil(a: int, b: int) -> int:
+def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
 def _config(device: torch.device) -> tuple[int, int, int, int, int]:
     """(BLOCK_N, num_warps, num_stages, programs per processor, fewest keys a split) for the launch."""
     return 64, 4, 2, 4, 512  # H200, B=64 ctx 8192 page 64: 3.70 TB/s of KV (3 stages: 3.51)
-
-
-@functools.cache
-def _processors(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
 
 
 def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, scale: float, mask: Masking,
@@ -137,8 +132,8 @@ def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, s
         page, table = k_cache.shape[1], page_table
     capacity = table.shape[1] * page
     block_n, warps, stages, waves, min_split = _config(dev)
-    splits = max(1, min(_ceil(waves * _processors(dev), b * hk), _ceil(capacity, min_split)))
-    split_len = _ceil(_ceil(capacity, splits), block_n) * block_n
+    splits = max(1, min(ceil_div(waves * processors(dev), b * hk), ceil_div(capacity, min_split)))
+    split_len = ceil_div(ceil_div(capacity, splits), block_n) * block_n
     block_r = max(16, 1 << (g * lq - 1).bit_length())
     mid_o = torch.empty(b, splits, hk, g * lq, dv, dtype=torch.float32, device=dev)
     mid_l = torch.empty(b, splits, hk, g * lq, dtype=torch.float32, device=dev)

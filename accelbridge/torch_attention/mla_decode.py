@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from accelbridge.ops.reference import V32_TOKEN_BYTES
-from accelbridge.torch_attention.capabilities import Capabilities, triton_interpreted
+from accelbridge.torch_attention.capabilities import Capabilities, processors, triton_interpreted
+from accelbridge.torch_attention.decode import ceil_div
 
 D_QK, D_V = 576, 512  # DeepSeek's latent (512) + rope (64) head; MODEL1's 512-dim layout takes the torch path
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -39,15 +40,6 @@ def _kernel():
     from accelbridge.torch_attention.mla_decode_kernel import mla_decode_kernel
 
     return mla_decode_kernel
-
-
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-@functools.cache
-def _processors(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
 
 
 def _config(device: torch.device, heads: int, fp8: bool) -> tuple[int, int, int, int, int]:
@@ -77,10 +69,10 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
     block_h, block_n, warps, stages, dv_block = _config(dev, hq, is_fp8)
     blocks = -(-hq // block_h) * (D_V // dv_block)  # (head block, output block) pairs
     programs = rows * blocks
-    sms = _processors(dev)
+    sms = processors(dev)
     splits = 1 if 4 * programs >= 3 * sms else max(1, min(-(-sms // programs), -(-keys // 256)))
-    split_len = max(block_n, _ceil(_ceil(keys, splits), block_n) * block_n)
-    splits = max(1, _ceil(keys, split_len))
+    split_len = max(block_n, ceil_div(ceil_div(keys, splits), block_n) * block_n)
+    splits = max(1, ceil_div(keys, split_len))
     mid_o = torch.empty(rows, splits, hq, D_V, dtype=torch.float32, device=dev)
     mid_l = torch.empty(rows, splits, hq, dtype=torch.float32, device=dev)
     table = block_table if block_table is not None else qr

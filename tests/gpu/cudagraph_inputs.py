@@ -12,6 +12,7 @@ import json
 import os
 import statistics
 
+import compile_bench  # the same decode inputs (this folder is on sys.path when run as a script)
 import torch
 
 from accelbridge import attention
@@ -21,15 +22,8 @@ DEV = torch.device("cuda")
 
 
 def _inputs():
-    g = torch.Generator(device=DEV).manual_seed(1)
-    b, ctx, hq, hk, d, page = 64, 4096, 32, 8, 128, 64
-    pages = ctx // page
-    kc = torch.randn(b * pages, page, hk, d, device=DEV, generator=g, dtype=torch.bfloat16)
-    vc = torch.randn(b * pages, page, hk, d, device=DEV, generator=g, dtype=torch.bfloat16)
-    table = torch.randperm(b * pages, device=DEV, generator=g).to(torch.int32).view(b, pages)
-    q = torch.randn(b, 1, hq, d, device=DEV, generator=g, dtype=torch.bfloat16)
-    lens = torch.full((b,), ctx, dtype=torch.int32, device=DEV)
-    return q, kc, vc, table, lens
+    kw, _ = compile_bench.decode()
+    return kw["q"], kw["k_cache"], kw["v_cache"], kw["page_table"], kw["cache_seqlens"]
 
 
 class Step(torch.nn.Module):
