@@ -1,8 +1,9 @@
 """fa3/fa4 varlen through torch: its varlen API where the device has it, else one padded batch.
 
 Paths, first that fits the call:
-0. the Triton prefill kernel (``prefill``) where Triton runs: packed or paged keys, GQA, causal,
-   windows, softcap, sinks, lse, seqused_q/k; not qv, FP8 or attention chunks;
+0. where Triton runs: self-attention over a batch of (nearly) one length as one dense SDPA batch
+   (``dense``: cuDNN's kernel on a GPU), else the Triton prefill kernel (``prefill``): packed or
+   paged keys, GQA, causal, windows, softcap, sinks, lse, seqused_q/k; not qv, FP8 or chunks;
 1. ``torch.nn.attention.varlen.varlen_attn`` (torch's FlashAttention 2) when this torch build
    has it on q's device and every argument of the call maps onto what it offers here (GQA,
    windows, seqused_k, paging and LSE arrived in different torch releases);
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from accelbridge.ops.reference import default_scale, holds_no_key
 from accelbridge.ops.spec import FP8_DTYPES, out_dtype
-from accelbridge.torch_attention import capabilities, prefill
+from accelbridge.torch_attention import capabilities, dense, prefill
 from accelbridge.torch_attention.core import Call, Masking, attend
 from accelbridge.torch_attention.layout import gather_pages, lengths, longest, pad, unpad
 
@@ -131,13 +132,13 @@ def flash_attn_varlen_func(
     scale = default_scale(softmax_scale, d, qv)
     mask = Masking.of(causal, window_size, attention_chunk)
     caps = capabilities.of(q.device)
-    if (
-        qv is None
-        and q_descale is None
-        and k_descale is None
-        and v_descale is None
-        and prefill.fits(q, k, v, max_seqlen_q, mask, caps)
-    ):
+    extras = qv is not None or q_descale is not None or k_descale is not None or v_descale is not None
+    if (not extras and not softcap and sinks is None and seqused_q is None and seqused_k is None and page_table is None
+            and not return_softmax_lse
+            and dense.fits(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask, caps)):  # fmt: skip
+        o = dense.self_attention(q, k, v, cu_seqlens_q, max_seqlen_q, scale, mask.causal)
+        return finish(o, None, q.dtype, out, False)
+    if not extras and prefill.fits(q, k, v, max_seqlen_q, mask, caps):
         o, lse = prefill.prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, seqused_q, seqused_k, page_table,
                                  scale, mask, softcap, sinks, return_softmax_lse)  # fmt: skip
         return finish(o, lse, q.dtype, out, return_softmax_lse)

@@ -5,7 +5,9 @@ with CUDA graphs, the KV cache reaching the graph four ways: closed over and mar
 ``mark_static_address`` (what compile_bench.py does), passed as arguments and marked, passed
 unmarked, and as buffers of an ``nn.Module``. A graph input that is not static is copied into
 the graph's own buffer on every replay (1 GiB of cache here), so the way the cache arrives shows
-in the time. One JSON line per variant: time and ratio to the direct kernel.
+in the time. One JSON line per variant: time and ratio to the direct kernel. Then the GPU kernels
+one direct call and one inductor-compiled call (no graphs) launch, from the profiler: what the
+compiled step runs besides the attention kernel.
 """
 
 import json
@@ -78,5 +80,35 @@ def main(rounds: int = 7, iters: int = 50) -> None:
         print(json.dumps({"variant": name, "us": round(med * 1e6, 1), "direct/variant": round(base / med, 4)}))
 
 
+def kernels_launched() -> None:
+    from sgl_kernel import flash_attn as sgl
+    from torch.profiler import ProfilerActivity, profile
+
+    os.environ["ACCELBRIDGE_PROVIDERS"] = "fa3=sgl-kernel"
+    attention.reset()
+    q, kc, vc, table, lens = _inputs()
+    torch._dynamo.reset()
+    compiled = torch.compile(
+        lambda q, kc, vc, table, lens: attention.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens,
+                                                                         page_table=table, causal=True),
+        fullgraph=True,
+    )  # fmt: skip
+    calls = {"direct": lambda: sgl.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens, page_table=table,
+                                                           causal=True),
+             "inductor": lambda: compiled(q, kc, vc, table, lens)}  # fmt: skip
+    for name, call in calls.items():
+        for _ in range(3):
+            call()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                call()
+            torch.cuda.synchronize()
+        rows = [{"kernel": e.key[:90], "calls": e.count, "cuda_us_total": round(e.device_time_total, 1)}
+                for e in prof.key_averages() if e.device_time_total > 0]  # fmt: skip
+        print(json.dumps({"profile": name, "kernels": sorted(rows, key=lambda r: -r["cuda_us_total"])[:8]}))
+
+
 if __name__ == "__main__":
     main()
+    kernels_launched()

@@ -10,9 +10,9 @@ import statistics
 
 import torch
 
-from accelbridge import bench_providers
+from accelbridge import bench_providers, torch_attention
 from accelbridge.bench import cuda_time
-from accelbridge.torch_attention import decode, mla_decode
+from accelbridge.torch_attention import decode, mla_decode, prefill
 from accelbridge.torch_attention.core import Masking
 
 DEV = torch.device("cuda")
@@ -67,6 +67,22 @@ def paged_decode():
     _sweep("decode", decode, configs, call, case.flops, case.name, kv_tb_s=case.fields["kv_bytes"])
 
 
+def prefill_paths():
+    """The bench's prefill through the torch provider (the dense path) and through the Triton kernel alone."""
+    case = _case("fa3.varlen", "prefill")
+    kw = case.kwargs
+    args = (kw["q"], kw["k"], kw["v"], kw["cu_seqlens_q"], kw["cu_seqlens_k"], kw["max_seqlen_q"])
+    calls = {"torch provider (dense SDPA path)": lambda: torch_attention.flash_attn_varlen_func(**kw),
+             "Triton prefill kernel": lambda: prefill.prefill(*args, None, None, None, kw["q"].shape[-1] ** -0.5,
+                                                              Masking(causal=True), 0.0, None, False)[0]}  # fmt: skip
+    want = calls["Triton prefill kernel"]().float()
+    for name, call in calls.items():
+        t = _time(call)
+        diff = float((call().float() - want).abs().max())
+        print(json.dumps({"kernel": "prefill", "case": case.name, "path": name, "us": t * 1e6,
+                          "tflops": case.flops / t / 1e12, "max_diff": diff}), flush=True)  # fmt: skip
+
+
 def mla():
     for word, configs in (
         ("dense", [(64, 64, 8, 2, 512), (64, 64, 8, 2, 256), (64, 64, 4, 2, 256), (64, 32, 4, 2, 256),
@@ -90,5 +106,5 @@ def mla():
 if __name__ == "__main__":
     import sys
 
-    for part in sys.argv[1:] or ["paged_decode", "mla"]:
+    for part in sys.argv[1:] or ["prefill_paths", "paged_decode", "mla"]:
         globals()[part]()

@@ -1,0 +1,74 @@
+"""Self-attention prefill as one dense SDPA batch, when the batch is (nearly) all one length.
+
+torch's SDPA on (B, H, L, D) contiguous tensors reaches cuDNN's fused kernel, which takes GQA in
+that layout (H200, torch 2.11: 1.75 ms for B=8, L=4096, 32/8 heads, sgl-kernel FA3's speed); a
+Triton kernel packs the varlen rows into that layout and back in one pass each, so the copies cost
+a memory round trip rather than gathers. Whether the padding is small is told without reading the
+device: the packed rows (q.shape[0]) against batch x max_seqlen_q. Where it is not (ragged
+batches), the Triton prefill kernel serves instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from accelbridge.torch_attention.capabilities import Capabilities
+from accelbridge.torch_attention.core import Masking
+
+_DTYPES = (torch.float16, torch.bfloat16)
+FILL = 0.9  # at least this share of the padded batch holds packed rows (at most ~11 % padding)
+
+
+def fits(q, k, v, cu_q, cu_k, max_q: Any, max_k: Any, mask: Masking, caps: Capabilities) -> bool:
+    """Self-attention (the same cu_seqlens, packed keys), causal or unmasked, fp16/bf16, one head dim,
+    a host max length and rows filling at least FILL of the padded batch."""
+    if not (caps.triton and cu_k is cu_q and isinstance(max_q, int) and max_k == max_q):
+        return False
+    if mask not in (Masking(causal=True), Masking()) or q.dtype not in _DTYPES or not k.dtype == v.dtype == q.dtype:
+        return False
+    group = q.shape[1] // k.shape[1]
+    batch = cu_q.shape[0] - 1
+    return (q.shape[0] == k.shape[0] and q.shape[-1] == k.shape[-1] == v.shape[-1] <= 256
+            and (group == 1 or caps.sdpa_gqa) and batch > 0 and q.shape[0] >= FILL * batch * max_q)  # fmt: skip
+
+
+@functools.cache
+def _kernels():
+    from accelbridge.torch_attention.dense_kernel import pack_kernel, unpack_kernel
+
+    return pack_kernel, unpack_kernel
+
+
+_BLOCK_L = 64
+
+
+def _pack(x: torch.Tensor, cu: torch.Tensor, max_len: int) -> torch.Tensor:
+    batch, heads, d = cu.shape[0] - 1, x.shape[1], x.shape[2]
+    out = torch.empty(batch, heads, max_len, d, dtype=x.dtype, device=x.device)
+    pack, _ = _kernels()
+    pack[(-(-max_len // _BLOCK_L), heads, batch)](
+        x, cu, out, x.stride(0), x.stride(1), *out.stride()[:3], max_len,
+        D=d, BLOCK_L=_BLOCK_L, BLOCK_D=1 << (d - 1).bit_length(),
+    )  # fmt: skip
+    return out
+
+
+def self_attention(q, k, v, cu, max_len: int, scale: float, causal: bool) -> torch.Tensor:
+    """q (total, Hq, D) -> out (total, Hq, D) in q's dtype; rows past the last sequence are zeros."""
+    qp, kp, vp = (_pack(x, cu, max_len) for x in (q, k, v))
+    group = q.shape[1] // k.shape[1]
+    gqa = {"enable_gqa": True} if group > 1 else {}
+    o = F.scaled_dot_product_attention(qp, kp, vp, is_causal=causal, scale=scale, **gqa)
+    total, heads, d = q.shape[0], q.shape[1], v.shape[-1]
+    out = torch.empty(total, heads, d, dtype=q.dtype, device=q.device)
+    _, unpack = _kernels()
+    batch = cu.shape[0] - 1
+    unpack[(-(-max_len // _BLOCK_L), heads, batch + 1)](
+        o, cu, out, *o.stride()[:3], out.stride(0), out.stride(1), max_len, total, batch,
+        D=d, BLOCK_L=_BLOCK_L, BLOCK_D=1 << (d - 1).bit_length(),
+    )  # fmt: skip
+    return out
