@@ -1,9 +1,10 @@
 """fa3/fa4 kvcache through torch: append as one scatter, attention as one batched call.
 
 New keys (rotated when rotary tables are given) are written into the cache at each sequence's
-``cache_seqlens`` with one ``index_put_`` (in place, as FA3 does). Decode-shaped calls on a GPU
-with Triton read the (paged) cache in place with the Triton kernel; everything else gathers each
-sequence's keys into a padded batch and runs ``core.attend``.
+``cache_seqlens`` with one ``index_put_`` (in place, as FA3 does). Where Triton runs, decode-shaped
+calls read the (paged) cache in place with the decode kernel and longer ones (chunked prefill)
+with the prefill kernel; everything else gathers each sequence's keys into a padded batch and
+runs ``core.attend``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 
 from accelbridge.ops.reference import default_scale, holds_no_key, rotary_q_per_row, rotate
 from accelbridge.ops.spec import FP8_DTYPES
-from accelbridge.torch_attention import capabilities, decode
+from accelbridge.torch_attention import capabilities, decode, prefill
 from accelbridge.torch_attention.core import Call, Masking, attend
 from accelbridge.torch_attention.layout import gather_pages, lengths, longest, pad, unpad
 from accelbridge.torch_attention.varlen import dequantise, finish
@@ -56,6 +57,18 @@ def _append(k_cache, v_cache, kn, vn, new_len, seqlens, rows, page_table, ragged
         first, second, keys, values = first[valid], second[valid], keys[valid], values[valid]
     k_cache.index_put_((first, second), keys.to(k_cache.dtype))
     v_cache.index_put_((first, second), values.to(v_cache.dtype))
+
+
+def _prefill(qp, k_cache, v_cache, q_len, k_len, rows, page_table, scale, mask, softcap, sinks, want_lse):
+    """Chunked prefill over the cache with the Triton prefill kernel: the padded batch as packed rows
+    (sequence b at b * Lq), its cache rows as a page table (a contiguous cache is one page a row)."""
+    b, lq, hq = qp.shape[0], qp.shape[1], qp.shape[2]
+    cu = torch.arange(0, (b + 1) * lq, lq, dtype=torch.int32, device=qp.device)
+    table = rows.view(b, 1) if page_table is None else page_table[rows.long()]
+    o, lse = prefill.prefill(qp.reshape(b * lq, hq, qp.shape[-1]), k_cache, v_cache, cu, None, lq, q_len, k_len,
+                             table, scale, mask, softcap, sinks, want_lse)  # fmt: skip
+    o = o.view(b, lq, hq, -1)
+    return o, (None if lse is None else lse.view(hq, b, lq).transpose(0, 1))
 
 
 def flash_attn_with_kvcache(
@@ -137,9 +150,14 @@ def flash_attn_with_kvcache(
         _append(k_cache, v_cache, kn, vn, new_len, seqlens, rows, page_table, cu_seqlens_k_new is not None)
     k_len = seqlens + new_len
     plain = qvp is None and q.dtype not in FP8_DTYPES and not mask.chunk
-    if plain and decode.fits(qp, k_cache, v_cache, capabilities.of(dev)):
+    caps = capabilities.of(dev)
+    if plain and decode.fits(qp, k_cache, v_cache, caps):
         o, lse = decode.paged_decode(qp, k_cache, v_cache, q_len, k_len, cache_leftpad, rows, page_table, scale,
                                      mask, softcap or 0.0, sinks)  # fmt: skip
+    elif (plain and lq > 0 and cache_leftpad is None and q_descale is None and k_descale is None and v_descale is None
+          and prefill.fits(qp, k_cache, v_cache, lq, mask, caps)):  # fmt: skip
+        o, lse = _prefill(qp, k_cache, v_cache, q_len, k_len, rows, page_table, scale, mask, softcap, sinks,
+                          return_softmax_lse)  # fmt: skip
     else:
         if page_table is not None:
             kp = gather_pages(k_cache, page_table[rows.long()], k_len)

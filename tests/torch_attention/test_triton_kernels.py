@@ -80,3 +80,45 @@ def test_dense_self_attention_packs_and_unpacks_every_row():
     result = interpreted.run(_DENSE)
     assert all(err < 2e-3 and not nan for err, _, nan in result.values()), result
     assert [dense for _, dense, _ in result.values()] == [1, 1, 1, 0]  # the ragged batch (fill 0.59) is not dense
+
+
+_CHUNKED = """
+import json, torch
+from accelbridge.ops import reference
+from accelbridge.torch_attention import flash_attn_with_kvcache, prefill
+served = []
+launch = prefill.prefill
+prefill.prefill = lambda *a, **k: served.append(1) or launch(*a, **k)
+result = {}
+# a chunk of 40 queries per sequence (80 rows a GQA group: past the decode kernel) appended to and
+# attending over a paged cache, a contiguous one with a batch index, a window with sinks and lse
+for n, (paged, batch_idx, window, sinks) in enumerate([(True, False, (-1, -1), False), (False, True, (-1, -1), False),
+                                                        (True, False, (24, 0), True)]):
+    torch.manual_seed(n)
+    b, lq, hq, hk, d, page = 2, 40, 4, 2, 32, 16
+    lens = torch.tensor([5, 30], dtype=torch.int32)
+    q = torch.randn(b, lq, hq, d, dtype=torch.float16)
+    k_new, v_new = torch.randn(b, lq, hk, d, dtype=torch.float16), torch.randn(b, lq, hk, d, dtype=torch.float16)
+    if paged:
+        kc, vc = torch.randn(12, page, hk, d, dtype=torch.float16), torch.randn(12, page, hk, d, dtype=torch.float16)
+        extra = {"page_table": torch.randperm(12).to(torch.int32).view(b, 6)}
+    else:
+        kc, vc = torch.randn(3, 96, hk, d, dtype=torch.float16), torch.randn(3, 96, hk, d, dtype=torch.float16)
+        extra = {"cache_batch_idx": torch.tensor([2, 0], dtype=torch.int32)} if batch_idx else {}
+    if sinks:
+        extra["sinks"] = torch.randn(hq)
+    kw = dict(k=k_new, v=v_new, cache_seqlens=lens, causal=True, window_size=window, return_softmax_lse=True, **extra)
+    before = len(served)
+    got, lse = flash_attn_with_kvcache(q, kc.clone(), vc.clone(), **kw)
+    want, want_lse = reference.flash_attn_with_kvcache(q, kc.clone(), vc.clone(), **kw)
+    finite = torch.isfinite(want_lse)
+    result[n] = [float((got.float() - want.float()).abs().max()), float((lse - want_lse)[finite].abs().max()),
+                 bool(torch.equal(finite, torch.isfinite(lse))), len(served) - before]
+print(json.dumps(result))
+"""
+
+
+def test_chunked_prefill_over_a_cache_runs_the_prefill_kernel():
+    result = interpreted.run(_CHUNKED)
+    for out_err, lse_err, same_inf, served in result.values():
+        assert out_err < 2e-3 and lse_err < 1e-3 and same_inf and served == 1, result
