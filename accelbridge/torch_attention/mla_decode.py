@@ -48,7 +48,7 @@ def _config(device: torch.device, heads: int, fp8: bool) -> tuple[int, int, int,
     if device.type != "cuda":
         return block_h, 16, 4, 1, 256  # both output blocks run under the interpreter
     if fp8:  # H200, V3.2 sparse B=32 topk 2048: 0.23x FlashMLA (BLOCK_N 64, 2 stages: 0.22x)
-        return block_h, 128, 8, 1, 512
+        return block_h, 128, 8, 1, 256
     return block_h, 64, 8, 2, 512  # H200, dense B=64 ctx 4096: 0.31x FlashMLA (BLOCK_N 32: 0.23x)
 
 
