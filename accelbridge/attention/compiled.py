@@ -115,18 +115,25 @@ def _variant_schema(c: CompiledOp, flags: tuple[bool, ...], lse: bool, with_out:
     return f"({', '.join(parts)}) -> {returns}"
 
 
-def _to_values(c: CompiledOp, args: tuple[Any, ...], with_out: bool) -> dict[str, Any]:
-    """The canonical keyword arguments of one custom-op call (twins folded back, windows as tuples)."""
+def _unpacker(c: CompiledOp, with_out: bool) -> Callable[[tuple[Any, ...]], dict[str, Any]]:
+    """args of one custom-op call -> the canonical keyword arguments (twins folded back, windows as tuples);
+    what to fold is worked out once, not per call."""
     names = [n for n, _ in c.args] + (["out"] if with_out else [])
-    values = dict(zip(names, args))
-    for name, typ in c.args:
-        if name.endswith("__int"):
-            n = values.pop(name)
+    twins = [(n, n[: -len("__int")]) for n, _ in c.args if n.endswith("__int")]
+    lists = [n for n, typ in c.args if typ == "SymInt[]"]
+
+    def to_values(args: tuple[Any, ...]) -> dict[str, Any]:
+        values = dict(zip(names, args))
+        for twin, name in twins:
+            n = values.pop(twin)
             if n is not None:
-                values[name[: -len("__int")]] = n
-        elif typ == "SymInt[]" and values[name] is not None:
-            values[name] = tuple(values[name])
-    return values
+                values[name] = n
+        for name in lists:
+            if values[name] is not None:
+                values[name] = tuple(values[name])
+        return values
+
+    return to_values
 
 
 def _implementation(c: CompiledOp, lse: bool, with_out: bool, function: Facade) -> Callable[..., Any]:
@@ -135,14 +142,18 @@ def _implementation(c: CompiledOp, lse: bool, with_out: bool, function: Facade) 
     selector = {spec.selector[0]: spec.selector[1]} if spec.selector else {}
     plan = spec.plan if spec.plan is not None and spec.plan.producer_args is not None else None
     n = _returns(c, lse, with_out) + with_out
+    to_values = _unpacker(c, with_out)
+    facade: list[Callable[..., Any]] = []  # the facade function, looked up on the first call
 
     def impl(*args: Any) -> Any:
-        values = _to_values(c, args, with_out)
+        values = to_values(args)
         if plan is not None and values.get(plan.param) is None:  # planned per call: the plan could not travel
             made = function(plan.producer)(**plan.producer_args(spec.with_defaults(values)))
             made = made if isinstance(made, tuple) else (made,)
             values.update(zip(plan.result_params or (plan.param,), made))
-        r = function(spec.id)(**values, **selector)
+        if not facade:
+            facade.append(function(spec.id))
+        r = facade[0](**values, **selector)
         r = list(r) if isinstance(r, (tuple, list)) else [r]
         r = [t.contiguous() for t in r[with_out:n]]  # the fake's strides (lse is often a transposed view)
         return r[0] if len(r) == 1 else tuple(r)
@@ -158,9 +169,10 @@ def _fake(c: CompiledOp, lse: bool, with_out: bool) -> Callable[..., Any]:
              for s, d in spec.result_shapes]  # fmt: skip
 
     n = _returns(c, lse, with_out) + with_out
+    to_values = _unpacker(c, with_out)
 
     def fake(*args: Any) -> Any:
-        values = spec.with_defaults(_to_values(c, args, with_out))
+        values = spec.with_defaults(to_values(args))
         like = values[first]
         r = [like.new_empty(eval(s, EXPRESSION_ENV, values), dtype=eval(d, EXPRESSION_ENV, values))  # noqa: S307
              for s, d in codes[with_out:n]]  # fmt: skip

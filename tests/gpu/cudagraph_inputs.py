@@ -28,17 +28,6 @@ def _inputs():
     return kw["q"], kw["k_cache"], kw["v_cache"], kw["page_table"], kw["cache_seqlens"]
 
 
-class Step(torch.nn.Module):
-    def __init__(self, kc, vc, table, lens):
-        super().__init__()
-        for name, t in (("kc", kc), ("vc", vc), ("table", table), ("lens", lens)):
-            self.register_buffer(name, t, persistent=False)
-
-    def forward(self, q):
-        return attention.flash_attn_with_kvcache(q, self.kc, self.vc, cache_seqlens=self.lens, page_table=self.table,
-                                                 causal=True)  # fmt: skip
-
-
 def main(rounds: int = 7, iters: int = 50) -> None:
     from sgl_kernel import flash_attn as sgl
 
@@ -56,7 +45,11 @@ def main(rounds: int = 7, iters: int = 50) -> None:
     torch._dynamo.reset()
     unmarked = torch.compile(facade, mode="reduce-overhead", fullgraph=True)
     variants["arguments, unmarked"] = lambda: unmarked(q, kc, vc, table, lens)
-    module = torch.compile(Step(kc, vc, table, lens), mode="reduce-overhead", fullgraph=True)
+    module = torch.compile(
+        compile_bench.DecodeStep({"k_cache": kc, "v_cache": vc, "page_table": table, "cache_seqlens": lens}),
+        mode="reduce-overhead",
+        fullgraph=True,
+    )
     variants["nn.Module buffers"] = lambda: module(q)
     marked = [t.clone() for t in (kc, vc, table, lens)]  # fresh tensors: marked before any compile sees them
     for t in marked:
