@@ -42,14 +42,18 @@ def _kernel():
     return mla_decode_kernel
 
 
-def _config(device: torch.device, heads: int, fp8: bool) -> tuple[int, int, int, int, int]:
-    """(BLOCK_H, BLOCK_N, num_warps, num_stages, DV_BLOCK): H200-tuned; small under the interpreter."""
+def _config(device: torch.device, heads: int, fp8: bool) -> tuple[int, int, int, int, int, bool]:
+    """(BLOCK_H, BLOCK_N, num_warps, num_stages, DV_BLOCK, FP8 by tiles): H200-tuned; small under the interpreter.
+
+    FP8 by tiles scales each (token, tile of 128) score and value product instead of every value;
+    it takes the whole output (DV_BLOCK 512).
+    """
     block_h = min(64, max(16, 1 << (heads - 1).bit_length()))
     if device.type != "cuda":
-        return block_h, 16, 4, 1, 256  # both output blocks run under the interpreter
-    if fp8:  # H200, V3.2 sparse B=32 topk 2048: 0.23x FlashMLA (BLOCK_N 64, 2 stages: 0.22x)
-        return block_h, 128, 8, 1, 256
-    return block_h, 64, 8, 2, 512  # H200, dense B=64 ctx 4096: 0.31x FlashMLA (BLOCK_N 32: 0.23x)
+        return block_h, 16, 4, 1, 256, False  # both output blocks run under the interpreter
+    if fp8:  # H200, V3.2 sparse B=32 topk 2048: 0.22x FlashMLA (output blocks of 512: 0.13-0.17x)
+        return block_h, 128, 8, 1, 256, False
+    return block_h, 64, 8, 2, 512, False  # H200, dense B=64 ctx 4096: 0.31x FlashMLA (BLOCK_N 32: 0.23x)
 
 
 def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: bool, indices, topk_length,
@@ -66,7 +70,9 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
     if idx is not None and idx.stride(-1) != 1:
         idx = idx.contiguous()
     keys = idx.shape[1] if idx is not None else block_table.shape[1] * page
-    block_h, block_n, warps, stages, dv_block = _config(dev, hq, is_fp8)
+    block_h, block_n, warps, stages, dv_block, tiles = _config(dev, hq, is_fp8)
+    tiles = tiles and is_fp8
+    dv_block = D_V if tiles else dv_block
     blocks = -(-hq // block_h) * (D_V // dv_block)  # (head block, output block) pairs
     programs = rows * blocks
     sms = processors(dev)
@@ -84,7 +90,8 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
         idx.stride(0) if sparse else 0, *mid_o.stride()[:3], *mid_l.stride()[:2],
         float(scale) * 1.4426950408889634, page, num_blocks, capacity,
         sq, hq, keys if sparse else 0, split_len,
-        DV=D_V, DR=D_QK - D_V, BLOCK_H=block_h, BLOCK_N=block_n, DV_BLOCK=dv_block, SPARSE=sparse, FP8=is_fp8,
+        DV=D_V, DR=D_QK - D_V, BLOCK_H=block_h, BLOCK_N=block_n, DV_BLOCK=dv_block, FP8_TILES=tiles,
+        SPARSE=sparse, FP8=is_fp8,
         CAUSAL=bool(causal) and not sparse, TOPK_GIVEN=sparse and topk_length is not None,
         DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
     )  # fmt: skip

@@ -22,6 +22,7 @@ def counted(*a, **k):
     served.append(1)
     return launch(*a, **k)
 kernel.{function} = counted
+{setup}
 result = {{"failed": {{}}, "served": [], "not_served": []}}
 for case in conformance.cases("{op}"):
     before = len(served)
@@ -33,17 +34,22 @@ print(json.dumps(result))
 """
 
 
+_NOT_MLA = {"fp8-dense", "fp8-dense-sentinel-nan", "sparse-v4", "sparse-v4-topk-length", "sparse-v4-extra-cache",
+            "sparse-v4-conventions"}  # fmt: skip
+_FP8_BY_TILES = "kernel._config = lambda device, heads, fp8: (16, 16, 4, 1, 512, True)"
+
+
 @pytest.mark.parametrize(
-    ("op", "module", "function", "not_served"),
+    ("op", "module", "function", "setup", "not_served"),
     [
-        ("fa3.varlen", "prefill", "prefill", {"qv", "fp8", "attention-chunk", "no-keys"}),
-        ("flashmla.kvcache", "mla_decode", "mla_decode", {"fp8-dense", "fp8-dense-sentinel-nan", "sparse-v4",
-                                                          "sparse-v4-topk-length", "sparse-v4-extra-cache",
-                                                          "sparse-v4-conventions"}),
+        ("fa3.varlen", "prefill", "prefill", "", {"qv", "fp8", "attention-chunk", "no-keys"}),
+        ("flashmla.kvcache", "mla_decode", "mla_decode", "", _NOT_MLA),
+        ("flashmla.kvcache", "mla_decode", "mla_decode", _FP8_BY_TILES, _NOT_MLA),  # FP8 dequantised by tile
     ],
-)  # fmt: skip
-def test_kernel_serves_and_conforms_on_every_case_it_fits(op, module, function, not_served):
-    result = interpreted.run(_CODE.format(op=op, module=module, function=function))
+    ids=["prefill", "mla", "mla-fp8-by-tiles"],
+)
+def test_kernel_serves_and_conforms_on_every_case_it_fits(op, module, function, setup, not_served):
+    result = interpreted.run(_CODE.format(op=op, module=module, function=function, setup=setup))
     assert result["failed"] == {}
     assert set(result["not_served"]) == not_served
     assert len(result["served"]) >= 12
