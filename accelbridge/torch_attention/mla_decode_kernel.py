@@ -22,6 +22,17 @@ def _dot(a, b, acc, DOT_F32: tl.constexpr):
 
 
 @triton.jit
+def _softmax_step(x, n_ok, m, total, scale_log2):
+    """One block of raw scores into the running (max, sum), base 2: (p, rescale of the past, max, sum)."""
+    x = tl.where(n_ok[None, :], x * scale_log2, float("-inf"))
+    m_new = tl.maximum(m, tl.max(x, 1))
+    base = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m - base)
+    p = tl.exp2(x - base[:, None])
+    return p, alpha, m_new, total * alpha + tl.sum(p, 1)
+
+
+@triton.jit
 def _q_tile(q_at, t, h_ok):
     return tl.load(q_at + t * 128 + tl.arange(0, 128)[None, :], mask=h_ok[:, None], other=0.0)
 
@@ -110,12 +121,7 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
             x += _dot(q1, tl.trans(k1), zero, DOT_F32) * c1[None, :]
             x += _dot(q2, tl.trans(k2), zero, DOT_F32) * c2[None, :]
             x += _dot(q3, tl.trans(k3), zero, DOT_F32) * c3[None, :]
-            x = tl.where(n_ok[None, :], x * scale_log2, float("-inf"))
-            m_new = tl.maximum(m, tl.max(x, 1))
-            base = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.exp2(m - base)
-            p = tl.exp2(x - base[:, None])
-            total = total * alpha + tl.sum(p, 1)
+            p, alpha, m_new, total = _softmax_step(x, n_ok, m, total, scale_log2)
             acc0 = _dot((p * c0[None, :]).to(tl.bfloat16), k0, acc0 * alpha[:, None], DOT_F32)
             acc1 = _dot((p * c1[None, :]).to(tl.bfloat16), k1, acc1 * alpha[:, None], DOT_F32)
             acc2 = _dot((p * c2[None, :]).to(tl.bfloat16), k2, acc2 * alpha[:, None], DOT_F32)
@@ -140,12 +146,7 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
             else:
                 x = tl.dot(q_nope, tl.trans(k_nope))
                 x = tl.dot(q_rope, tl.trans(k_rope), x)
-            x = tl.where(n_ok[None, :], x * scale_log2, float("-inf"))
-            m_new = tl.maximum(m, tl.max(x, 1))
-            base = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.exp2(m - base)
-            p = tl.exp2(x - base[:, None])
-            total = total * alpha + tl.sum(p, 1)
+            p, alpha, m_new, total = _softmax_step(x, n_ok, m, total, scale_log2)
             if DV_BLOCK == DV:
                 val = k_nope
             elif FP8:
