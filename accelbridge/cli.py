@@ -203,9 +203,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from accelbridge import bench
 
     results = []
-    unknown = [w for w in args.what if w not in ("overhead", "throughput", "catalog")]
+    unknown = [w for w in args.what if w not in ("overhead", "throughput", "compile", "catalog")]
     if unknown:
-        raise AccelbridgeError(f"bench: unknown measurement {unknown[0]!r}; valid: overhead, throughput, catalog")
+        raise AccelbridgeError(
+            f"bench: unknown measurement {unknown[0]!r}; valid: overhead, throughput, compile, catalog"
+        )
     if args.provider and "throughput" not in args.what:
         raise AccelbridgeError("bench: --provider compares providers' throughput; run `bench throughput --provider P`")
     for what in args.what or ["overhead"]:
@@ -216,6 +218,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 from accelbridge.bench_providers import format_providers
 
                 print(format_providers(result))
+            continue
+        if what == "compile":
+            from accelbridge.bench_compile import bench_compile, format_compile
+
+            result = bench_compile()
+            results.append(result)
+            if not args.json:
+                print(format_compile(result))
             continue
         result = getattr(bench, f"bench_{what}")()
         results.append(result)
@@ -379,8 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     lock.set_defaults(func=cmd_lock)
     download = sub.add_parser("download", help="fetch the catalogs' hub kernels (the locked commits, if locked)")
     download.set_defaults(func=cmd_download)
-    bench = sub.add_parser("bench", help="facade overhead, kernel throughput, catalog load time")
-    bench.add_argument("what", nargs="*", metavar="WHAT", help="overhead (default), throughput, catalog")
+    bench = sub.add_parser("bench", help="facade overhead, kernel throughput, compiled facade, catalog load time")
+    bench.add_argument("what", nargs="*", metavar="WHAT", help="overhead (default), throughput, compile, catalog")
     bench.add_argument(
         "--provider",
         action="append",

@@ -31,3 +31,23 @@ def test_small_rates_are_not_printed_as_zero_tflops():
         "rows": [{"case": "c", "skipped": {}, "results": {"torch": {"us": 10.0, "tflops": 0.0042, "peak_mib": None}}}],
     }
     assert "4.20 GFLOP/s" in bench_providers.format_providers(result)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the compiled modes are measured where CUDA is")
+def test_compile_without_a_gpu_says_where_it_runs():
+    from accelbridge.bench_compile import bench_compile, format_compile
+
+    text = format_compile(bench_compile())
+    assert text.startswith("compile: skipped (no CUDA device") and "test_compile.py" in text
+
+
+def test_compile_rows_show_each_mode_against_the_direct_kernel_and_its_host_time():
+    from accelbridge.bench_compile import format_compile
+
+    modes = {"direct": {"us": 250.0, "host_us": 36.0, "vs_direct": 1.0},
+             "inductor": {"us": 256.0, "host_us": 131.0, "vs_direct": 250.0 / 256.0}}  # fmt: skip
+    result = {"gpu": "H200", "torch": "x", "rounds": 7, "rows": [{"case": "decode", "provider": "sgl-kernel",
+                                                                  "modes": modes}]}  # fmt: skip
+    text = format_compile(result)
+    assert "decode, sgl-kernel" in text and "0.9766x direct" in text and "(host 131.0 us a call)" in text
+    assert "    direct " in text and " 250.0 us  (host 36.0 us a call)" in text

@@ -1,5 +1,8 @@
 """Compiled facade vs the direct kernel on the GPU, side by side: ``python tests/gpu/compile_bench.py``.
 
+Session 7's shapes (decode at 4096 keys); ``accelbridge bench compile`` measures the same modes on
+the throughput bench's shapes.
+
 FA3 causal prefill (B=8, L=4096, 32/8 heads, d=128) and paged decode (B=64, 4096 keys, page 64),
 sgl-kernel direct vs ``torch.compile(fullgraph=True)`` over the facade (inductor, and
 mode="reduce-overhead" for decode), and the same for the torch provider; median of rounds.
@@ -14,6 +17,7 @@ import torch
 
 from accelbridge import attention
 from accelbridge.bench import cuda_time
+from accelbridge.bench_compile import DecodeStep
 
 DEV = torch.device("cuda")
 
@@ -40,19 +44,6 @@ def decode():
     lens = torch.full((b,), ctx, dtype=torch.int32, device=DEV)
     kv_bytes = 2 * b * ctx * hk * d * 2
     return dict(q=q, k_cache=kc, v_cache=vc, page_table=table, cache_seqlens=lens, causal=True), kv_bytes
-
-
-class DecodeStep(torch.nn.Module):
-    """A decode step whose KV cache, page table and lengths are buffers (static inputs of a CUDA graph)."""
-
-    def __init__(self, kw):
-        super().__init__()
-        for name in ("k_cache", "v_cache", "page_table", "cache_seqlens"):
-            self.register_buffer(name, kw[name], persistent=False)
-
-    def forward(self, q):
-        return attention.flash_attn_with_kvcache(q, self.k_cache, self.v_cache, cache_seqlens=self.cache_seqlens,
-                                                 page_table=self.page_table, causal=True)  # fmt: skip
 
 
 def main(rounds: int = 7, iters: int = 50) -> dict:

@@ -19,6 +19,7 @@ import torch
 
 from accelbridge import attention
 from accelbridge.bench import cuda_time
+from accelbridge.bench_compile import DecodeStep
 
 DEV = torch.device("cuda")
 
@@ -46,7 +47,7 @@ def main(rounds: int = 7, iters: int = 50) -> None:
     unmarked = torch.compile(facade, mode="reduce-overhead", fullgraph=True)
     variants["arguments, unmarked"] = lambda: unmarked(q, kc, vc, table, lens)
     module = torch.compile(
-        compile_bench.DecodeStep({"k_cache": kc, "v_cache": vc, "page_table": table, "cache_seqlens": lens}),
+        DecodeStep({"k_cache": kc, "v_cache": vc, "page_table": table, "cache_seqlens": lens}),
         mode="reduce-overhead",
         fullgraph=True,
     )
