@@ -16,6 +16,7 @@ import torch
 
 from accelbridge.torch_attention.capabilities import Capabilities, processors, triton_interpreted
 from accelbridge.torch_attention.core import Masking
+from accelbridge.torch_attention.grid import ceil_div, next_pow2
 
 _DTYPES = (torch.float16, torch.bfloat16)
 _DIMS = (16, 32, 64, 128, 256)
@@ -110,10 +111,6 @@ def _kernel():
     return split_kernel
 
 
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def _config(device: torch.device) -> tuple[int, int, int, int, int]:
     """(BLOCK_N, num_warps, num_stages, programs per processor, fewest keys a split) for the launch."""
     return 64, 4, 2, 4, 512  # H200, B=64 ctx 8192 page 64: 3.70 TB/s of KV (3 stages: 3.51)
@@ -134,7 +131,7 @@ def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, s
     block_n, warps, stages, waves, min_split = _config(dev)
     splits = max(1, min(ceil_div(waves * processors(dev), b * hk), ceil_div(capacity, min_split)))
     split_len = ceil_div(ceil_div(capacity, splits), block_n) * block_n
-    block_r = max(16, 1 << (g * lq - 1).bit_length())
+    block_r = max(16, next_pow2(g * lq))
     mid_o = torch.empty(b, splits, hk, g * lq, dv, dtype=torch.float32, device=dev)
     mid_l = torch.empty(b, splits, hk, g * lq, dtype=torch.float32, device=dev)
     start = k_start if k_start is not None else torch.zeros_like(k_len)

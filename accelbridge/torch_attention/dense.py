@@ -18,6 +18,8 @@ import torch.nn.functional as F
 
 from accelbridge.torch_attention.capabilities import Capabilities
 from accelbridge.torch_attention.core import Masking
+from accelbridge.torch_attention.grid import ceil_div, next_pow2
+from accelbridge.torch_attention.prefill import writable
 
 _DTYPES = (torch.float16, torch.bfloat16)
 FILL = 0.9  # at least this share of the padded batch holds packed rows (at most ~11 % padding)
@@ -50,25 +52,27 @@ def _pack(x: torch.Tensor, cu: torch.Tensor, max_len: int) -> torch.Tensor:
     batch, heads, d = cu.shape[0] - 1, x.shape[1], x.shape[2]
     out = torch.empty(batch, heads, max_len, d, dtype=x.dtype, device=x.device)
     pack, _ = _kernels()
-    pack[(-(-max_len // _BLOCK_L), heads, batch)](
+    pack[(ceil_div(max_len, _BLOCK_L), heads, batch)](
         x, cu, out, x.stride(0), x.stride(1), *out.stride()[:3], max_len,
-        D=d, BLOCK_L=_BLOCK_L, BLOCK_D=1 << (d - 1).bit_length(),
+        D=d, BLOCK_L=_BLOCK_L, BLOCK_D=next_pow2(d),
     )  # fmt: skip
     return out
 
 
-def self_attention(q, k, v, cu, max_len: int, scale: float, causal: bool) -> torch.Tensor:
-    """q (total, Hq, D) -> out (total, Hq, D) in q's dtype; rows past the last sequence are zeros."""
+def self_attention(q, k, v, cu, max_len: int, scale: float, causal: bool, out: Any = None) -> torch.Tensor:
+    """q (total, Hq, D) -> out (total, Hq, D) in q's dtype (the caller's ``out`` where a kernel can write
+    it); rows past the last sequence are zeros."""
     qp, kp, vp = (_pack(x, cu, max_len) for x in (q, k, v))
     group = q.shape[1] // k.shape[1]
     gqa = {"enable_gqa": True} if group > 1 else {}
     o = F.scaled_dot_product_attention(qp, kp, vp, is_causal=causal, scale=scale, **gqa)
     total, heads, d = q.shape[0], q.shape[1], v.shape[-1]
-    out = torch.empty(total, heads, d, dtype=q.dtype, device=q.device)
+    out = writable(out, q.dtype)
+    out = out if out is not None else torch.empty(total, heads, d, dtype=q.dtype, device=q.device)
     _, unpack = _kernels()
     batch = cu.shape[0] - 1
-    unpack[(-(-max_len // _BLOCK_L), heads, batch + 1)](
+    unpack[(ceil_div(max_len, _BLOCK_L), heads, batch + 1)](
         o, cu, out, *o.stride()[:3], out.stride(0), out.stride(1), max_len, total, batch,
-        D=d, BLOCK_L=_BLOCK_L, BLOCK_D=1 << (d - 1).bit_length(),
+        D=d, BLOCK_L=_BLOCK_L, BLOCK_D=next_pow2(d),
     )  # fmt: skip
     return out

@@ -16,7 +16,7 @@ import torch
 
 from accelbridge.ops.reference import V32_TOKEN_BYTES
 from accelbridge.torch_attention.capabilities import Capabilities, processors, triton_interpreted
-from accelbridge.torch_attention.decode import ceil_div
+from accelbridge.torch_attention.grid import ceil_div, next_pow2
 
 D_QK, D_V = 576, 512  # DeepSeek's latent (512) + rope (64) head; MODEL1's 512-dim layout takes the torch path
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -48,7 +48,7 @@ def _config(device: torch.device, heads: int, fp8: bool) -> tuple[int, int, int,
     FP8 by tiles scales each (token, tile of 128) score and value product instead of every value;
     it takes the whole output (DV_BLOCK 512).
     """
-    block_h = min(64, max(16, 1 << (heads - 1).bit_length()))
+    block_h = min(64, max(16, next_pow2(heads)))
     if device.type != "cuda":
         return block_h, 16, 4, 1, 256, False  # both output blocks run under the interpreter
     if fp8:  # H200, V3.2 sparse B=32 topk 2048: 0.22x FlashMLA (output blocks of 512: 0.13-0.17x)

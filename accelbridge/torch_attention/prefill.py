@@ -18,6 +18,7 @@ import torch
 
 from accelbridge.torch_attention.capabilities import Capabilities, triton_interpreted
 from accelbridge.torch_attention.core import Masking
+from accelbridge.torch_attention.grid import ceil_div, next_pow2
 
 _DTYPES = (torch.float16, torch.bfloat16)
 MAX_DIM = 256
@@ -41,8 +42,9 @@ def _kernel():
     return prefill_kernel
 
 
-def _pow2(n: int) -> int:
-    return 1 << (n - 1).bit_length()
+def writable(out: Any, dtype: torch.dtype) -> torch.Tensor | None:
+    """The caller's ``out`` if a kernel can write it directly (its dtype, unit stride in the head dim)."""
+    return out if out is not None and out.dtype == dtype and out.stride(-1) == 1 else None
 
 
 def _config(d: int, dv: int, device: torch.device) -> tuple[int, int, int, int]:
@@ -56,14 +58,16 @@ def _config(d: int, dv: int, device: torch.device) -> tuple[int, int, int, int]:
 
 
 def prefill(q, k, v, cu_q, cu_k, max_seqlen_q: int, used_q, used_k, page_table, scale: float, mask: Masking,
-            softcap: float, sinks: Any, want_lse: bool) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+            softcap: float, sinks: Any, want_lse: bool, out: Any = None) -> tuple[Any, Any]:  # fmt: skip
     """q (total_q, Hq, D) over packed k/v (total_k, Hk, D) or paged (blocks, page, Hk, D)
-    -> out (total_q, Hq, Dv) in q's dtype, lse (Hq, total_q) float32 or None."""
+    -> out (total_q, Hq, Dv) in q's dtype, lse (Hq, total_q) float32 or None. ``out`` (the caller's,
+    when usable as it is: q's dtype, unit stride in the head dim) is written in place of a new one."""
     total_q, hq, d = q.shape
     hk, dv = k.shape[-2], v.shape[-1]
     batch = cu_q.shape[0] - 1
     dev = q.device
-    o = torch.empty(total_q, hq, dv, dtype=q.dtype, device=dev)
+    o = writable(out, q.dtype)
+    o = o if o is not None else torch.empty(total_q, hq, dv, dtype=q.dtype, device=dev)
     lse = torch.empty(hq, total_q, dtype=torch.float32, device=dev) if want_lse else o
     paged = page_table is not None
     if paged:
@@ -74,14 +78,14 @@ def prefill(q, k, v, cu_q, cu_k, max_seqlen_q: int, used_q, used_k, page_table, 
         sk, sv, s_table = (k.stride(0), 0, k.stride(1)), (v.stride(0), 0, v.stride(1)), 0
     block_m, block_n, warps, stages = _config(d, dv, dev)
     left, right = mask.limits
-    grid = (max(1, -(-max_seqlen_q // block_m)), hq, batch + 1)
+    grid = (max(1, ceil_div(max_seqlen_q, block_m)), hq, batch + 1)
     _kernel()[grid](
         q, k, v, o, lse, cu_q, cu_k if cu_k is not None else cu_q,
         used_q if used_q is not None else cu_q, used_k if used_k is not None else cu_q, table,
         sinks if sinks is not None else cu_q,
         q.stride(0), q.stride(1), *sk, *sv, o.stride(0), o.stride(1), lse.stride(0), s_table,
         float(scale) * 1.4426950408889634, float(softcap or 1.0), left, right, page, num_blocks, total_q, batch,
-        G=hq // hk, D=d, DV=dv, BLOCK_D=_pow2(d), BLOCK_DV=_pow2(dv), BLOCK_M=block_m, BLOCK_N=block_n,
+        G=hq // hk, D=d, DV=dv, BLOCK_D=next_pow2(d), BLOCK_DV=next_pow2(dv), BLOCK_M=block_m, BLOCK_N=block_n,
         PAGED=paged, USED_Q_GIVEN=used_q is not None, USED_K_GIVEN=used_k is not None,
         LEFT=left >= 0, RIGHT=right >= 0, SOFTCAP=bool(softcap), HAS_SINKS=sinks is not None,
         WRITE_LSE=want_lse, DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,

@@ -38,7 +38,7 @@ def dequantise(x: torch.Tensor, descale: torch.Tensor | None, heads_k: int) -> t
 
 def finish(o: torch.Tensor, lse: torch.Tensor | None, q_dtype: torch.dtype, out: Any, want_lse: bool):
     result = o if o.dtype == out_dtype(q_dtype) else o.to(out_dtype(q_dtype))
-    if out is not None:
+    if out is not None and result is not out:  # a kernel that wrote out itself needs no copy
         out.copy_(result)
         result = out
     return (result, lse) if want_lse else result
@@ -136,11 +136,11 @@ def flash_attn_varlen_func(
     if (not extras and not softcap and sinks is None and seqused_q is None and seqused_k is None and page_table is None
             and not return_softmax_lse
             and dense.fits(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask, caps)):  # fmt: skip
-        o = dense.self_attention(q, k, v, cu_seqlens_q, max_seqlen_q, scale, mask.causal)
+        o = dense.self_attention(q, k, v, cu_seqlens_q, max_seqlen_q, scale, mask.causal, out)
         return finish(o, None, q.dtype, out, False)
     if not extras and prefill.fits(q, k, v, max_seqlen_q, mask, caps):
         o, lse = prefill.prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, seqused_q, seqused_k, page_table,
-                                 scale, mask, softcap, sinks, return_softmax_lse)  # fmt: skip
+                                 scale, mask, softcap, sinks, return_softmax_lse, out)  # fmt: skip
         return finish(o, lse, q.dtype, out, return_softmax_lse)
     plain = qv is None and not softcap and sinks is None and q.dtype not in FP8_DTYPES and seqused_q is None
     if plain:
