@@ -38,6 +38,11 @@ def _invalid(idx: torch.Tensor, length: torch.Tensor | None, tokens: int) -> tor
     return bad
 
 
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The caches' key lists side by side (dim 1); one cache's as it is, without a copy."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
 def _softmax(scores: torch.Tensor, values: torch.Tensor, sink: torch.Tensor | None):
     """scores (N, H, T) -> out (N, H, Dv), lse (N, H) without the sink; rows with no key: out 0, lse -inf.
 
@@ -91,11 +96,11 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, t
             parts.append((extra_k_cache, extra_indices_in_kvcache.reshape(b * sq, -1), extra_len))
 
         def keys_of(rows):
-            return torch.cat([_tokens(c, i[rows], d, is_fp8_kvcache) for c, i, _ in parts], dim=1)
+            return _joined([_tokens(c, i[rows], d, is_fp8_kvcache) for c, i, _ in parts])
 
         def invalid_of(rows):
-            return torch.cat([_invalid(i[rows], None if n is None else n[rows], c.shape[0] * c.shape[1])
-                              for c, i, n in parts], dim=1)  # fmt: skip
+            return _joined([_invalid(i[rows], None if n is None else n[rows], c.shape[0] * c.shape[1])
+                            for c, i, n in parts])  # fmt: skip
 
         topk = sum(i.shape[-1] for _, i, _ in parts)
         o, lse, _ = _sparse(q.reshape(b * sq, hq, d), keys_of, invalid_of, b * sq, head_dim_v, scale, attn_sink, topk)
