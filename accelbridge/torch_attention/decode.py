@@ -116,6 +116,17 @@ def _config(device: torch.device) -> tuple[int, int, int, int, int]:
     return 64, 4, 2, 4, 512  # H200, B=64 ctx 8192 page 64: 3.70 TB/s of KV (3 stages: 3.51)
 
 
+def merge_splits(mid_o: torch.Tensor, mid_l: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+    """The splits' partial outputs (dim 1) weighted by exp(split lse - lse): the whole row's output.
+
+    ``lse`` is the rows' total (the splits' log-sum-exp, plus a sink's where one joins); a row whose
+    total is not finite (no key, or a +inf sink) gets 0.
+    """
+    finite = torch.isfinite(lse)
+    weight = torch.exp(mid_l - torch.where(finite, lse, torch.zeros_like(lse))[:, None])
+    return (torch.where(finite[:, None], weight, torch.zeros_like(weight))[..., None] * mid_o).sum(dim=1)
+
+
 def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, scale: float, mask: Masking,
                  softcap: float, sinks: Any) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """q (B, Lq, Hq, D) over the cache -> out (B, Lq, Hq, Dv) float32 and lse (B, Hq, Lq)."""
@@ -149,8 +160,6 @@ def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, s
     if sinks is not None:
         sink_rows = sinks.float().view(hk, g, 1).expand(hk, g, lq).reshape(1, hk, g * lq)
         lse = torch.logaddexp(lse, sink_rows)
-    weight = torch.exp(mid_l - torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))[:, None])
-    weight = torch.where(torch.isfinite(lse)[:, None], weight, torch.zeros_like(weight))
-    o = (weight[..., None] * mid_o).sum(dim=1)  # (B, Hk, G * Lq, Dv)
+    o = merge_splits(mid_o, mid_l, lse)  # (B, Hk, G * Lq, Dv)
     o = o.view(b, hk, g, lq, dv).permute(0, 3, 1, 2, 4).reshape(b, lq, hq, dv)
     return o, lse.view(b, hk, g, lq).reshape(b, hq, lq)

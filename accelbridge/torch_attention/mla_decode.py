@@ -16,6 +16,7 @@ import torch
 
 from accelbridge.ops.reference import V32_TOKEN_BYTES
 from accelbridge.torch_attention.capabilities import Capabilities, processors, triton_interpreted
+from accelbridge.torch_attention.decode import merge_splits
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
 
 D_QK, D_V = 576, 512  # DeepSeek's latent (512) + rope (64) head; MODEL1's 512-dim layout takes the torch path
@@ -73,10 +74,10 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
     block_h, block_n, warps, stages, dv_block, tiles = _config(dev, hq, is_fp8)
     tiles = tiles and is_fp8
     dv_block = D_V if tiles else dv_block
-    blocks = -(-hq // block_h) * (D_V // dv_block)  # (head block, output block) pairs
+    blocks = ceil_div(hq, block_h) * (D_V // dv_block)  # (head block, output block) pairs
     programs = rows * blocks
     sms = processors(dev)
-    splits = 1 if 4 * programs >= 3 * sms else max(1, min(-(-sms // programs), -(-keys // 256)))
+    splits = 1 if 4 * programs >= 3 * sms else max(1, min(ceil_div(sms, programs), ceil_div(keys, 256)))
     split_len = max(block_n, ceil_div(ceil_div(keys, splits), block_n) * block_n)
     splits = max(1, ceil_div(keys, split_len))
     mid_o = torch.empty(rows, splits, hq, D_V, dtype=torch.float32, device=dev)
@@ -99,9 +100,7 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
         o, lse = mid_o[:, 0], mid_l[:, 0]
     else:
         lse = torch.logsumexp(mid_l, dim=1)
-        finite = torch.isfinite(lse)
-        weight = torch.exp(mid_l - torch.where(finite, lse, torch.zeros_like(lse))[:, None])
-        o = (torch.where(finite[:, None], weight, torch.zeros_like(weight))[..., None] * mid_o).sum(dim=1)
+        o = merge_splits(mid_o, mid_l, lse)
     if attn_sink is not None:  # FlashMLA scales out by 1 / (1 + exp(sink - lse)); lse stays without the sink
         o = o * torch.sigmoid(lse - attn_sink.float()[None, :])[..., None]
     lonely = torch.isneginf(lse)
