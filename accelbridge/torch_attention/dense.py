@@ -26,11 +26,15 @@ FILL = 0.9  # at least this share of the padded batch holds packed rows (at most
 
 
 def fits(q, k, v, cu_q, cu_k, max_q: Any, max_k: Any, mask: Masking, caps: Capabilities) -> bool:
-    """Self-attention (the same cu_seqlens, packed keys), causal or unmasked, fp16/bf16, one head dim,
-    a host max length and rows filling at least FILL of the padded batch."""
+    """Causal self-attention (the same cu_seqlens, packed keys), fp16/bf16, one head dim, a host max length
+    and rows filling at least FILL of the padded batch.
+
+    Causal only: a shorter sequence's padding keys come after all of its queries, so the mask hides them;
+    unmasked, its queries would see them (and which sequences are shorter is on the device).
+    """
     if not (caps.triton and cu_k is cu_q and isinstance(max_q, int) and max_k == max_q):
         return False
-    if mask not in (Masking(causal=True), Masking()) or q.dtype not in _DTYPES or not k.dtype == v.dtype == q.dtype:
+    if mask != Masking(causal=True) or q.dtype not in _DTYPES or not k.dtype == v.dtype == q.dtype:
         return False
     group = q.shape[1] // k.shape[1]
     batch = cu_q.shape[0] - 1

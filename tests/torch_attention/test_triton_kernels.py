@@ -64,9 +64,11 @@ launch = dense.self_attention
 dense.self_attention = lambda *a, **k: served.append(1) or launch(*a, **k)
 errors = {}
 # (lengths, padding rows past the last sequence, causal, q heads, k heads): one length, nearly one
-# length with rows past the end, unmasked MHA; and a ragged batch the dense path must leave alone
+# length with rows past the end; unmasked (one length, nearly one: a shorter sequence's queries would
+# see its padding keys) and a ragged batch, which the dense path must leave alone
 for n, (lens, tail, causal, hq, hk) in enumerate([((16, 16, 16), 0, True, 4, 2), ((16, 15, 16), 2, True, 4, 1),
-                                                  ((9, 9), 0, False, 2, 2), ((3, 16), 0, True, 2, 1)]):
+                                                  ((9, 9), 0, False, 2, 2), ((16, 15, 16), 0, False, 2, 2),
+                                                  ((3, 16), 0, True, 2, 1)]):
     torch.manual_seed(n)
     cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
     total = int(cu[-1]) + tail
@@ -77,7 +79,7 @@ for n, (lens, tail, causal, hq, hk) in enumerate([((16, 16, 16), 0, True, 4, 2),
     got = flash_attn_varlen_func(q, k, v, cu, cu, max(lens), max(lens), causal=causal, out=out)
     want = reference.flash_attn_varlen_func(q, k, v, cu, cu, causal=causal)
     err = float((got.float() - want.float()).abs().max())
-    errors[str(lens)] = [err, len(served) - before, bool(got.isnan().any())]
+    errors[n] = [err, len(served) - before, bool(got.isnan().any())]
 print(json.dumps(errors))
 """
 
@@ -85,7 +87,7 @@ print(json.dumps(errors))
 def test_dense_self_attention_packs_and_unpacks_every_row():
     result = interpreted.run(_DENSE)
     assert all(err < 2e-3 and not nan for err, _, nan in result.values()), result
-    assert [dense for _, dense, _ in result.values()] == [1, 1, 1, 0]  # the ragged batch (fill 0.59) is not dense
+    assert [dense for _, dense, _ in result.values()] == [1, 1, 0, 0, 0]  # unmasked, or ragged (fill 0.59): not dense
 
 
 _CHUNKED = """
