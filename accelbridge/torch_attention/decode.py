@@ -4,7 +4,7 @@ Gathering pages into a padded batch writes the whole cache once more and reads i
 times the traffic of reading it); this kernel reads each key and value once. Program (b, kv
 head, split) runs its GQA group's query rows (group * seqlen_q, padded to 16) over one slice of
 the sequence's keys, looking up each key's block in the page table; the slices' partial results
-are merged with their log-sum-exp in torch. Triton is imported on the first call only.
+are merged with their log-sum-exp by ``splits.merge``. Triton is imported on the first call only.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from accelbridge.torch_attention.capabilities import Capabilities, processors, triton_interpreted
 from accelbridge.torch_attention.core import Masking
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
+from accelbridge.torch_attention.splits import merge as merge_splits
 
 _DTYPES = (torch.float16, torch.bfloat16)
 _DIMS = (16, 32, 64, 128, 256)
@@ -45,7 +46,7 @@ def _kernel():
                      scale, softcap, page, num_blocks, capacity, left, right, split_len,
                      G: tl.constexpr, LQ: tl.constexpr, BLOCK_R: tl.constexpr, D: tl.constexpr,
                      DV: tl.constexpr, BLOCK_N: tl.constexpr, SOFTCAP: tl.constexpr, LEFT: tl.constexpr,
-                     RIGHT: tl.constexpr, DOT_F32: tl.constexpr):  # fmt: skip
+                     RIGHT: tl.constexpr, HAS_START: tl.constexpr, DOT_F32: tl.constexpr):  # fmt: skip
         b = tl.program_id(0)
         hk = tl.program_id(1)
         sp = tl.program_id(2)
@@ -54,7 +55,9 @@ def _kernel():
         i = r % LQ
         q_len = tl.load(QLEN + b)
         k_len = tl.load(KLEN + b)
-        k_start = tl.load(KSTART + b)
+        k_start = 0
+        if HAS_START:  # leftpad: the sequence's keys start there
+            k_start = tl.load(KSTART + b)
         cache_row = tl.load(ROWS + b).to(tl.int64)
         row_ok = (r < G * LQ) & (i < q_len)
         d = tl.arange(0, D)
@@ -116,20 +119,10 @@ def _config(device: torch.device) -> tuple[int, int, int, int, int]:
     return 64, 4, 2, 4, 512  # H200, B=64 ctx 8192 page 64: 3.70 TB/s of KV (3 stages: 3.51)
 
 
-def merge_splits(mid_o: torch.Tensor, mid_l: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
-    """The splits' partial outputs (dim 1) weighted by exp(split lse - lse): the whole row's output.
-
-    ``lse`` is the rows' total (the splits' log-sum-exp, plus a sink's where one joins); a row whose
-    total is not finite (no key, or a +inf sink) gets 0.
-    """
-    finite = torch.isfinite(lse)
-    weight = torch.exp(mid_l - torch.where(finite, lse, torch.zeros_like(lse))[:, None])
-    return (torch.where(finite[:, None], weight, torch.zeros_like(weight))[..., None] * mid_o).sum(dim=1)
-
-
 def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, scale: float, mask: Masking,
-                 softcap: float, sinks: Any) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """q (B, Lq, Hq, D) over the cache -> out (B, Lq, Hq, Dv) float32 and lse (B, Hq, Lq)."""
+                 softcap: float, sinks: Any, out: Any = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """q (B, Lq, Hq, D) over the cache -> out (B, Lq, Hq, Dv) in q's dtype (``out`` where given) and lse
+    (B, Hq, Lq) float32."""
     b, lq, hq, d = q.shape
     hk, dv = k_cache.shape[2], v_cache.shape[-1]
     g = hq // hk
@@ -145,21 +138,20 @@ def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, s
     block_r = max(16, next_pow2(g * lq))
     mid_o = torch.empty(b, splits, hk, g * lq, dv, dtype=torch.float32, device=dev)
     mid_l = torch.empty(b, splits, hk, g * lq, dtype=torch.float32, device=dev)
-    start = k_start if k_start is not None else torch.zeros_like(k_len)
     left, right = mask.limits
     q = q if q.stride(-1) == 1 else q.contiguous()
     _kernel()[(b, hk, splits)](
-        q, k_cache, v_cache, table, rows, q_len, k_len, start, mid_o, mid_l,
+        q, k_cache, v_cache, table, rows, q_len, k_len, k_start if k_start is not None else k_len, mid_o, mid_l,
         q.stride(0), q.stride(1), q.stride(2), *k_cache.stride()[:3], *v_cache.stride()[:3], table.stride(0),
         *mid_o.stride()[:4], *mid_l.stride()[:3],
         float(scale), float(softcap or 1.0), page, k_cache.shape[0], capacity, left, right, split_len,
         G=g, LQ=lq, BLOCK_R=block_r, D=d, DV=dv, BLOCK_N=block_n, num_warps=warps, num_stages=stages,
-        SOFTCAP=bool(softcap), LEFT=left >= 0, RIGHT=right >= 0, DOT_F32=triton_interpreted(),
+        SOFTCAP=bool(softcap), LEFT=left >= 0, RIGHT=right >= 0, HAS_START=k_start is not None,
+        DOT_F32=triton_interpreted(),
     )  # fmt: skip
-    lse = torch.logsumexp(mid_l, dim=1)  # (B, Hk, G * Lq)
-    if sinks is not None:
-        sink_rows = sinks.float().view(hk, g, 1).expand(hk, g, lq).reshape(1, hk, g * lq)
-        lse = torch.logaddexp(lse, sink_rows)
-    o = merge_splits(mid_o, mid_l, lse)  # (B, Hk, G * Lq, Dv)
-    o = o.view(b, hk, g, lq, dv).permute(0, 3, 1, 2, 4).reshape(b, lq, hq, dv)
-    return o, lse.view(b, hk, g, lq).reshape(b, hq, lq)
+    o = out if out is not None else torch.empty(b, lq, hq, dv, dtype=q.dtype, device=dev)
+    lse = torch.empty(b, hq, lq, dtype=torch.float32, device=dev)
+    so, sl = mid_o.stride(), mid_l.stride()  # a query head h = hk * G + g is row g * Lq + i of kv head hk
+    merge_splits(mid_o, mid_l, (so[0], so[3], lq * so[3], so[1]), (sl[0], sl[3], lq * sl[3], sl[1]), o, lse,
+                 b, lq, hq, sinks)  # fmt: skip
+    return o, lse

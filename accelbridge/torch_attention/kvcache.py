@@ -152,8 +152,9 @@ def flash_attn_with_kvcache(
     plain = qvp is None and q.dtype not in FP8_DTYPES and not mask.chunk
     caps = capabilities.of(dev)
     if plain and decode.fits(qp, k_cache, v_cache, caps):
+        direct = None if packed else prefill.writable(out, q.dtype)  # packed rows are unpadded after
         o, lse = decode.paged_decode(qp, k_cache, v_cache, q_len, k_len, cache_leftpad, rows, page_table, scale,
-                                     mask, softcap or 0.0, sinks)  # fmt: skip
+                                     mask, softcap or 0.0, sinks, direct)  # fmt: skip
     elif (plain and lq > 0 and cache_leftpad is None and q_descale is None and k_descale is None and v_descale is None
           and prefill.fits(qp, k_cache, v_cache, lq, mask, caps)):  # fmt: skip
         o, lse = _prefill(qp, k_cache, v_cache, q_len, k_len, rows, page_table, scale, mask, softcap, sinks,

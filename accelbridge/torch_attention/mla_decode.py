@@ -3,8 +3,8 @@
 Program (query row, block of heads, split) streams one slice of the row's keys: the sequence's
 positions through its block-table row (dense) or its index list (sparse, V3.2's FP8 layout or a
 bf16 cache). All heads of a row share each loaded key, as in FlashMLA. Splits, used only when the
-rows alone leave the GPU's processors idle, are merged with their log-sum-exp in torch; the sink
-scale and FlashMLA's conventions (a row with no key: out 0, lse +inf) are applied there.
+rows alone leave the GPU's processors idle, are merged with their log-sum-exp by ``splits.merge``,
+which applies the sink and FlashMLA's conventions (a row with no key: out 0, lse +inf).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 
 from accelbridge.ops.reference import V32_TOKEN_BYTES
 from accelbridge.torch_attention.capabilities import Capabilities, processors, triton_interpreted
-from accelbridge.torch_attention.decode import merge_splits
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
+from accelbridge.torch_attention.splits import merge as merge_splits
 
 D_QK, D_V = 576, 512  # DeepSeek's latent (512) + rope (64) head; MODEL1's 512-dim layout takes the torch path
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -43,18 +43,14 @@ def _kernel():
     return mla_decode_kernel
 
 
-def _config(device: torch.device, heads: int, fp8: bool) -> tuple[int, int, int, int, int, bool]:
-    """(BLOCK_H, BLOCK_N, num_warps, num_stages, DV_BLOCK, FP8 by tiles): H200-tuned; small under the interpreter.
-
-    FP8 by tiles scales each (token, tile of 128) score and value product instead of every value;
-    it takes the whole output (DV_BLOCK 512).
-    """
+def _config(device: torch.device, heads: int, fp8: bool) -> tuple[int, int, int, int, int]:
+    """(BLOCK_H, BLOCK_N, num_warps, num_stages, DV_BLOCK): H200-tuned; small under the interpreter."""
     block_h = min(64, max(16, next_pow2(heads)))
     if device.type != "cuda":
-        return block_h, 16, 4, 1, 256, False  # both output blocks run under the interpreter
+        return block_h, 16, 4, 1, 256  # both output blocks run under the interpreter
     if fp8:  # H200, V3.2 sparse B=32 topk 2048: 0.22x FlashMLA (output blocks of 512: 0.13-0.17x)
-        return block_h, 128, 8, 1, 256, False
-    return block_h, 64, 8, 2, 512, False  # H200, dense B=64 ctx 4096: 0.31x FlashMLA (BLOCK_N 32: 0.23x)
+        return block_h, 128, 8, 1, 256
+    return block_h, 64, 8, 2, 512  # H200, dense B=64 ctx 4096: 0.31x FlashMLA (BLOCK_N 32: 0.23x)
 
 
 def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: bool, indices, topk_length,
@@ -71,9 +67,7 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
     if idx is not None and idx.stride(-1) != 1:
         idx = idx.contiguous()
     keys = idx.shape[1] if idx is not None else block_table.shape[1] * page
-    block_h, block_n, warps, stages, dv_block, tiles = _config(dev, hq, is_fp8)
-    tiles = tiles and is_fp8
-    dv_block = D_V if tiles else dv_block
+    block_h, block_n, warps, stages, dv_block = _config(dev, hq, is_fp8)
     blocks = ceil_div(hq, block_h) * (D_V // dv_block)  # (head block, output block) pairs
     programs = rows * blocks
     sms = processors(dev)
@@ -91,19 +85,15 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
         idx.stride(0) if sparse else 0, *mid_o.stride()[:3], *mid_l.stride()[:2],
         float(scale) * 1.4426950408889634, page, num_blocks, capacity,
         sq, hq, keys if sparse else 0, split_len,
-        DV=D_V, DR=D_QK - D_V, BLOCK_H=block_h, BLOCK_N=block_n, DV_BLOCK=dv_block, FP8_TILES=tiles,
+        DV=D_V, DR=D_QK - D_V, BLOCK_H=block_h, BLOCK_N=block_n, DV_BLOCK=dv_block,
         SPARSE=sparse, FP8=is_fp8,
         CAUSAL=bool(causal) and not sparse, TOPK_GIVEN=sparse and topk_length is not None,
         DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
     )  # fmt: skip
-    if splits == 1:
-        o, lse = mid_o[:, 0], mid_l[:, 0]
-    else:
-        lse = torch.logsumexp(mid_l, dim=1)
-        o = merge_splits(mid_o, mid_l, lse)
-    if attn_sink is not None:  # FlashMLA scales out by 1 / (1 + exp(sink - lse)); lse stays without the sink
-        o = o * torch.sigmoid(lse - attn_sink.float()[None, :])[..., None]
-    lonely = torch.isneginf(lse)
-    o = torch.where(lonely[..., None], torch.zeros_like(o), o)
-    lse = torch.where(lonely, torch.full_like(lse, float("inf")), lse)
-    return o.view(b, sq, hq, D_V).to(q.dtype), lse.view(b, sq, hq).transpose(1, 2)
+    o = torch.empty(b, sq, hq, D_V, dtype=q.dtype, device=dev)
+    lse = torch.empty(b, hq, sq, dtype=torch.float32, device=dev)
+    so, sl = mid_o.stride(), mid_l.stride()  # row b * Sq + s
+    # FlashMLA scales out by 1 / (1 + exp(sink - lse)), the sink joining the sum; lse stays without it
+    merge_splits(mid_o, mid_l, (sq * so[0], so[0], so[2], so[1]), (sq * sl[0], sl[0], sl[2], sl[1]), o, lse,
+                 b, sq, hq, attn_sink, sink_in_lse=False, lonely_inf=True)  # fmt: skip
+    return o, lse

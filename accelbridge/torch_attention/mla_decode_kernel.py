@@ -5,23 +5,6 @@ import triton.language as tl
 
 
 @triton.jit
-def _fp8_tile(at, t, n_ok, DV: tl.constexpr):
-    """Tile t (128 e4m3 values) of each token as bf16, and the tile's float32 scale per token."""
-    c = t * 128 + tl.arange(0, 128)
-    raw = tl.load(at[:, None] + c[None, :], mask=n_ok[:, None], other=0)
-    scale = tl.load((at + DV).to(tl.pointer_type(tl.float32)) + t, mask=n_ok, other=0.0)
-    return raw.to(tl.float8e4nv, bitcast=True).to(tl.bfloat16), scale
-
-
-@triton.jit
-def _dot(a, b, acc, DOT_F32: tl.constexpr):
-    """a @ b + acc, accumulating in the dot; float32 operands under the interpreter (no bf16 tl.dot there)."""
-    if DOT_F32:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
-    return tl.dot(a, b, acc)
-
-
-@triton.jit
 def _softmax_step(x, n_ok, m, total, scale_log2):
     """One block of raw scores into the running (max, sum), base 2: (p, rescale of the past, max, sum)."""
     x = tl.where(n_ok[None, :], x * scale_log2, float("-inf"))
@@ -33,16 +16,11 @@ def _softmax_step(x, n_ok, m, total, scale_log2):
 
 
 @triton.jit
-def _q_tile(q_at, t, h_ok):
-    return tl.load(q_at + t * 128 + tl.arange(0, 128)[None, :], mask=h_ok[:, None], other=0.0)
-
-
-@triton.jit
 def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
                       sq_r, sq_h, s_blk, s_slot, s_table, s_idx, so_r, so_s, so_h, sl_r, sl_s,
                       scale_log2, page, num_blocks, capacity, sq, heads, topk, split_len,
                       DV: tl.constexpr, DR: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
-                      DV_BLOCK: tl.constexpr, FP8_TILES: tl.constexpr,
+                      DV_BLOCK: tl.constexpr,
                       SPARSE: tl.constexpr, FP8: tl.constexpr, CAUSAL: tl.constexpr, TOPK_GIVEN: tl.constexpr,
                       DOT_F32: tl.constexpr):  # fmt: skip
     """Program (query row b * sq + s, block of BLOCK_H heads and DV_BLOCK output dims, split) over one
@@ -85,15 +63,6 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
     m = tl.full([BLOCK_H], float("-inf"), tl.float32)
     total = tl.zeros([BLOCK_H], tl.float32)
     acc = tl.zeros([BLOCK_H, DV_BLOCK], tl.float32)
-    if FP8_TILES:  # V3.2 FP8, dequantised by tile: scores and values scaled per (token, tile), never per value
-        q0 = _q_tile(q_at, 0, h_ok)
-        q1 = _q_tile(q_at, 1, h_ok)
-        q2 = _q_tile(q_at, 2, h_ok)
-        q3 = _q_tile(q_at, 3, h_ok)
-        acc0 = tl.zeros([BLOCK_H, 128], tl.float32)
-        acc1 = tl.zeros([BLOCK_H, 128], tl.float32)
-        acc2 = tl.zeros([BLOCK_H, 128], tl.float32)
-        acc3 = tl.zeros([BLOCK_H, 128], tl.float32)
     for start in range(lo, hi, BLOCK_N):
         n = start + tl.arange(0, BLOCK_N)
         n_ok = n < hi
@@ -108,74 +77,46 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
             blk = tl.minimum(tl.maximum(blk, 0), num_blocks - 1)
             slot = (n % page).to(tl.int64)
         at = CACHE + blk * s_blk + slot * s_slot  # (BLOCK_N,) token starts (bytes for FP8, else elements)
-        if FP8_TILES:
+        if FP8:
+            raw = tl.load(at[:, None] + dv[None, :], mask=n_ok[:, None], other=0)
+            tiles = tl.arange(0, DV // 128)
+            scales = tl.load((at[:, None] + DV).to(tl.pointer_type(tl.float32)) + tiles[None, :],
+                             mask=n_ok[:, None], other=0.0)  # fmt: skip
+            scales = tl.reshape(tl.broadcast_to(scales[:, :, None], [BLOCK_N, DV // 128, 128]), [BLOCK_N, DV])
+            k_nope = (raw.to(tl.float8e4nv, bitcast=True).to(tl.float32) * scales).to(tl.bfloat16)
             k_rope = tl.load((at[:, None] + DV + 16).to(tl.pointer_type(tl.bfloat16)) + dr[None, :],
                              mask=n_ok[:, None], other=0.0)  # fmt: skip
-            k0, c0 = _fp8_tile(at, 0, n_ok, DV)
-            k1, c1 = _fp8_tile(at, 1, n_ok, DV)
-            k2, c2 = _fp8_tile(at, 2, n_ok, DV)
-            k3, c3 = _fp8_tile(at, 3, n_ok, DV)
-            zero = tl.zeros([BLOCK_H, BLOCK_N], tl.float32)
-            x = _dot(q_rope, tl.trans(k_rope), zero, DOT_F32)
-            x += _dot(q0, tl.trans(k0), zero, DOT_F32) * c0[None, :]
-            x += _dot(q1, tl.trans(k1), zero, DOT_F32) * c1[None, :]
-            x += _dot(q2, tl.trans(k2), zero, DOT_F32) * c2[None, :]
-            x += _dot(q3, tl.trans(k3), zero, DOT_F32) * c3[None, :]
-            p, alpha, m_new, total = _softmax_step(x, n_ok, m, total, scale_log2)
-            acc0 = _dot((p * c0[None, :]).to(tl.bfloat16), k0, acc0 * alpha[:, None], DOT_F32)
-            acc1 = _dot((p * c1[None, :]).to(tl.bfloat16), k1, acc1 * alpha[:, None], DOT_F32)
-            acc2 = _dot((p * c2[None, :]).to(tl.bfloat16), k2, acc2 * alpha[:, None], DOT_F32)
-            acc3 = _dot((p * c3[None, :]).to(tl.bfloat16), k3, acc3 * alpha[:, None], DOT_F32)
-            m = m_new
         else:
-            if FP8:
-                raw = tl.load(at[:, None] + dv[None, :], mask=n_ok[:, None], other=0)
-                tiles = tl.arange(0, DV // 128)
-                scales = tl.load((at[:, None] + DV).to(tl.pointer_type(tl.float32)) + tiles[None, :],
-                                 mask=n_ok[:, None], other=0.0)  # fmt: skip
-                scales = tl.reshape(tl.broadcast_to(scales[:, :, None], [BLOCK_N, DV // 128, 128]), [BLOCK_N, DV])
-                k_nope = (raw.to(tl.float8e4nv, bitcast=True).to(tl.float32) * scales).to(tl.bfloat16)
-                k_rope = tl.load((at[:, None] + DV + 16).to(tl.pointer_type(tl.bfloat16)) + dr[None, :],
-                                 mask=n_ok[:, None], other=0.0)  # fmt: skip
-            else:
-                k_nope = tl.load(at[:, None] + dv[None, :], mask=n_ok[:, None], other=0.0)
-                k_rope = tl.load(at[:, None] + DV + dr[None, :], mask=n_ok[:, None], other=0.0)
-            if DOT_F32:  # Triton's interpreter multiplies bf16 bit patterns in tl.dot
-                x = tl.dot(q_nope.to(tl.float32), tl.trans(k_nope.to(tl.float32)))
-                x += tl.dot(q_rope.to(tl.float32), tl.trans(k_rope.to(tl.float32)))
-            else:
-                x = tl.dot(q_nope, tl.trans(k_nope))
-                x = tl.dot(q_rope, tl.trans(k_rope), x)
-            p, alpha, m_new, total = _softmax_step(x, n_ok, m, total, scale_log2)
-            if DV_BLOCK == DV:
-                val = k_nope
-            elif FP8:
-                raw_v = tl.load(at[:, None] + ov[None, :], mask=n_ok[:, None], other=0)
-                v_tiles = vb * (DV_BLOCK // 128) + tl.arange(0, DV_BLOCK // 128)
-                v_scales = tl.load((at[:, None] + DV).to(tl.pointer_type(tl.float32)) + v_tiles[None, :],
-                                   mask=n_ok[:, None], other=0.0)  # fmt: skip
-                v_scales = tl.reshape(tl.broadcast_to(v_scales[:, :, None], [BLOCK_N, DV_BLOCK // 128, 128]),
-                                      [BLOCK_N, DV_BLOCK])  # fmt: skip
-                val = (raw_v.to(tl.float8e4nv, bitcast=True).to(tl.float32) * v_scales).to(tl.bfloat16)
-            else:
-                val = tl.load(at[:, None] + ov[None, :], mask=n_ok[:, None], other=0.0)
-            if DOT_F32:
-                acc = tl.dot(p, val.to(tl.float32), acc * alpha[:, None])
-            else:
-                acc = tl.dot(p.to(val.dtype), val, acc * alpha[:, None])
-            m = m_new
+            k_nope = tl.load(at[:, None] + dv[None, :], mask=n_ok[:, None], other=0.0)
+            k_rope = tl.load(at[:, None] + DV + dr[None, :], mask=n_ok[:, None], other=0.0)
+        if DOT_F32:  # Triton's interpreter multiplies bf16 bit patterns in tl.dot
+            x = tl.dot(q_nope.to(tl.float32), tl.trans(k_nope.to(tl.float32)))
+            x += tl.dot(q_rope.to(tl.float32), tl.trans(k_rope.to(tl.float32)))
+        else:
+            x = tl.dot(q_nope, tl.trans(k_nope))
+            x = tl.dot(q_rope, tl.trans(k_rope), x)
+        p, alpha, m_new, total = _softmax_step(x, n_ok, m, total, scale_log2)
+        if DV_BLOCK == DV:
+            val = k_nope
+        elif FP8:
+            raw_v = tl.load(at[:, None] + ov[None, :], mask=n_ok[:, None], other=0)
+            v_tiles = vb * (DV_BLOCK // 128) + tl.arange(0, DV_BLOCK // 128)
+            v_scales = tl.load((at[:, None] + DV).to(tl.pointer_type(tl.float32)) + v_tiles[None, :],
+                               mask=n_ok[:, None], other=0.0)  # fmt: skip
+            v_scales = tl.reshape(tl.broadcast_to(v_scales[:, :, None], [BLOCK_N, DV_BLOCK // 128, 128]),
+                                  [BLOCK_N, DV_BLOCK])  # fmt: skip
+            val = (raw_v.to(tl.float8e4nv, bitcast=True).to(tl.float32) * v_scales).to(tl.bfloat16)
+        else:
+            val = tl.load(at[:, None] + ov[None, :], mask=n_ok[:, None], other=0.0)
+        if DOT_F32:
+            acc = tl.dot(p, val.to(tl.float32), acc * alpha[:, None])
+        else:
+            acc = tl.dot(p.to(val.dtype), val, acc * alpha[:, None])
+        m = m_new
     has = total > 0
     lse = tl.where(has, (m + tl.log2(tl.where(has, total, 1.0))) * 0.6931471805599453, float("-inf"))
-    if FP8_TILES:
-        out_at = OUT + row.to(tl.int64) * so_r + sp * so_s + h[:, None] * so_h + tl.arange(0, 128)[None, :]
-        norm = tl.where(has, total, 1.0)[:, None]
-        tl.store(out_at, acc0 / norm, mask=h_ok[:, None])
-        tl.store(out_at + 128, acc1 / norm, mask=h_ok[:, None])
-        tl.store(out_at + 256, acc2 / norm, mask=h_ok[:, None])
-        tl.store(out_at + 384, acc3 / norm, mask=h_ok[:, None])
-    else:
-        o = acc / tl.where(has, total, 1.0)[:, None]
-        tl.store(OUT + row.to(tl.int64) * so_r + sp * so_s + h[:, None] * so_h + ov[None, :], o, mask=h_ok[:, None])
+    o = acc / tl.where(has, total, 1.0)[:, None]
+    tl.store(OUT + row.to(tl.int64) * so_r + sp * so_s + h[:, None] * so_h + ov[None, :], o, mask=h_ok[:, None])
     tl.store(
         LSE + row.to(tl.int64) * sl_r + sp * sl_s + h, lse, mask=h_ok & (h * 0 + vb == 0)
     )  # one output block writes the lse

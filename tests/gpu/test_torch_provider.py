@@ -58,7 +58,7 @@ def test_triton_decode_kernel_in_bf16(lq, window, softcap, sinks):
     keys, values = gather_pages(kc, table, lens), gather_pages(vc, table, lens)
     want, want_lse = attend(Call(q, keys, values, q_len, lens, d**-0.5, mask, softcap=softcap, sinks=sk,
                                  want_lse=True))  # fmt: skip
-    out, want = out.float(), want.float()  # the kernel returns float32, SDPA-backed paths the input dtype
+    out, want = out.float(), want.float()  # the kernel returns bf16, SDPA-backed paths the input dtype
     assert torch.allclose(out, want, atol=1e-2, rtol=1e-2), float((out - want).abs().max())
     finite = torch.isfinite(want_lse)
     assert torch.equal(torch.isfinite(lse), finite)
@@ -125,3 +125,62 @@ def test_the_triton_kernels_serve_prefill_and_mla_decode_here(monkeypatch):
     table = torch.arange(4, dtype=torch.int32, device=DEV).view(2, 2)
     flash_mla_with_kvcache(mq, mkc, table, torch.tensor([70, 128], dtype=torch.int32, device=DEV), 512, causal=True)
     assert served == ["prefill", "mla_decode"]
+
+
+CHUNKS = [(True, (-1, -1), False), (False, (-1, -1), False), (True, (300, 0), True)]
+
+
+@pytest.mark.parametrize("paged, window, sinks", CHUNKS, ids=["paged", "contiguous", "window-sinks"])
+def test_chunked_prefill_over_a_cache_runs_the_prefill_kernel_in_bf16(monkeypatch, paged, window, sinks):
+    served = []
+    launch = prefill.prefill
+    monkeypatch.setattr(prefill, "prefill", lambda *a, **k: served.append(1) or launch(*a, **k))
+    g = torch.Generator(device=DEV).manual_seed(7)
+    b, lq, hq, hk, d, page = 3, 256, 32, 8, 128, 64
+    lens = torch.tensor([0, 700, 3000], dtype=torch.int32, device=DEV)
+    pages = (3000 + lq) // page + 1  # per sequence: its cache and the chunk
+    rnd = lambda *shape: torch.randn(*shape, device=DEV, generator=g).to(torch.bfloat16)  # noqa: E731
+    q, k_new, v_new = rnd(b, lq, hq, d), rnd(b, lq, hk, d), rnd(b, lq, hk, d)
+    extra = {}
+    if paged:
+        kc, vc = rnd(b * pages, page, hk, d), rnd(b * pages, page, hk, d)
+        extra["page_table"] = torch.randperm(b * pages, device=DEV, generator=g).to(torch.int32).view(b, pages)
+    else:
+        kc, vc = rnd(b, pages * page, hk, d), rnd(b, pages * page, hk, d)
+    if sinks:
+        extra["sinks"] = torch.randn(hq, device=DEV, generator=g)
+    kw = dict(k=k_new, v=v_new, cache_seqlens=lens, causal=True, window_size=window, return_softmax_lse=True, **extra)
+    out = torch.full((b, lq, hq, d), float("nan"), device=DEV, dtype=torch.bfloat16)
+    kc_got, vc_got = kc.clone(), vc.clone()
+    got, lse = flash_attn_with_kvcache(q, kc_got, vc_got, out=out, **kw)
+    want, want_lse = reference.flash_attn_with_kvcache(q, kc.clone(), vc.clone(), **kw)
+    assert served == [1] and got is out and not out.isnan().any()
+    got, want = got.float(), want.float()
+    assert torch.allclose(got, want, atol=1e-2, rtol=1e-2), float((got - want).abs().max())
+    finite = torch.isfinite(want_lse)
+    assert torch.equal(torch.isfinite(lse), finite)
+    assert torch.allclose(lse[finite], want_lse[finite], atol=1e-3)
+
+
+def test_sparse_fp8_mla_conforms_with_each_output_block(monkeypatch):
+    """Sparse FP8 MLA with output blocks of 256 and 512: invalid and out-of-range indices, a topk length, a sink."""
+    g = torch.Generator(device=DEV).manual_seed(3)
+    b, hq, topk, blocks = 4, 64, 256, 64
+    cache = quantize_fp8_cache(torch.randn(blocks, 64, 1, 576, device=DEV, generator=g).to(torch.bfloat16), 576)
+    q = torch.randn(b, 1, hq, 576, device=DEV, generator=g).to(torch.bfloat16)
+    idx = torch.randint(0, blocks * 64, (b, 1, topk), device=DEV, generator=g).to(torch.int32)
+    idx[0, 0, 5:] = -1
+    idx[1, 0, ::3] = blocks * 64 + 17  # past the cache
+    idx[2] = -1  # a row with no key
+    kw = dict(block_table=None, cache_seqlens=None, head_dim_v=512, softmax_scale=576**-0.5, is_fp8_kvcache=True,
+              indices=idx, topk_length=torch.tensor([topk, 100, 7, 1], dtype=torch.int32, device=DEV),
+              attn_sink=torch.randn(hq, device=DEV, generator=g))  # fmt: skip
+    want, want_lse = reference.flash_mla_with_kvcache(q, cache, **kw)
+    for dv_block in (256, 512):
+        config = (64, 64, 8, 1, dv_block)
+        monkeypatch.setattr(mla_decode, "_config", lambda *_a, config=config: config)
+        got, lse = flash_mla_with_kvcache(q, cache, **kw)
+        err = float((got.float() - want.float()).abs().max())
+        assert torch.allclose(got.float(), want.float(), atol=2e-2, rtol=2e-2), (dv_block, err)
+        finite = torch.isfinite(want_lse)
+        assert torch.equal(torch.isfinite(lse), finite) and torch.allclose(lse[finite], want_lse[finite], atol=1e-2)

@@ -112,9 +112,8 @@ def main(which):
     if "prefill" in which:
         prefill_rows(fa, lambda d: [(128, 64, 8, 3), (128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 8, 2)])
     if "mla" in which:
-        # (BLOCK_H, BLOCK_N, warps, stages, DV_BLOCK, FP8 by tiles): mla_decode._config's tuple
-        mla_rows(fm, [(64, 64, 8, 2, 512, False), (64, 32, 8, 2, 512, False), (64, 128, 8, 1, 256, False),
-                      (64, 64, 8, 2, 512, True), (64, 32, 8, 2, 512, True)])  # fmt: skip
+        # (BLOCK_H, BLOCK_N, warps, stages, DV_BLOCK): mla_decode._config's tuple
+        mla_rows(fm, [(64, 64, 8, 2, 512), (64, 32, 8, 2, 512), (64, 128, 8, 1, 256), (64, 64, 8, 1, 256)])
 
 
 if __name__ == "__main__":

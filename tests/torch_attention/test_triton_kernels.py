@@ -36,7 +36,7 @@ print(json.dumps(result))
 
 _NOT_MLA = {"fp8-dense", "fp8-dense-sentinel-nan", "sparse-v4", "sparse-v4-topk-length", "sparse-v4-extra-cache",
             "sparse-v4-conventions"}  # fmt: skip
-_FP8_BY_TILES = "kernel._config = lambda device, heads, fp8: (16, 16, 4, 1, 512, True)"
+_WHOLE_OUTPUT = "kernel._config = lambda device, heads, fp8: (16, 16, 4, 1, 512)"
 
 
 @pytest.mark.parametrize(
@@ -44,9 +44,9 @@ _FP8_BY_TILES = "kernel._config = lambda device, heads, fp8: (16, 16, 4, 1, 512,
     [
         ("fa3.varlen", "prefill", "prefill", "", {"qv", "fp8", "attention-chunk", "no-keys"}),
         ("flashmla.kvcache", "mla_decode", "mla_decode", "", _NOT_MLA),
-        ("flashmla.kvcache", "mla_decode", "mla_decode", _FP8_BY_TILES, _NOT_MLA),  # FP8 dequantised by tile
+        ("flashmla.kvcache", "mla_decode", "mla_decode", _WHOLE_OUTPUT, _NOT_MLA),  # one output block of 512
     ],
-    ids=["prefill", "mla", "mla-fp8-by-tiles"],
+    ids=["prefill", "mla", "mla-whole-output"],
 )
 def test_kernel_serves_and_conforms_on_every_case_it_fits(op, module, function, setup, not_served):
     result = interpreted.run(_CODE.format(op=op, module=module, function=function, setup=setup))
