@@ -12,7 +12,7 @@ import torch
 
 from accelbridge import bench_providers, torch_attention
 from accelbridge.bench import cuda_time
-from accelbridge.torch_attention import decode, mla_decode, prefill
+from accelbridge.torch_attention import decode, dense, mla_decode, prefill
 from accelbridge.torch_attention.core import Masking
 
 DEV = torch.device("cuda")
@@ -83,12 +83,35 @@ def prefill_paths():
                           "tflops": case.flops / t / 1e12, "max_diff": diff}), flush=True)  # fmt: skip
 
 
+def dense_copies():
+    """The dense path's pack / unpack launch configs (BLOCK_L, num_warps) on the bench's prefill, and where its
+    time goes (the profiler's kernels)."""
+    case = _case("fa3.varlen", "prefill")
+    kw = case.kwargs
+    d = kw["q"].shape[-1]
+
+    def call():
+        return (dense.self_attention(kw["q"], kw["k"], kw["v"], kw["cu_seqlens_q"], kw["max_seqlen_q"], d**-0.5, True),)
+
+    _sweep("dense", dense, [(64, 4), (128, 4), (128, 8), (256, 8), (32, 4), (64, 8)], call, case.flops, case.name)
+    from torch.profiler import ProfilerActivity, profile
+
+    call()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            call()
+        torch.cuda.synchronize()
+    for event in prof.key_averages():
+        if event.device_time_total > 0:
+            print(json.dumps({"kernel": "dense", "profiled": event.key[:90], "us": event.device_time_total / 5}))
+
+
 def mla():
     for word, configs in (
-        ("dense", [(64, 64, 8, 2, 512, False)]),
-        ("sparse", [(64, 128, 8, 1, 256, False), (64, 64, 8, 2, 512, True), (64, 32, 8, 2, 512, True),
-                    (64, 128, 8, 1, 512, True), (64, 64, 4, 2, 512, True), (64, 32, 4, 3, 512, True),
-                    (64, 64, 8, 1, 512, True), (32, 64, 4, 2, 512, True)]),
+        ("dense", [(64, 64, 8, 2, 512)]),
+        ("sparse", [(64, 128, 8, 1, 256), (64, 64, 8, 2, 256), (64, 128, 8, 2, 256), (32, 128, 8, 1, 256),
+                    (64, 128, 4, 1, 256), (64, 64, 8, 1, 512)]),
     ):  # fmt: skip
         case = _case("flashmla.kvcache", word)
         kw = case.kwargs
@@ -105,5 +128,5 @@ def mla():
 if __name__ == "__main__":
     import sys
 
-    for part in sys.argv[1:] or ["prefill_paths", "paged_decode", "mla"]:
+    for part in sys.argv[1:] or ["prefill_paths", "paged_decode", "mla", "dense_copies"]:
         globals()[part]()
