@@ -15,6 +15,7 @@ q and the appended k at ``rotary_seqlens`` (default ``cache_seqlens``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -346,8 +347,12 @@ def _as_bf16(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.bfloat16).float()
 
 
-def gather_fp8_tokens(cache: torch.Tensor, tokens: torch.Tensor, d_qk: int) -> torch.Tensor:
+def gather_fp8_tokens(cache: torch.Tensor, tokens: torch.Tensor, d_qk: int,
+                      e4m3: Callable[[torch.Tensor], torch.Tensor] = _e4m3) -> torch.Tensor:  # fmt: skip
     """Dequantise only the cache rows ``tokens`` (flat ids block * block_size + offset) -> (n, d_qk) float32.
+
+    ``e4m3`` turns e4m3 bytes (uint8) into their float32 values (torch's cast here; a provider may pass
+    a faster decoder that gives the same values).
 
     ``cache`` is FlashMLA's (num_blocks, block_size, 1, bytes) FP8 view of either layout; the layout
     follows from d_qk (576: V3.2, 512: MODEL1). Memory is O(len(tokens) * d_qk), never the whole cache.
@@ -360,7 +365,7 @@ def gather_fp8_tokens(cache: torch.Tensor, tokens: torch.Tensor, d_qk: int) -> t
     if d_qk == 576:
         rows = raw[:, : block_size * V32_TOKEN_BYTES].reshape(num_blocks, block_size, V32_TOKEN_BYTES)[blocks, offsets]
         scales = rows[:, 512:528].contiguous().view(torch.float32)  # (n, 4)
-        nope = _as_bf16(_e4m3(rows[:, :512]).view(-1, 4, 128) * scales[:, :, None])
+        nope = _as_bf16(e4m3(rows[:, :512]).view(-1, 4, 128) * scales[:, :, None])
         return torch.cat([nope.reshape(-1, 512), _bf16(rows[:, 528:656])], dim=-1)
     if d_qk == 512:
         data = raw[:, : block_size * MODEL1_ROW_BYTES].reshape(num_blocks, block_size, MODEL1_ROW_BYTES)
@@ -368,7 +373,7 @@ def gather_fp8_tokens(cache: torch.Tensor, tokens: torch.Tensor, d_qk: int) -> t
         rows = data[blocks, offsets]
         e8m0 = scale_rows.reshape(num_blocks, block_size, MODEL1_SCALE_BYTES)[blocks, offsets, :7]
         scales = torch.exp2(e8m0.float() - 127.0)  # e8m0: a power of two, 2**(byte - 127)
-        nope = _as_bf16(_e4m3(rows[:, :448]).view(-1, 7, 64) * scales[:, :, None])
+        nope = _as_bf16(e4m3(rows[:, :448]).view(-1, 7, 64) * scales[:, :, None])
         return torch.cat([nope.reshape(-1, 448), _bf16(rows[:, 448:576])], dim=-1)
     raise ValueError(f"no FP8 sparse KV-cache layout has d_qk {d_qk} (576: DeepSeek V3.2, 512: V4 MODEL1)")
 

@@ -82,6 +82,7 @@ class Call:
     sinks: torch.Tensor | None = None  # (Hq,)
     qv: torch.Tensor | None = None  # (B, Lq, Hq, Dv)
     want_lse: bool = False
+    kv_own: bool = False  # k and v are this call's own copies (gathered, padded): zeroed in place
 
     @property
     def sdpa_ok(self) -> bool:
@@ -97,6 +98,28 @@ def keys_in_use(c: Call) -> torch.Tensor:
     return used if c.k_start is None else used & (j >= c.k_start.long()[:, None])
 
 
+def _zero_unused(x: torch.Tensor, used: torch.Tensor, own: bool) -> torch.Tensor:
+    """x (B, Lk, H, D) with the key rows not ``used`` (B, Lk, 1, 1) set to zero bits (in place where ``own``).
+
+    The select runs on the rows' bytes as int64 where they allow it: a CPU selects 64-bit words several
+    times faster than bf16 values (dev VM, 32 x 1024 x 2 x 64 bf16: 0.33-0.42 ms against 1.1 ms), and
+    in place it allocates nothing (a fresh 8 MiB result page-faults: 2 ms).
+    """
+    if x.stride(-1) == 1 and (x.shape[-1] * x.element_size()) % 8 == 0:
+        try:
+            words = x.view(torch.int64)
+        except RuntimeError:  # a stride or offset that is no whole word
+            pass
+        else:
+            if own:
+                words.masked_fill_(~used, 0)
+                return x
+            return torch.where(used, words, 0).view(x.dtype)
+    if own:
+        return x.masked_fill_(~used, 0)
+    return torch.where(used.expand_as(x), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
 def attend(call: Call) -> tuple[torch.Tensor, torch.Tensor | None]:
     """out (B, Lq, Hq, Dv) and, when wanted, lse (B, Hq, Lq) float32."""
     b, lq, hq, _ = call.q.shape
@@ -104,11 +127,7 @@ def attend(call: Call) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = call.q.new_zeros((b, lq, hq, call.v.shape[-1]), dtype=torch.float32)
         return out, torch.full((b, hq, lq), float("-inf"), device=call.q.device) if call.want_lse else None
     used = keys_in_use(call)[..., None, None]
-    zero = torch.zeros((), dtype=call.k.dtype, device=call.k.device)
-    # the mask expanded to the keys' shape: a broadcast where over bf16 costs twice as much on a CPU
-    k, v = call.k, call.v
-    call = replace(call, k=torch.where(used.expand_as(k), k, zero),
-                   v=torch.where(used.expand_as(v), v, zero.to(v.dtype)))  # fmt: skip
+    call = replace(call, k=_zero_unused(call.k, used, call.kv_own), v=_zero_unused(call.v, used, call.kv_own))
     if call.sdpa_ok:
         return _sdpa(call), None
     if _fused_lse_ok(call):

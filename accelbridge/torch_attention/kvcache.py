@@ -164,13 +164,14 @@ def flash_attn_with_kvcache(
             kp = gather_pages(k_cache, page_table[rows.long()], k_len)
             vp = gather_pages(v_cache, page_table[rows.long()], k_len)
         elif cache_batch_idx is not None:
-            kp, vp = k_cache[rows.long()], v_cache[rows.long()]
+            kp, vp = k_cache.index_select(0, rows), v_cache.index_select(0, rows)
         else:
-            kp, vp = k_cache[:batch], v_cache[:batch]
+            kp, vp = k_cache[:batch], v_cache[:batch]  # the caller's cache: never written here
+        gathered = page_table is not None or cache_batch_idx is not None
         call = Call(dequantise(qp, q_descale, hk), dequantise(kp, k_descale, hk), dequantise(vp, v_descale, hk),
                     q_len, k_len, scale, mask, k_start=cache_leftpad, softcap=softcap or 0.0, sinks=sinks,
                     qv=None if qvp is None else dequantise(qvp, q_descale, hk),
-                    want_lse=return_softmax_lse)  # fmt: skip
+                    want_lse=return_softmax_lse, kv_own=gathered)  # fmt: skip
         o, lse = attend(call)
     if packed:
         o = unpad(o, cu_seqlens_q, q_len, q.shape[0], 0.0)

@@ -14,6 +14,7 @@ from accelbridge.ops.reference import LOG2E, gather_fp8_tokens
 from accelbridge.ops.reference import get_mla_metadata as get_mla_metadata  # nothing to schedule: the same (None, None)
 from accelbridge.ops.spec import FP8_DTYPES, out_dtype
 from accelbridge.torch_attention import capabilities, mla_decode
+from accelbridge.torch_attention import fp8 as fp8_bytes
 from accelbridge.torch_attention.core import Call, Masking, attend
 from accelbridge.torch_attention.layout import gather_pages
 
@@ -26,7 +27,10 @@ def _tokens(cache: torch.Tensor, idx: torch.Tensor, d: int, fp8: bool) -> torch.
     if tokens == 0:
         return torch.zeros(*idx.shape, d, dtype=torch.float32, device=idx.device)
     flat = idx.reshape(-1).long().clamp(0, tokens - 1)
-    keys = gather_fp8_tokens(cache, flat, d) if fp8 else cache.reshape(tokens, -1)[flat].float()
+    if fp8:
+        keys = gather_fp8_tokens(cache, flat, d, fp8_bytes.e4m3)
+    else:
+        keys = cache.reshape(tokens, -1).index_select(0, flat).float()
     return torch.nan_to_num(keys.view(*idx.shape, d), nan=0.0)
 
 
@@ -115,7 +119,7 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, t
         qf, keys = qf.float(), keys.float()
     q_len = torch.full_like(cache_seqlens, sq)
     call = Call(qf, keys, keys[..., :head_dim_v], q_len, cache_seqlens, scale, Masking(causal=bool(causal)),
-                want_lse=True)  # fmt: skip
+                want_lse=True, kv_own=True)  # fmt: skip
     o, lse = attend(call)
     return o.to(out_dtype(q.dtype)), torch.where(torch.isneginf(lse), float("inf"), lse)
 

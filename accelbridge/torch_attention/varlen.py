@@ -171,7 +171,7 @@ def flash_attn_varlen_func(
     qp = dequantise(pad(q, cu_seqlens_q, lq), q_descale, hk)
     qvp = None if qv is None else dequantise(pad(qv, cu_seqlens_q, lq), q_descale, hk)
     call = Call(qp, dequantise(kp, k_descale, hk), dequantise(vp, v_descale, hk), q_len, k_len, scale, mask,
-                softcap=softcap or 0.0, sinks=sinks, qv=qvp, want_lse=return_softmax_lse)  # fmt: skip
+                softcap=softcap or 0.0, sinks=sinks, qv=qvp, want_lse=return_softmax_lse, kv_own=True)  # fmt: skip
     o, lse = attend(call)
     o = unpad(o, cu_seqlens_q, q_len, total_q, 0.0)
     if lse is not None:
