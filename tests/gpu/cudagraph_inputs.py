@@ -16,6 +16,7 @@ import statistics
 
 import compile_bench  # the same decode inputs (this folder is on sys.path when run as a script)
 import torch
+from profiling import kernel_times
 
 from accelbridge import attention
 from accelbridge.bench import cuda_time
@@ -76,7 +77,6 @@ def main(rounds: int = 7, iters: int = 50) -> None:
 
 def kernels_launched() -> None:
     from sgl_kernel import flash_attn as sgl
-    from torch.profiler import ProfilerActivity, profile
 
     os.environ["ACCELBRIDGE_PROVIDERS"] = "fa3=sgl-kernel"
     attention.reset()
@@ -91,16 +91,7 @@ def kernels_launched() -> None:
                                                            causal=True),
              "inductor": lambda: compiled(q, kc, vc, table, lens)}  # fmt: skip
     for name, call in calls.items():
-        for _ in range(3):
-            call()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(10):
-                call()
-            torch.cuda.synchronize()
-        rows = [{"kernel": e.key[:90], "calls": e.count, "cuda_us_total": round(e.device_time_total, 1)}
-                for e in prof.key_averages() if e.device_time_total > 0]  # fmt: skip
-        print(json.dumps({"profile": name, "kernels": sorted(rows, key=lambda r: -r["cuda_us_total"])[:8]}))
+        print(json.dumps({"profile": name, "kernels": kernel_times(call)[:8]}))
 
 
 if __name__ == "__main__":

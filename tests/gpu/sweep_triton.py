@@ -9,6 +9,7 @@ import json
 import statistics
 
 import torch
+from profiling import kernel_times  # this folder is on sys.path when run as a script
 
 from accelbridge import bench_providers, torch_attention
 from accelbridge.bench import cuda_time
@@ -94,17 +95,8 @@ def dense_copies():
         return (dense.self_attention(kw["q"], kw["k"], kw["v"], kw["cu_seqlens_q"], kw["max_seqlen_q"], d**-0.5, True),)
 
     _sweep("dense", dense, [(64, 4), (128, 4), (128, 8), (256, 8), (32, 4), (64, 8)], call, case.flops, case.name)
-    from torch.profiler import ProfilerActivity, profile
-
-    call()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
-            call()
-        torch.cuda.synchronize()
-    for event in prof.key_averages():
-        if event.device_time_total > 0:
-            print(json.dumps({"kernel": "dense", "profiled": event.key[:90], "us": event.device_time_total / 5}))
+    for row in kernel_times(call, runs=5):
+        print(json.dumps({"kernel": "dense", "profiled": row["kernel"], "us": row["us"]}))
 
 
 def mla():
