@@ -62,7 +62,7 @@ def _config(device: torch.device) -> tuple[int, int]:
 def bucket(length: int) -> int:
     """``length`` rounded up onto a grid of 8 steps an octave: at most an eighth more rows (steps of 64 below 512).
 
-    cuDNN builds an execution graph for each new (B, H, L, D) it sees, 60-240 ms on the first call
+    cuDNN builds an execution graph for each new (B, H, L, D) it sees, 37-680 ms on the first call
     at that shape (H200, torch 2.11, cuDNN 9.19); padding L onto this grid bounds how many a server
     meets (4096 stays 4096, 3001 becomes 3072). The padding rows are filler a causal mask hides.
     """

@@ -43,14 +43,14 @@ def _kernel():
     return mla_decode_kernel
 
 
-def _config(device: torch.device, heads: int, fp8: bool) -> tuple[int, int, int, int, int]:
+def _config(device: torch.device, heads: int) -> tuple[int, int, int, int, int]:
     """(BLOCK_H, BLOCK_N, num_warps, num_stages, DV_BLOCK): H200-tuned; small under the interpreter."""
     block_h = min(64, max(16, next_pow2(heads)))
     if device.type != "cuda":
         return block_h, 16, 4, 1, 256  # both output blocks run under the interpreter
-    if fp8:  # H200, V3.2 sparse B=32 topk 2048: 203 us (1 stage: 215; BLOCK_N 128, output blocks of 256: 263)
-        return block_h, 64, 8, 2, 512
-    return block_h, 64, 8, 2, 512  # H200, dense B=64 ctx 4096: 0.31x FlashMLA (BLOCK_N 32: 0.23x)
+    # H200, dense B=64 ctx 4096: 382 us, 0.31x FlashMLA (1 stage 488, BLOCK_N 32 0.23x); sparse V3.2 FP8 B=32
+    # topk 2048: 203 us (1 stage 215; BLOCK_N 128 with output blocks of 256, the earlier choice, 263)
+    return block_h, 64, 8, 2, 512
 
 
 def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: bool, indices, topk_length,
@@ -67,7 +67,7 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
     if idx is not None and idx.stride(-1) != 1:
         idx = idx.contiguous()
     keys = idx.shape[1] if idx is not None else block_table.shape[1] * page
-    block_h, block_n, warps, stages, dv_block = _config(dev, hq, is_fp8)
+    block_h, block_n, warps, stages, dv_block = _config(dev, hq)
     blocks = ceil_div(hq, block_h) * (D_V // dv_block)  # (head block, output block) pairs
     programs = rows * blocks
     sms = processors(dev)

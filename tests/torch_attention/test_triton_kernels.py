@@ -36,7 +36,7 @@ print(json.dumps(result))
 
 _NOT_MLA = {"fp8-dense", "fp8-dense-sentinel-nan", "sparse-v4", "sparse-v4-topk-length", "sparse-v4-extra-cache",
             "sparse-v4-conventions"}  # fmt: skip
-_WHOLE_OUTPUT = "kernel._config = lambda device, heads, fp8: (16, 16, 4, 1, 512)"
+_WHOLE_OUTPUT = "kernel._config = lambda device, heads: (16, 16, 4, 1, 512)"
 
 
 @pytest.mark.parametrize(
