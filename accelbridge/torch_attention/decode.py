@@ -152,6 +152,5 @@ def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, s
     o = out if out is not None else torch.empty(b, lq, hq, dv, dtype=q.dtype, device=dev)
     lse = torch.empty(b, hq, lq, dtype=torch.float32, device=dev)
     so, sl = mid_o.stride(), mid_l.stride()  # a query head h = hk * G + g is row g * Lq + i of kv head hk
-    merge_splits(mid_o, mid_l, (so[0], so[3], lq * so[3], so[1]), (sl[0], sl[3], lq * sl[3], sl[1]), o, lse,
-                 b, lq, hq, sinks)  # fmt: skip
+    merge_splits(mid_o, mid_l, (so[0], so[3], lq * so[3], so[1]), (sl[0], sl[3], lq * sl[3], sl[1]), o, lse, sinks)
     return o, lse

@@ -95,5 +95,5 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
     so, sl = mid_o.stride(), mid_l.stride()  # row b * Sq + s
     # FlashMLA scales out by 1 / (1 + exp(sink - lse)), the sink joining the sum; lse stays without it
     merge_splits(mid_o, mid_l, (sq * so[0], so[0], so[2], so[1]), (sq * sl[0], sl[0], sl[2], sl[1]), o, lse,
-                 b, sq, hq, attn_sink, sink_in_lse=False, lonely_inf=True)  # fmt: skip
+                 attn_sink, sink_in_lse=False, lonely_inf=True)  # fmt: skip
     return o, lse

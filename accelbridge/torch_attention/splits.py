@@ -25,15 +25,15 @@ def _kernel():
 
 
 def merge(mid_o: torch.Tensor, mid_l: torch.Tensor, o_strides: tuple[int, int, int, int],
-          l_strides: tuple[int, int, int, int], out: torch.Tensor, lse: torch.Tensor, batch: int, lq: int,
-          heads: int, sinks: Any = None, sink_in_lse: bool = True, lonely_inf: bool = False) -> None:  # fmt: skip
+          l_strides: tuple[int, int, int, int], out: torch.Tensor, lse: torch.Tensor, sinks: Any = None,
+          sink_in_lse: bool = True, lonely_inf: bool = False) -> None:  # fmt: skip
     """Merge into ``out`` (B, Lq, H, Dv; unit stride in Dv) and ``lse`` (B, H, Lq), otherwise any strides.
 
     ``o_strides`` / ``l_strides`` address ``mid_o`` / ``mid_l`` by (b, i, head, split) (mid_o unit
     stride in Dv), so one kernel serves the decode kernel's (B, splits, Hk, G * Lq) layout and the
     MLA kernel's (B * Sq, splits, H).
     """
-    splits, dv = mid_l.shape[1], out.shape[-1]
+    (batch, lq, heads, dv), splits = out.shape, mid_l.shape[1]
     block_s = max(2, next_pow2(splits))
     block_dv = max(16, min(next_pow2(dv), 4096 // block_s))
     sink = sinks if sinks is not None else lse
