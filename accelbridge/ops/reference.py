@@ -332,6 +332,7 @@ def get_mla_metadata(
 # MODEL1 (d_qk 512): per block, block_size rows of 448 e4m3 (7 tiles of 64) + 64 bf16 rope (576 bytes),
 # then block_size rows of 8 bytes (7 e8m0 scales + 1 pad); the block padded to a multiple of 576 bytes.
 V32_TOKEN_BYTES, MODEL1_ROW_BYTES, MODEL1_SCALE_BYTES = 656, 576, 8
+V32_SCALES_AT, V32_ROPE_AT = 512, 528  # byte offsets in a V3.2 token: its 4 scales, then its rope
 LOG2E = math.log2(math.e)
 
 
@@ -364,9 +365,9 @@ def gather_fp8_tokens(cache: torch.Tensor, tokens: torch.Tensor, d_qk: int,
     blocks, offsets = (tokens // block_size).long(), (tokens % block_size).long()
     if d_qk == 576:
         rows = raw[:, : block_size * V32_TOKEN_BYTES].reshape(num_blocks, block_size, V32_TOKEN_BYTES)[blocks, offsets]
-        scales = rows[:, 512:528].contiguous().view(torch.float32)  # (n, 4)
-        nope = _as_bf16(e4m3(rows[:, :512]).view(-1, 4, 128) * scales[:, :, None])
-        return torch.cat([nope.reshape(-1, 512), _bf16(rows[:, 528:656])], dim=-1)
+        scales = rows[:, V32_SCALES_AT:V32_ROPE_AT].contiguous().view(torch.float32)  # (n, 4)
+        nope = _as_bf16(e4m3(rows[:, :V32_SCALES_AT]).view(-1, 4, 128) * scales[:, :, None])
+        return torch.cat([nope.reshape(-1, 512), _bf16(rows[:, V32_ROPE_AT:V32_TOKEN_BYTES])], dim=-1)
     if d_qk == 512:
         data = raw[:, : block_size * MODEL1_ROW_BYTES].reshape(num_blocks, block_size, MODEL1_ROW_BYTES)
         scale_rows = raw[:, block_size * MODEL1_ROW_BYTES : block_size * (MODEL1_ROW_BYTES + MODEL1_SCALE_BYTES)]

@@ -13,7 +13,7 @@ import torch
 from accelbridge.ops.reference import LOG2E, gather_fp8_tokens
 from accelbridge.ops.reference import get_mla_metadata as get_mla_metadata  # nothing to schedule: the same (None, None)
 from accelbridge.ops.spec import FP8_DTYPES, out_dtype
-from accelbridge.torch_attention import capabilities, mla_decode
+from accelbridge.torch_attention import capabilities, fp8_cache, mla_decode
 from accelbridge.torch_attention import fp8 as fp8_bytes
 from accelbridge.torch_attention.core import Call, Masking, attend
 from accelbridge.torch_attention.layout import gather_pages
@@ -21,17 +21,20 @@ from accelbridge.torch_attention.layout import gather_pages
 _GATHER_BYTES = 512 << 20  # float32 gathered keys held at once
 
 
-def _tokens(cache: torch.Tensor, idx: torch.Tensor, d: int, fp8: bool) -> torch.Tensor:
-    """Keys of flat token ids idx (...,) -> (..., d) float32; invalid ids read token 0 (masked later)."""
+def _tokens(cache: torch.Tensor, idx: torch.Tensor, d: int, fp8: bool, unused: torch.Tensor) -> torch.Tensor:
+    """Keys of flat token ids idx (...,) -> (..., d) float32; where ``unused``, zeros (never a token's values)."""
     tokens = cache.shape[0] * cache.shape[1]
     if tokens == 0:
         return torch.zeros(*idx.shape, d, dtype=torch.float32, device=idx.device)
     flat = idx.reshape(-1).long().clamp(0, tokens - 1)
-    if fp8:
-        keys = gather_fp8_tokens(cache, flat, d, fp8_bytes.e4m3)
+    rows = fp8_cache.token_rows(cache, flat, unused) if fp8 and d == 576 else None
+    if rows is not None:
+        keys = fp8_cache.v32_keys(rows)
+    elif fp8:
+        keys = gather_fp8_tokens(cache, flat, d, fp8_bytes.e4m3).masked_fill_(unused.reshape(-1, 1), 0.0)
     else:
-        keys = cache.reshape(tokens, -1).index_select(0, flat).float()
-    return torch.nan_to_num(keys.view(*idx.shape, d), nan=0.0)
+        keys = cache.reshape(tokens, -1).index_select(0, flat).masked_fill_(unused.reshape(-1, 1), 0).float()
+    return keys.view(*idx.shape, d)
 
 
 def _invalid(idx: torch.Tensor, length: torch.Tensor | None, tokens: int) -> torch.Tensor:
@@ -63,8 +66,9 @@ def _softmax(scores: torch.Tensor, values: torch.Tensor, sink: torch.Tensor | No
     return out, lse
 
 
-def _sparse(q, keys_of, invalid_of, n_rows: int, dv: int, scale: float, sink, topk: int):
-    """q (N, H, D) over per-row keys: keys_of(rows) -> (n, T, D), invalid_of(rows) -> (n, T); chunked rows."""
+def _sparse(q, scope_of, n_rows: int, dv: int, scale: float, sink, topk: int):
+    """q (N, H, D) over per-row keys: scope_of(rows) -> keys (n, T, D) float32 (zeros where invalid) and the
+    invalid mask (n, T); rows taken a bounded number at a time."""
     h, d = q.shape[1], q.shape[2]
     out = torch.empty(n_rows, h, dv, dtype=torch.float32, device=q.device)
     lse = torch.empty(n_rows, h, dtype=torch.float32, device=q.device)
@@ -72,9 +76,9 @@ def _sparse(q, keys_of, invalid_of, n_rows: int, dv: int, scale: float, sink, to
     step = max(1, _GATHER_BYTES // max(1, 4 * topk * max(d, h)))
     for s in range(0, n_rows, step):
         rows = slice(s, min(s + step, n_rows))
-        keys = keys_of(rows)
-        scores = torch.einsum("nhd,ntd->nht", q[rows].float(), keys) * scale
-        scores = scores.masked_fill(invalid_of(rows)[:, None, :], float("-inf"))
+        keys, invalid = scope_of(rows)
+        scores = torch.bmm(q[rows].float(), keys.transpose(1, 2)).mul_(scale)
+        scores = scores.masked_fill_(invalid[:, None, :], float("-inf"))
         out[rows], lse[rows] = _softmax(scores, keys[..., :dv], sink)
         maxes[rows] = scores.amax(dim=-1) if scores.shape[-1] else float("-inf")
     return out, lse, maxes
@@ -99,15 +103,13 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, t
             extra_len = None if extra_topk_length is None else extra_topk_length.repeat_interleave(sq)
             parts.append((extra_k_cache, extra_indices_in_kvcache.reshape(b * sq, -1), extra_len))
 
-        def keys_of(rows):
-            return _joined([_tokens(c, i[rows], d, is_fp8_kvcache) for c, i, _ in parts])
-
-        def invalid_of(rows):
-            return _joined([_invalid(i[rows], None if n is None else n[rows], c.shape[0] * c.shape[1])
-                            for c, i, n in parts])  # fmt: skip
+        def scope_of(rows):
+            bad = [_invalid(i[rows], None if n is None else n[rows], c.shape[0] * c.shape[1]) for c, i, n in parts]
+            keys = [_tokens(c, i[rows], d, is_fp8_kvcache, u) for (c, i, _), u in zip(parts, bad)]
+            return _joined(keys), _joined(bad)
 
         topk = sum(i.shape[-1] for _, i, _ in parts)
-        o, lse, _ = _sparse(q.reshape(b * sq, hq, d), keys_of, invalid_of, b * sq, head_dim_v, scale, attn_sink, topk)
+        o, lse, _ = _sparse(q.reshape(b * sq, hq, d), scope_of, b * sq, head_dim_v, scale, attn_sink, topk)
         lse = torch.where(torch.isneginf(lse), float("inf"), lse)
         o = o.view(b, sq, hq, head_dim_v).to(torch.bfloat16 if q.dtype in FP8_DTYPES else q.dtype)
         return o, lse.view(b, sq, hq).transpose(1, 2)
@@ -130,12 +132,10 @@ def flash_mla_sparse_fwd(q, kv, indices, sm_scale, d_v=512, attn_sink=None, topk
     s_kv = kv.shape[0]
     idx = indices[:, 0]
 
-    def keys_of(rows):
-        return _tokens(kv[:, None], idx[rows], d_qk, False)
+    def scope_of(rows):
+        bad = _invalid(idx[rows], None if topk_length is None else topk_length[rows], s_kv)
+        return _tokens(kv[:, None], idx[rows], d_qk, False, bad), bad
 
-    def invalid_of(rows):
-        return _invalid(idx[rows], None if topk_length is None else topk_length[rows], s_kv)
-
-    o, lse_sinkless, maxes = _sparse(q, keys_of, invalid_of, s_q, d_v, sm_scale, attn_sink, idx.shape[-1])
+    o, lse_sinkless, maxes = _sparse(q, scope_of, s_q, d_v, sm_scale, attn_sink, idx.shape[-1])
     lse = torch.where(torch.isneginf(lse_sinkless), float("inf"), lse_sinkless * LOG2E)
     return o.to(torch.bfloat16), maxes * LOG2E, lse
