@@ -88,6 +88,7 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
         DV=D_V, DR=D_QK - D_V, BLOCK_H=block_h, BLOCK_N=block_n, DV_BLOCK=dv_block,
         SPARSE=sparse, FP8=is_fp8,
         CAUSAL=bool(causal) and not sparse, TOPK_GIVEN=sparse and topk_length is not None,
+        PAGE_TILE=not sparse and page % block_n == 0,
         DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
     )  # fmt: skip
     o = torch.empty(b, sq, hq, D_V, dtype=q.dtype, device=dev)

@@ -22,13 +22,14 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
                       DV: tl.constexpr, DR: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
                       DV_BLOCK: tl.constexpr,
                       SPARSE: tl.constexpr, FP8: tl.constexpr, CAUSAL: tl.constexpr, TOPK_GIVEN: tl.constexpr,
-                      DOT_F32: tl.constexpr):  # fmt: skip
+                      PAGE_TILE: tl.constexpr, DOT_F32: tl.constexpr):  # fmt: skip
     """Program (query row b * sq + s, block of BLOCK_H heads and DV_BLOCK output dims, split) over one
     slice of its keys (each output block computes the whole scores: fewer registers, more programs).
 
     Dense: the sequence's positions, each looked up in its block-table row (only positions inside
-    the sequence are read). Sparse: the row's index list; an index outside the cache (-1, or past
-    its last token) or past ``topk_length`` is no key and is never used to address the cache.
+    the sequence are read); with PAGE_TILE (pages a multiple of BLOCK_N) a tile is one page's slots.
+    Sparse: the row's index list; an index outside the cache (-1, or past its last token) or past
+    ``topk_length`` is no key and is never used to address the cache.
     FP8 caches (V3.2: 512 e4m3 in 4 tiles of 128, 4 float32 scales, 64 bf16 rope per token) are
     dequantised to bf16 in registers. Writes out (float32, unnormalised merge input) and lse (base e).
     """
@@ -72,6 +73,10 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
             tok = tl.where(n_ok, tok, 0).to(tl.int64)
             blk = tok // page
             slot = tok % page
+        elif PAGE_TILE:  # the tile lies in one page (start < hi: an entry of the sequence): one entry read
+            blk = tl.load(TABLE + b * s_table + start // page).to(tl.int64)
+            blk = tl.minimum(tl.maximum(blk, 0), num_blocks - 1)
+            slot = (start % page + tl.arange(0, BLOCK_N)).to(tl.int64)
         else:
             blk = tl.load(TABLE + b * s_table + n // page, mask=n_ok, other=0).to(tl.int64)
             blk = tl.minimum(tl.maximum(blk, 0), num_blocks - 1)
