@@ -50,20 +50,21 @@ def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
-def _softmax(scores: torch.Tensor, values: torch.Tensor, sink: torch.Tensor | None):
-    """scores (N, H, T) -> out (N, H, Dv), lse (N, H) without the sink; rows with no key: out 0, lse -inf.
+def _softmax(scores: torch.Tensor, values: torch.Tensor, sink: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+    """scores (N, H, T), consumed in place -> out (N, H, Dv) written; returns lse (N, H) without the sink.
+    Rows with no key: out 0, lse -inf.
 
     FlashMLA's decode scales out by 1/(1+exp(sink-lse)); its sparse prefill puts the sink in the
     denominator of out only: the same arithmetic. A +inf sink takes all the weight (out 0), a -inf
-    sink none.
+    sink none. In place, because on a CPU each pass over the scores costs more than its arithmetic.
     """
     lse = torch.logsumexp(scores, dim=-1)
     full = lse if sink is None else torch.logaddexp(lse, sink.float()[None, :].expand_as(lse))
-    base = torch.where(torch.isfinite(full), full, torch.zeros_like(full))
-    out = torch.exp(scores - base[..., None]) @ values
-    empty = torch.isneginf(lse) | torch.isposinf(full)
-    out = torch.where(empty[..., None], torch.zeros_like(out), out)
-    return out, lse
+    base = full.nan_to_num(posinf=0.0, neginf=0.0)  # a row without keys: exp(-inf - 0) = 0, out 0
+    torch.bmm(scores.sub_(base[..., None]).exp_(), values, out=out)
+    if sink is not None:
+        out.masked_fill_(full.isposinf()[..., None], 0.0)
+    return lse
 
 
 def _sparse(q, scope_of, n_rows: int, dv: int, scale: float, sink, topk: int):
@@ -79,8 +80,8 @@ def _sparse(q, scope_of, n_rows: int, dv: int, scale: float, sink, topk: int):
         keys, invalid = scope_of(rows)
         scores = torch.bmm(q[rows].float(), keys.transpose(1, 2)).mul_(scale)
         scores = scores.masked_fill_(invalid[:, None, :], float("-inf"))
-        out[rows], lse[rows] = _softmax(scores, keys[..., :dv], sink)
         maxes[rows] = scores.amax(dim=-1) if scores.shape[-1] else float("-inf")
+        lse[rows] = _softmax(scores, keys[..., :dv], sink, out[rows])
     return out, lse, maxes
 
 
