@@ -25,6 +25,7 @@ class Capabilities:
     varlen: frozenset[str] = frozenset()  # torch.nn.attention.varlen.varlen_attn's optional features
     sdpa_gqa: bool = False  # scaled_dot_product_attention(enable_gqa=...)
     triton: bool = False  # the Triton kernels (prefill, paged decode, MLA decode) can run here
+    tma: bool = False  # Triton's tensor descriptors (TMA bulk loads: NVIDIA sm90+, or the interpreter)
     missing: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -41,6 +42,8 @@ class Capabilities:
         if self.triton:
             how = " (Triton's interpreter: TRITON_INTERPRET=1)" if self.device.startswith("cpu") else ""
             lines.append("Triton kernels: varlen/paged prefill, paged decode, MLA decode" + how)
+        if self.tma:
+            lines.append("Triton tensor descriptors (TMA): dense MLA decode's key tiles")
         return lines + [f"no {what}: {why}" for what, why in self.missing.items()]
 
 
@@ -79,6 +82,15 @@ def _triton_ready(device: torch.device) -> str | None:
     return None
 
 
+def _tma_ready(device: torch.device) -> str | None:
+    """Why Triton's tensor descriptors cannot serve here (None: they can). Asked only where Triton runs."""
+    if device.type == "cuda" and (torch.version.hip is not None or torch.cuda.get_device_capability(device)[0] < 9):
+        return "TMA loads need an NVIDIA sm90 or newer GPU"
+    if importlib.util.find_spec("triton.tools.tensor_descriptor") is None:
+        return "this triton has no triton.tools.tensor_descriptor"
+    return None
+
+
 @functools.cache
 def _for(device_type: str, index: int | None) -> Capabilities:
     device = torch.device(device_type, index) if index is not None else torch.device(device_type)
@@ -89,8 +101,11 @@ def _for(device_type: str, index: int | None) -> Capabilities:
     triton_why = _triton_ready(device)
     if triton_why:
         missing["Triton kernels"] = triton_why
+    tma_why = triton_why or _tma_ready(device)
+    if tma_why and not triton_why:
+        missing["Triton tensor descriptors"] = tma_why
     gqa = "enable_gqa" in str(F.scaled_dot_product_attention.__doc__ or "")
-    return Capabilities(str(device), varlen, gqa, triton_why is None, missing)
+    return Capabilities(str(device), varlen, gqa, triton_why is None, tma_why is None, missing)
 
 
 def of(device: torch.device) -> Capabilities:

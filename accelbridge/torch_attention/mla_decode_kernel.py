@@ -125,3 +125,84 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
     tl.store(
         LSE + row.to(tl.int64) * sl_r + sp * sl_s + h, lse, mask=h_ok & (h * 0 + vb == 0)
     )  # one output block writes the lse
+
+
+@triton.jit
+def _half_tile(q1, q2, qr, k1, k2, kr, n_ok, m, total, acc1, acc2, scale_log2, DOT_F32: tl.constexpr):
+    """One key tile of a head block, its latent as two halves of 256 (a TMA box is at most 256 wide)."""
+    if DOT_F32:  # Triton's interpreter multiplies bf16 bit patterns in tl.dot
+        x = tl.dot(q1.to(tl.float32), tl.trans(k1.to(tl.float32)))
+        x = tl.dot(q2.to(tl.float32), tl.trans(k2.to(tl.float32)), x)
+        x = tl.dot(qr.to(tl.float32), tl.trans(kr.to(tl.float32)), x)
+    else:
+        x = tl.dot(q1, tl.trans(k1))
+        x = tl.dot(q2, tl.trans(k2), x)
+        x = tl.dot(qr, tl.trans(kr), x)
+    p, alpha, m_new, total = _softmax_step(x, n_ok, m, total, scale_log2)
+    if DOT_F32:
+        acc1 = tl.dot(p, k1.to(tl.float32), acc1 * alpha[:, None])
+        acc2 = tl.dot(p, k2.to(tl.float32), acc2 * alpha[:, None])
+    else:
+        acc1 = tl.dot(p.to(k1.dtype), k1, acc1 * alpha[:, None])
+        acc2 = tl.dot(p.to(k2.dtype), k2, acc2 * alpha[:, None])
+    return m_new, total, acc1, acc2
+
+
+@triton.jit
+def mla_decode_tma_kernel(Q, CACHE, NOPE, ROPE, TABLE, LENS, OUT, LSE, sq_r, sq_h, s_table, so_r, so_s, so_h,
+                          sl_r, sl_s, scale_log2, page, num_blocks, capacity, sq, heads, split_len,
+                          BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+                          DOT_F32: tl.constexpr):  # fmt: skip
+    """Dense decode over a contiguous bf16/fp16 cache (rows of 576) with pages a multiple of BLOCK_N: the
+    program (query row, head block, split) of ``mla_decode_kernel``, its whole key tiles read by TMA
+    (descriptors NOPE (BLOCK_N, 256) and ROPE (BLOCK_N, 64) over the cache as (tokens, 576)), each
+    one page's slots through one block-table entry; the last, partial tile by masked loads, so no slot
+    past the sequence is read. Writes out (float32, normalised by its split's sum) and lse (base e).
+    """
+    row = tl.program_id(0)
+    hb = tl.program_id(1)
+    sp = tl.program_id(2)
+    b = row // sq
+    s = row % sq
+    h = hb * BLOCK_H + tl.arange(0, BLOCK_H)
+    h_ok = h < heads
+    half = tl.arange(0, 256)
+    dr = tl.arange(0, 64)
+    q_at = Q + row.to(tl.int64) * sq_r + h[:, None] * sq_h
+    q1 = tl.load(q_at + half[None, :], mask=h_ok[:, None], other=0.0)
+    q2 = tl.load(q_at + 256 + half[None, :], mask=h_ok[:, None], other=0.0)
+    qr = tl.load(q_at + 512 + dr[None, :], mask=h_ok[:, None], other=0.0)
+    limit = tl.load(LENS + b)
+    if CAUSAL:
+        limit = limit - sq + s + 1
+    limit = tl.minimum(limit, capacity)  # never past the block-table row
+    lo = sp * split_len
+    hi = tl.minimum(lo + split_len, limit)
+    whole = lo + tl.maximum(hi - lo, 0) // BLOCK_N * BLOCK_N  # the whole tiles end here
+    m = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    total = tl.zeros([BLOCK_H], tl.float32)
+    acc1 = tl.zeros([BLOCK_H, 256], tl.float32)
+    acc2 = tl.zeros([BLOCK_H, 256], tl.float32)
+    every = tl.full([BLOCK_N], 1, tl.int1)
+    for start in range(lo, whole, BLOCK_N):
+        blk = tl.minimum(tl.maximum(tl.load(TABLE + b * s_table + start // page), 0), num_blocks - 1)
+        first = blk * page + start % page
+        k1 = NOPE.load([first, 0])
+        k2 = NOPE.load([first, 256])
+        kr = ROPE.load([first, 512])
+        m, total, acc1, acc2 = _half_tile(q1, q2, qr, k1, k2, kr, every, m, total, acc1, acc2, scale_log2, DOT_F32)
+    if whole < hi:
+        n_ok = whole + tl.arange(0, BLOCK_N) < hi
+        blk = tl.minimum(tl.maximum(tl.load(TABLE + b * s_table + whole // page), 0), num_blocks - 1).to(tl.int64)
+        at = CACHE + (blk * page + whole % page + tl.arange(0, BLOCK_N)) * 576
+        k1 = tl.load(at[:, None] + half[None, :], mask=n_ok[:, None], other=0.0)
+        k2 = tl.load(at[:, None] + 256 + half[None, :], mask=n_ok[:, None], other=0.0)
+        kr = tl.load(at[:, None] + 512 + dr[None, :], mask=n_ok[:, None], other=0.0)
+        m, total, acc1, acc2 = _half_tile(q1, q2, qr, k1, k2, kr, n_ok, m, total, acc1, acc2, scale_log2, DOT_F32)
+    has = total > 0
+    lse = tl.where(has, (m + tl.log2(tl.where(has, total, 1.0))) * 0.6931471805599453, float("-inf"))
+    inv = 1.0 / tl.where(has, total, 1.0)
+    o_at = OUT + row.to(tl.int64) * so_r + sp * so_s + h[:, None] * so_h
+    tl.store(o_at + half[None, :], acc1 * inv[:, None], mask=h_ok[:, None])
+    tl.store(o_at + 256 + half[None, :], acc2 * inv[:, None], mask=h_ok[:, None])
+    tl.store(LSE + row.to(tl.int64) * sl_r + sp * sl_s + h, lse, mask=h_ok)

@@ -36,7 +36,8 @@ print(json.dumps(result))
 
 _NOT_MLA = {"fp8-dense", "fp8-dense-sentinel-nan", "sparse-v4", "sparse-v4-topk-length", "sparse-v4-extra-cache",
             "sparse-v4-conventions"}  # fmt: skip
-_WHOLE_OUTPUT = "kernel._config = lambda device, heads: (16, 16, 4, 1, 512)"
+# one output block of 512 and pointer loads (no TMA descriptors)
+_WHOLE_OUTPUT = "kernel._config = lambda device, heads: (16, 16, 4, 1, 512); kernel._tma_descriptors = lambda *a: None"
 _TILES_ACROSS_PAGES = "kernel._config = lambda device, heads: (16, 128, 4, 1, 256)"  # 128 keys a tile, pages of 64
 
 
@@ -45,7 +46,7 @@ _TILES_ACROSS_PAGES = "kernel._config = lambda device, heads: (16, 128, 4, 1, 25
     [
         ("fa3.varlen", "prefill", "prefill", "", {"qv", "fp8", "attention-chunk", "no-keys"}),
         ("flashmla.kvcache", "mla_decode", "mla_decode", "", _NOT_MLA),
-        ("flashmla.kvcache", "mla_decode", "mla_decode", _WHOLE_OUTPUT, _NOT_MLA),  # one output block of 512
+        ("flashmla.kvcache", "mla_decode", "mla_decode", _WHOLE_OUTPUT, _NOT_MLA),
         ("flashmla.kvcache", "mla_decode", "mla_decode", _TILES_ACROSS_PAGES, _NOT_MLA),  # per-key table entries
     ],
     ids=["prefill", "mla", "mla-whole-output", "mla-tiles-across-pages"],
