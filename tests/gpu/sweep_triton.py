@@ -100,10 +100,13 @@ def dense_copies():
 
 
 def mla():
-    for word, configs in (
-        ("dense", [(64, 64, 8, 2, 512), (64, 64, 8, 1, 512), (64, 32, 8, 1, 512)]),
-        ("sparse", [(64, 64, 8, 1, 512), (64, 32, 8, 1, 512), (64, 64, 8, 2, 512), (64, 64, 4, 1, 512),
-                    (64, 32, 4, 1, 512), (64, 128, 8, 1, 256)]),
+    """The MLA decode kernel's configs on the bench's dense and sparse shapes; dense also with pointer loads
+    (no TMA descriptors), the path of GPUs before sm90 and of non-contiguous caches."""
+    dense_configs = [(64, 64, 8, 2, 512), (64, 64, 8, 1, 512), (64, 32, 8, 2, 512), (64, 64, 4, 2, 512)]
+    for word, configs, pointer_loads in (
+        ("dense", dense_configs, False),
+        ("dense", dense_configs[:2], True),
+        ("sparse", [(64, 64, 8, 2, 512), (64, 64, 8, 1, 512), (64, 32, 8, 2, 512), (64, 64, 4, 2, 512)], False),
     ):  # fmt: skip
         case = _case("flashmla.kvcache", word)
         kw = case.kwargs
@@ -114,7 +117,11 @@ def mla():
                                          kw.get("causal", False), kw.get("indices"), None,
                                          kw.get("is_fp8_kvcache", False), None)  # fmt: skip
 
-        _sweep("mla", mla_decode, configs, call, case.flops, case.name)
+        descriptors = mla_decode._tma_descriptors
+        if pointer_loads:
+            mla_decode._tma_descriptors = lambda *a: None
+        _sweep("mla" + (" pointer loads" if pointer_loads else ""), mla_decode, configs, call, case.flops, case.name)
+        mla_decode._tma_descriptors = descriptors
 
 
 if __name__ == "__main__":
