@@ -99,6 +99,7 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
     blocks = ceil_div(hq, block_h) * (D_V // dv_block)  # (head block, output block) pairs
     programs = rows * blocks
     sms = processors(dev)
+    # H200 sparse V3.2 B=32 (64 programs): 3 splits 185 us in the bench, 2 (one program an SM) 201 us
     splits = 1 if 4 * programs >= 3 * sms else max(1, min(ceil_div(sms, programs), ceil_div(keys, 256)))
     split_len = max(block_n, ceil_div(ceil_div(keys, splits), block_n) * block_n)
     splits = max(1, ceil_div(keys, split_len))
