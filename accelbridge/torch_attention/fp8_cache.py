@@ -5,7 +5,7 @@ several passes over the keys. Here a token's 656 bytes are 82 int64 words, gathe
 ``index_select``; the rows of invalid indices are zeroed there (bytes 0 decode to 0.0, a zero scale,
 a zero rope), so no value of a token the kernel would not read reaches the arithmetic; and the bf16
 rounding of ``e4m3 * scale`` is written straight into the float32 keys. The values equal
-``reference.gather_fp8_tokens``'s bit for bit (tests/torch_attention/test_fp8.py).
+``reference.gather_fp8_tokens``'s bit for bit (tests/torch_attention/test_fp8_cache.py).
 """
 
 from __future__ import annotations

@@ -73,8 +73,8 @@ def _config(device: torch.device, heads: int) -> tuple[int, int, int, int, int]:
     if device.type != "cuda":
         return block_h, 16, 4, 1, 256  # both output blocks run under the interpreter
     # H200, dense B=64 ctx 4096, pointer loads: 311 us (1 stage 408, BLOCK_N 32 424, 4 warps 560, 32 heads 353);
-    # with TMA 276 us (1 stage 417, BLOCK_N 32 415, 4 warps 495); sparse V3.2 FP8 B=32
-    # topk 2048: 203 us (1 stage 215; BLOCK_N 128 with output blocks of 256, the earlier choice, 263)
+    # with TMA 276 us (1 stage 417, BLOCK_N 32 415, 4 warps 495); sparse V3.2 FP8 B=32 topk 2048: 183-184 us
+    # (1 stage 196, BLOCK_N 32 3 stages 247, 4 warps 399; BLOCK_N 128 with output blocks of 256 263 in session 9)
     return block_h, 64, 8, 2, 512
 
 
