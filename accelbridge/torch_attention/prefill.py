@@ -58,10 +58,13 @@ def _config(d: int, dv: int, device: torch.device) -> tuple[int, int, int, int]:
 
 
 def prefill(q, k, v, cu_q, cu_k, max_seqlen_q: int, used_q, used_k, page_table, scale: float, mask: Masking,
-            softcap: float, sinks: Any, want_lse: bool, out: Any = None) -> tuple[Any, Any]:  # fmt: skip
+            softcap: float, sinks: Any, want_lse: bool, out: Any = None,
+            skip_aligned: int = 0) -> tuple[Any, Any]:  # fmt: skip
     """q (total_q, Hq, D) over packed k/v (total_k, Hk, D) or paged (blocks, page, Hk, D)
     -> out (total_q, Hq, Dv) in q's dtype, lse (Hq, total_q) float32 or None. ``out`` (the caller's,
-    when usable as it is: q's dtype, unit stride in the head dim) is written in place of a new one."""
+    when usable as it is: q's dtype, unit stride in the head dim) is written in place of a new one.
+    With ``skip_aligned`` L, a sequence whose rows are exactly rows [b * L, (b + 1) * L) is left as
+    ``out`` holds it (``dense`` wrote it from views of the packed rows); the device tells which."""
     total_q, hq, d = q.shape
     hk, dv = k.shape[-2], v.shape[-1]
     batch = cu_q.shape[0] - 1
@@ -85,9 +88,11 @@ def prefill(q, k, v, cu_q, cu_k, max_seqlen_q: int, used_q, used_k, page_table, 
         sinks if sinks is not None else cu_q,
         q.stride(0), q.stride(1), *sk, *sv, o.stride(0), o.stride(1), lse.stride(0), s_table,
         float(scale) * 1.4426950408889634, float(softcap or 1.0), left, right, page, num_blocks, total_q, batch,
+        skip_aligned,
         G=hq // hk, D=d, DV=dv, BLOCK_D=next_pow2(d), BLOCK_DV=next_pow2(dv), BLOCK_M=block_m, BLOCK_N=block_n,
         PAGED=paged, USED_Q_GIVEN=used_q is not None, USED_K_GIVEN=used_k is not None,
         LEFT=left >= 0, RIGHT=right >= 0, SOFTCAP=bool(softcap), HAS_SINKS=sinks is not None,
-        WRITE_LSE=want_lse, DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
+        WRITE_LSE=want_lse, SKIP_ALIGNED=skip_aligned > 0, DOT_F32=triton_interpreted(),
+        num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return o, (lse if want_lse else None)

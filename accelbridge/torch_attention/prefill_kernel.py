@@ -71,17 +71,22 @@ def step(acc, m, total, q, K, V, TABLE, b, start, k0, k_len, offs_m, shift, hk, 
 @triton.jit
 def prefill_kernel(Q, K, V, OUT, LSE, CU_Q, CU_K, USED_Q, USED_K, TABLE, SINKS,
                    sq_t, sq_h, sk_0, sk_1, sk_h, sv_0, sv_1, sv_h, so_t, so_h, sl_h, s_table,
-                   scale_log2, softcap, left, right, page, num_blocks, total_q, batch,
+                   scale_log2, softcap, left, right, page, num_blocks, total_q, batch, aligned,
                    G: tl.constexpr, D: tl.constexpr, DV: tl.constexpr, BLOCK_D: tl.constexpr,
                    BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    PAGED: tl.constexpr, USED_Q_GIVEN: tl.constexpr, USED_K_GIVEN: tl.constexpr,
                    LEFT: tl.constexpr, RIGHT: tl.constexpr, SOFTCAP: tl.constexpr,
-                   HAS_SINKS: tl.constexpr, WRITE_LSE: tl.constexpr, DOT_F32: tl.constexpr):  # fmt: skip
+                   HAS_SINKS: tl.constexpr, WRITE_LSE: tl.constexpr, SKIP_ALIGNED: tl.constexpr,
+                   DOT_F32: tl.constexpr):  # fmt: skip
     mb = tl.num_programs(0) - 1 - tl.program_id(0)  # the longest causal rows first: a shorter tail
     h = tl.program_id(1)
     b = tl.program_id(2)
     dv = tl.arange(0, BLOCK_DV)
     q0 = tl.load(CU_Q + b)
+    if SKIP_ALIGNED:  # a sequence on rows [b * aligned, (b + 1) * aligned) is already written (dense views)
+        end = tl.load(CU_Q + b + 1, mask=b < batch, other=-1)
+        if (q0 == b * aligned) & (end == (b + 1) * aligned):
+            return
     if b == batch:  # rows past the last sequence: zeros, lse -inf
         for r0 in range(mb * BLOCK_M, total_q - q0, tl.num_programs(0) * BLOCK_M):
             rows = r0 + tl.arange(0, BLOCK_M)

@@ -2,8 +2,9 @@
 
 Paths, first that fits the call:
 0. where Triton runs: self-attention over a batch of (nearly) one length as one dense SDPA batch
-   (``dense``: cuDNN's kernel on a GPU), else the Triton prefill kernel (``prefill``): packed or
-   paged keys, GQA, causal, windows, softcap, sinks, lse, seqused_q/k; not qv, FP8 or chunks;
+   (``dense``: cuDNN's kernel on a GPU, over views of the rows where there are exactly batch x L),
+   else the Triton prefill kernel (``prefill``): packed or paged keys, GQA, causal, windows, softcap,
+   sinks, lse, seqused_q/k; not qv, FP8 or chunks;
 1. ``torch.nn.attention.varlen.varlen_attn`` (torch's FlashAttention 2) when this torch build
    has it on q's device and every argument of the call maps onto what it offers here (GQA,
    windows, seqused_k, paging and LSE arrived in different torch releases);
@@ -136,7 +137,7 @@ def flash_attn_varlen_func(
     if (not extras and not softcap and sinks is None and seqused_q is None and seqused_k is None and page_table is None
             and not return_softmax_lse
             and dense.fits(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask, caps)):  # fmt: skip
-        o = dense.self_attention(q, k, v, cu_seqlens_q, max_seqlen_q, scale, mask.causal, out)
+        o = dense.self_attention(q, k, v, cu_seqlens_q, max_seqlen_q, scale, mask.causal, caps, out)
         return finish(o, None, q.dtype, out, False)
     if not extras and prefill.fits(q, k, v, max_seqlen_q, mask, caps):
         o, lse = prefill.prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, seqused_q, seqused_k, page_table,

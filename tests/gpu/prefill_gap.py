@@ -1,10 +1,10 @@
 """Where the torch provider's prefill time goes in a sustained loop: ``python tests/gpu/prefill_gap.py``.
 
 On the bench's prefill (B=8, L=4096, 32/8 heads, d=128, causal), interleaved round by round as the
-bench does: the vendor kernel, the facade's torch call, the dense path alone, its SDPA alone, its
-three packs, and SDPA over strided views of the packed rows (what a batch of exactly one length
-would allow without copies); then each call's host time and the GPU timeline of three facade calls
-(gaps between kernels would mean a host-bound call). One JSON line per row.
+bench does: the vendor kernel, the facade's torch call, the dense path alone (over views of the rows
+here: exactly batch x L of them) and through its packs, SDPA alone on packed inputs, the three packs,
+and SDPA over strided views of the rows; then each call's host time and the GPU timeline of three
+facade calls (gaps between kernels would mean a host-bound call). One JSON line per row.
 """
 
 import json
@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from accelbridge import bench_providers
 from accelbridge.bench import cuda_time
-from accelbridge.torch_attention import dense
+from accelbridge.torch_attention import capabilities, dense
 
 DEV = torch.device("cuda")
 
@@ -36,13 +36,15 @@ def main() -> None:
     runs = {
         "vendor": case.vendor,
         "facade torch": bench_providers._runner(case, "torch"),
-        "dense alone": lambda: dense.self_attention(q, k, v, cu, length, d**-0.5, True),
+        "dense alone": lambda: dense.self_attention(q, k, v, cu, length, d**-0.5, True, capabilities.of(DEV)),
+        "dense packed": lambda: dense.packed(q, k, v, cu, length, d**-0.5, True),
         "sdpa only": lambda: sdpa(packed),
         "pack3": lambda: [dense._pack(x, cu, length) for x in (q, k, v)],
         "sdpa strided": lambda: sdpa(views),
     }
     for fn in runs.values():
         fn()
+    print(json.dumps({"sdpa_over_views_out_strides": list(sdpa(views).stride())}))
     for iters in (10, 25):
         times = {n: [] for n in runs}
         for r in range(5):

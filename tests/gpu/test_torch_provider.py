@@ -11,6 +11,7 @@ from accelbridge.testing import conformance
 from accelbridge.torch_attention import (
     capabilities,
     decode,
+    dense,
     flash_attn_varlen_func,
     flash_attn_with_kvcache,
     flash_mla_with_kvcache,
@@ -125,6 +126,28 @@ def test_the_triton_kernels_serve_prefill_and_mla_decode_here(monkeypatch):
     table = torch.arange(4, dtype=torch.int32, device=DEV).view(2, 2)
     flash_mla_with_kvcache(mq, mkc, table, torch.tensor([70, 128], dtype=torch.int32, device=DEV), 512, causal=True)
     assert served == ["prefill", "mla_decode"]
+
+
+VIEWS = [((512, 512, 512, 512), 0, False), ((512, 500), 12, True), ((500, 512), 12, False)]
+
+
+@pytest.mark.parametrize("lens, tail, given", VIEWS, ids=["one-length", "one-off-its-rows", "none-on-their-rows"])
+def test_dense_prefill_over_views_of_the_rows_in_bf16(monkeypatch, lens, tail, given):
+    """batch x 512 rows: cuDNN's SDPA on views of them, the prefill kernel computing each sequence off its rows
+    [b * 512, (b + 1) * 512) and zeroing the rows past the last one."""
+    served = []
+    launch = dense._over_views
+    monkeypatch.setattr(dense, "_over_views", lambda *a, **k: served.append(1) or launch(*a, **k))
+    g = torch.Generator(device=DEV).manual_seed(len(lens) + tail)
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device=DEV)
+    total = sum(lens) + tail
+    q = torch.randn(total, 16, 128, device=DEV, generator=g).to(torch.bfloat16)
+    k, v = (torch.randn(total, 4, 128, device=DEV, generator=g).to(torch.bfloat16) for _ in range(2))
+    out = torch.full_like(q, float("nan")) if given else None
+    got = flash_attn_varlen_func(q, k, v, cu, cu, 512, 512, causal=True, out=out)
+    want = reference.flash_attn_varlen_func(q, k, v, cu, cu, causal=True)
+    assert served == [1] and not got.isnan().any() and (out is None or got.data_ptr() == out.data_ptr())
+    assert torch.allclose(got.float(), want.float(), atol=1e-2, rtol=1e-2), float((got.float() - want).abs().max())
 
 
 CHUNKS = [(True, (-1, -1), False), (False, (-1, -1), False), (True, (300, 0), True)]

@@ -62,35 +62,67 @@ _DENSE = """
 import json, torch
 from accelbridge.ops import reference
 from accelbridge.torch_attention import dense, flash_attn_varlen_func
-served = []
-launch = dense.self_attention
-dense.self_attention = lambda *a, **k: served.append(1) or launch(*a, **k)
-errors = {}
-# (lengths, padding rows past the last sequence, causal, q heads, k heads): one length, nearly one
-# length with rows past the end; unmasked (one length, nearly one: a shorter sequence's queries would
-# see its padding keys) and a ragged batch, which the dense path must leave alone
-for n, (lens, tail, causal, hq, hk) in enumerate([((16, 16, 16), 0, True, 4, 2), ((16, 15, 16), 2, True, 4, 1),
-                                                  ((9, 9), 0, False, 2, 2), ((16, 15, 16), 0, False, 2, 2),
-                                                  ((3, 16), 0, True, 2, 1)]):
+paths = []
+for name in ("_over_views", "packed"):
+    launch = getattr(dense, name)
+    setattr(dense, name, lambda *a, _f=launch, _n=name, **k: paths.append(_n) or _f(*a, **k))
+result = {}
+# (lengths, rows past the last sequence, causal, q heads, k heads, the caller's out): one length, nearly
+# one length with rows past the end; unmasked (one length, nearly one: a shorter sequence's queries
+# would see its padding keys) and a ragged batch, which the dense path must leave alone; batch x 64
+# rows (a bucket length: views of the rows) all on their rows, one sequence off them, none on them
+for n, (lens, tail, causal, hq, hk, given) in enumerate([
+        ((16, 16, 16), 0, True, 4, 2, True), ((16, 15, 16), 2, True, 4, 1, True), ((9, 9), 0, False, 2, 2, True),
+        ((16, 15, 16), 0, False, 2, 2, True), ((3, 16), 0, True, 2, 1, True),
+        ((64, 64), 0, True, 4, 2, True), ((64, 64), 0, True, 4, 1, False), ((64, 60), 4, True, 4, 2, True),
+        ((60, 64), 4, True, 2, 1, False)]):
     torch.manual_seed(n)
     cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
     total = int(cu[-1]) + tail
     q = torch.randn(total, hq, 32, dtype=torch.float16)
     k, v = torch.randn(total, hk, 32, dtype=torch.float16), torch.randn(total, hk, 32, dtype=torch.float16)
-    out = torch.full((total, hq, 32), float("nan"), dtype=torch.float16)
-    before = len(served)
+    out = torch.full((total, hq, 32), float("nan"), dtype=torch.float16) if given else None
+    before = len(paths)
     got = flash_attn_varlen_func(q, k, v, cu, cu, max(lens), max(lens), causal=causal, out=out)
     want = reference.flash_attn_varlen_func(q, k, v, cu, cu, causal=causal)
     err = float((got.float() - want.float()).abs().max())
-    errors[n] = [err, len(served) - before, bool(got.isnan().any())]
-print(json.dumps(errors))
+    result[n] = [err, paths[before:], bool(got.isnan().any()), out is None or got.data_ptr() == out.data_ptr()]
+print(json.dumps(result))
 """
 
 
-def test_dense_self_attention_packs_and_unpacks_every_row():
+def test_dense_self_attention_writes_every_row_packed_or_over_views():
     result = interpreted.run(_DENSE)
-    assert all(err < 2e-3 and not nan for err, _, nan in result.values()), result
-    assert [dense for _, dense, _ in result.values()] == [1, 1, 0, 0, 0]  # unmasked, or ragged (fill 0.59): not dense
+    assert all(err < 2e-3 and not nan and into_out for err, _, nan, into_out in result.values()), result
+    # unmasked, or ragged (fill 0.59): not dense; batch x 64 rows: views of the rows, the kernel finishing
+    assert [path for _, path, _, _ in result.values()] == [["packed"]] * 2 + [[]] * 3 + [["_over_views"]] * 4
+
+
+_ALIGNED = """
+import json, torch
+from accelbridge.ops import reference
+from accelbridge.torch_attention import prefill
+from accelbridge.torch_attention.core import Masking
+# sequence 0 is on rows [0, 16): left as out holds it (7); sequence 1 (15 rows) and the ones after it,
+# off their rows [b * 16, (b + 1) * 16), and the rows past the last sequence are computed
+lens, tail = (16, 15, 16, 16), 3
+cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
+total = int(cu[-1]) + tail
+torch.manual_seed(0)
+q, k, v = (torch.randn(total, 2, 32, dtype=torch.float16) for _ in range(3))
+out = torch.full((total, 2, 32), 7.0, dtype=torch.float16)
+prefill.prefill(q, k, v, cu, cu, 16, None, None, None, 32**-0.5, Masking(causal=True), 0.0, None, False, out,
+                skip_aligned=16)
+want = reference.flash_attn_varlen_func(q, k, v, cu, cu, causal=True)
+kept = [bool((out[s:s + 16] == 7).all()) for s in (0, 16, 32, 48)]
+computed = float((out[16:].float() - want[16:].float()).abs().max())
+print(json.dumps([kept, computed, bool((out[int(cu[-1]):] == 0).all())]))
+"""
+
+
+def test_prefill_kernel_leaves_the_sequences_on_their_rows_and_computes_the_rest():
+    kept, computed, tail_zero = interpreted.run(_ALIGNED)
+    assert kept == [True, False, False, False] and computed < 2e-3 and tail_zero
 
 
 _CHUNKED = """
