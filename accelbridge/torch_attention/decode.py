@@ -16,6 +16,7 @@ import torch
 
 from accelbridge.torch_attention.capabilities import Capabilities, processors, triton_interpreted
 from accelbridge.torch_attention.core import Masking
+from accelbridge.torch_attention.fitting import first_fitting
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
 from accelbridge.torch_attention.splits import merge as merge_splits
 
@@ -114,9 +115,13 @@ def _kernel():
     return split_kernel
 
 
-def _config(device: torch.device) -> tuple[int, int, int, int, int]:
-    """(BLOCK_N, num_warps, num_stages, programs per processor, fewest keys a split) for the launch."""
-    return 64, 4, 2, 4, 512  # H200, B=64 ctx 8192 page 64: 3.70 TB/s of KV (3 stages: 3.51)
+_WAVES, _MIN_SPLIT = 4, 512  # programs a processor for the splits to fill, fewest keys a split
+
+
+@functools.cache
+def _configs(device: torch.device) -> tuple[tuple[int, int, int], ...]:
+    """(BLOCK_N, num_warps, num_stages), best first (the rest for GPUs with less shared memory, ``fitting``)."""
+    return (64, 4, 2), (32, 4, 2), (16, 4, 1)  # H200, B=64 ctx 8192 page 64: 3.70 TB/s of KV (3 stages: 3.51)
 
 
 def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, scale: float, mask: Masking,
@@ -132,23 +137,27 @@ def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, s
     else:
         page, table = k_cache.shape[1], page_table
     capacity = table.shape[1] * page
-    block_n, warps, stages, waves, min_split = _config(dev)
-    splits = max(1, min(ceil_div(waves * processors(dev), b * hk), ceil_div(capacity, min_split)))
-    split_len = ceil_div(ceil_div(capacity, splits), block_n) * block_n
+    splits = max(1, min(ceil_div(_WAVES * processors(dev), b * hk), ceil_div(capacity, _MIN_SPLIT)))
     block_r = max(16, next_pow2(g * lq))
     mid_o = torch.empty(b, splits, hk, g * lq, dv, dtype=torch.float32, device=dev)
     mid_l = torch.empty(b, splits, hk, g * lq, dtype=torch.float32, device=dev)
     left, right = mask.limits
     q = q if q.stride(-1) == 1 else q.contiguous()
-    _kernel()[(b, hk, splits)](
-        q, k_cache, v_cache, table, rows, q_len, k_len, k_start if k_start is not None else k_len, mid_o, mid_l,
-        q.stride(0), q.stride(1), q.stride(2), *k_cache.stride()[:3], *v_cache.stride()[:3], table.stride(0),
-        *mid_o.stride()[:4], *mid_l.stride()[:3],
-        float(scale), float(softcap or 1.0), page, k_cache.shape[0], capacity, left, right, split_len,
-        G=g, LQ=lq, BLOCK_R=block_r, D=d, DV=dv, BLOCK_N=block_n, num_warps=warps, num_stages=stages,
-        SOFTCAP=bool(softcap), LEFT=left >= 0, RIGHT=right >= 0, HAS_START=k_start is not None,
-        DOT_F32=triton_interpreted(),
-    )  # fmt: skip
+
+    def launch(config: tuple[int, int, int]) -> None:
+        block_n, warps, stages = config
+        split_len = ceil_div(ceil_div(capacity, splits), block_n) * block_n
+        _kernel()[(b, hk, splits)](
+            q, k_cache, v_cache, table, rows, q_len, k_len, k_start if k_start is not None else k_len, mid_o, mid_l,
+            q.stride(0), q.stride(1), q.stride(2), *k_cache.stride()[:3], *v_cache.stride()[:3], table.stride(0),
+            *mid_o.stride()[:4], *mid_l.stride()[:3],
+            float(scale), float(softcap or 1.0), page, k_cache.shape[0], capacity, left, right, split_len,
+            G=g, LQ=lq, BLOCK_R=block_r, D=d, DV=dv, BLOCK_N=block_n, num_warps=warps, num_stages=stages,
+            SOFTCAP=bool(softcap), LEFT=left >= 0, RIGHT=right >= 0, HAS_START=k_start is not None,
+            DOT_F32=triton_interpreted(),
+        )  # fmt: skip
+
+    first_fitting(("the paged decode kernel", dev, d, dv, q.dtype, g * lq), _configs(dev), launch)
     o = out if out is not None else torch.empty(b, lq, hq, dv, dtype=q.dtype, device=dev)
     lse = torch.empty(b, hq, lq, dtype=torch.float32, device=dev)
     so, sl = mid_o.stride(), mid_l.stride()  # a query head h = hk * G + g is row g * Lq + i of kv head hk

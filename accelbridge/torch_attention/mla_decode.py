@@ -19,6 +19,7 @@ import torch
 from accelbridge.ops.reference import V32_TOKEN_BYTES
 from accelbridge.torch_attention import capabilities
 from accelbridge.torch_attention.capabilities import Capabilities, processors, triton_interpreted
+from accelbridge.torch_attention.fitting import first_fitting
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
 from accelbridge.torch_attention.splits import merge as merge_splits
 
@@ -67,15 +68,19 @@ def _tma_descriptors(k_cache: torch.Tensor, block_n: int, caps: Capabilities) ->
     return TensorDescriptor.from_tensor(rows, [block_n, 256]), TensorDescriptor.from_tensor(rows, [block_n, D_QK - D_V])
 
 
-def _config(device: torch.device, heads: int) -> tuple[int, int, int, int, int]:
-    """(BLOCK_H, BLOCK_N, num_warps, num_stages, DV_BLOCK): H200-tuned; small under the interpreter."""
+@functools.cache
+def _configs(device: torch.device, heads: int) -> tuple[tuple[int, int, int, int, int], ...]:
+    """(BLOCK_H, BLOCK_N, num_warps, num_stages, DV_BLOCK), best first: H200-tuned, then for GPUs with less
+    shared memory (``fitting``: the first takes 221 KB on an H200, an A100 holds 163 KB a block); small under the
+    interpreter."""
     block_h = min(64, max(16, next_pow2(heads)))
     if device.type != "cuda":
-        return block_h, 16, 4, 1, 256  # both output blocks run under the interpreter
+        return ((block_h, 16, 4, 1, 256),)  # both output blocks run under the interpreter
     # H200, dense B=64 ctx 4096, pointer loads: 311 us (1 stage 408, BLOCK_N 32 424, 4 warps 560, 32 heads 353);
     # with TMA 276 us (1 stage 417, BLOCK_N 32 415, 4 warps 495); sparse V3.2 FP8 B=32 topk 2048: 183-184 us
     # (1 stage 196, BLOCK_N 32 3 stages 247, 4 warps 399; BLOCK_N 128 with output blocks of 256 263 in session 9)
-    return block_h, 64, 8, 2, 512
+    return ((block_h, 64, 8, 2, 512), (block_h, 32, 8, 2, 512), (min(block_h, 32), 32, 4, 2, 512),
+            (16, 16, 4, 1, 512))  # fmt: skip
 
 
 def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: bool, indices, topk_length,
@@ -92,45 +97,51 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
     if idx is not None and idx.stride(-1) != 1:
         idx = idx.contiguous()
     keys = idx.shape[1] if idx is not None else block_table.shape[1] * page
-    block_h, block_n, warps, stages, dv_block = _config(dev, hq)
-    tma = None if sparse else _tma_descriptors(k_cache, block_n, capabilities.of(dev))
-    if tma is not None:
-        dv_block = D_V  # the TMA kernel computes the whole output of its head block
-    blocks = ceil_div(hq, block_h) * (D_V // dv_block)  # (head block, output block) pairs
-    programs = rows * blocks
-    # splits fill the programs an SM holds at once, in one wave (H200: the dense kernel's tiles take most of
-    # the shared memory, one a SM; two sparse ones fit). Sparse V3.2 B=32, 64 programs, in the bench: 2 / 3 / 4
-    # / 5 / 6 splits 201 / 183 / 152 / 176 / 183 us (4 fill 256 of 264 places, 5 need a second wave)
-    slots = (2 if sparse else 1) * processors(dev)
-    splits = 1 if 4 * programs >= 3 * slots else max(1, min(slots // programs, ceil_div(keys, 256)))
-    split_len = max(block_n, ceil_div(ceil_div(keys, splits), block_n) * block_n)
-    splits = max(1, ceil_div(keys, split_len))
-    mid_o = torch.empty(rows, splits, hq, D_V, dtype=torch.float32, device=dev)
-    mid_l = torch.empty(rows, splits, hq, dtype=torch.float32, device=dev)
     table = block_table if block_table is not None else qr
     capacity = block_table.shape[1] * page if block_table is not None else 0
-    if tma is not None:
-        _tma_kernel()[(rows, blocks, splits)](
-            qr, k_cache, *tma, block_table, cache_seqlens, mid_o, mid_l, qr.stride(0), qr.stride(1),
-            block_table.stride(0), *mid_o.stride()[:3], *mid_l.stride()[:2], float(scale) * 1.4426950408889634,
-            page, num_blocks, capacity, sq, hq, split_len, BLOCK_H=block_h, BLOCK_N=block_n, CAUSAL=bool(causal),
-            DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
-        )  # fmt: skip
-    else:
-        _kernel()[(rows, blocks, splits)](
-            qr, cache, table, cache_seqlens if cache_seqlens is not None else qr, idx if sparse else qr,
-            topk_length if topk_length is not None else qr, mid_o, mid_l,
-            qr.stride(0), qr.stride(1), cache.stride(0), cache.stride(1),
-            table.stride(0) if block_table is not None else 0,
-            idx.stride(0) if sparse else 0, *mid_o.stride()[:3], *mid_l.stride()[:2],
-            float(scale) * 1.4426950408889634, page, num_blocks, capacity,
-            sq, hq, keys if sparse else 0, split_len,
-            DV=D_V, DR=D_QK - D_V, BLOCK_H=block_h, BLOCK_N=block_n, DV_BLOCK=dv_block,
-            SPARSE=sparse, FP8=is_fp8,
-            CAUSAL=bool(causal) and not sparse, TOPK_GIVEN=sparse and topk_length is not None,
-            PAGE_TILE=not sparse and page % block_n == 0,
-            DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
-        )  # fmt: skip
+
+    def launch(config: tuple[int, int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        block_h, block_n, warps, stages, dv_block = config
+        tma = None if sparse else _tma_descriptors(k_cache, block_n, capabilities.of(dev))
+        if tma is not None:
+            dv_block = D_V  # the TMA kernel computes the whole output of its head block
+        blocks = ceil_div(hq, block_h) * (D_V // dv_block)  # (head block, output block) pairs
+        programs = rows * blocks
+        # splits fill the programs an SM holds at once, in one wave (H200: the dense kernel's tiles take most of
+        # the shared memory, one a SM; two sparse ones fit). Sparse V3.2 B=32, 64 programs, in the bench: 2 / 3 / 4
+        # / 5 / 6 splits 201 / 183 / 152 / 176 / 183 us (4 fill 256 of 264 places, 5 need a second wave)
+        slots = (2 if sparse else 1) * processors(dev)
+        splits = 1 if 4 * programs >= 3 * slots else max(1, min(slots // programs, ceil_div(keys, 256)))
+        split_len = max(block_n, ceil_div(ceil_div(keys, splits), block_n) * block_n)
+        splits = max(1, ceil_div(keys, split_len))
+        mid_o = torch.empty(rows, splits, hq, D_V, dtype=torch.float32, device=dev)
+        mid_l = torch.empty(rows, splits, hq, dtype=torch.float32, device=dev)
+        if tma is not None:
+            _tma_kernel()[(rows, blocks, splits)](
+                qr, k_cache, *tma, block_table, cache_seqlens, mid_o, mid_l, qr.stride(0), qr.stride(1),
+                block_table.stride(0), *mid_o.stride()[:3], *mid_l.stride()[:2], float(scale) * 1.4426950408889634,
+                page, num_blocks, capacity, sq, hq, split_len, BLOCK_H=block_h, BLOCK_N=block_n, CAUSAL=bool(causal),
+                DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
+            )  # fmt: skip
+        else:
+            _kernel()[(rows, blocks, splits)](
+                qr, cache, table, cache_seqlens if cache_seqlens is not None else qr, idx if sparse else qr,
+                topk_length if topk_length is not None else qr, mid_o, mid_l,
+                qr.stride(0), qr.stride(1), cache.stride(0), cache.stride(1),
+                table.stride(0) if block_table is not None else 0,
+                idx.stride(0) if sparse else 0, *mid_o.stride()[:3], *mid_l.stride()[:2],
+                float(scale) * 1.4426950408889634, page, num_blocks, capacity,
+                sq, hq, keys if sparse else 0, split_len,
+                DV=D_V, DR=D_QK - D_V, BLOCK_H=block_h, BLOCK_N=block_n, DV_BLOCK=dv_block,
+                SPARSE=sparse, FP8=is_fp8,
+                CAUSAL=bool(causal) and not sparse, TOPK_GIVEN=sparse and topk_length is not None,
+                PAGE_TILE=not sparse and page % block_n == 0,
+                DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
+            )  # fmt: skip
+        return mid_o, mid_l
+
+    variant = ("sparse, FP8" if is_fp8 else "sparse") if sparse else "dense"
+    mid_o, mid_l = first_fitting(("the MLA decode kernel", dev, q.dtype, variant), _configs(dev, hq), launch)
     o = torch.empty(b, sq, hq, D_V, dtype=q.dtype, device=dev)
     lse = torch.empty(b, hq, sq, dtype=torch.float32, device=dev)
     so, sl = mid_o.stride(), mid_l.stride()  # row b * Sq + s

@@ -18,6 +18,7 @@ import torch
 
 from accelbridge.torch_attention.capabilities import Capabilities, triton_interpreted
 from accelbridge.torch_attention.core import Masking
+from accelbridge.torch_attention.fitting import first_fitting
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
 
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -47,14 +48,15 @@ def writable(out: Any, dtype: torch.dtype) -> torch.Tensor | None:
     return out if out is not None and out.dtype == dtype and out.stride(-1) == 1 else None
 
 
-def _config(d: int, dv: int, device: torch.device) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for these head dims (H200-tuned; small under the interpreter)."""
+@functools.cache
+def _configs(d: int, dv: int, device: torch.device) -> tuple[tuple[int, int, int, int], ...]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for these head dims, best first (H200-tuned; the rest for GPUs
+    with less shared memory, ``fitting``); small under the interpreter."""
     if device.type != "cuda":
-        return 16, 16, 4, 1
-    widest = max(d, dv)
-    if widest <= 128:  # H200, bf16, causal L=4096: d=64 0.83x sgl-kernel FA3, d=128 0.59x (ragged lengths 0.60x)
-        return 128, 64, 8, 3
-    return 64, 32, 4, 2
+        return ((16, 16, 4, 1),)
+    if max(d, dv) <= 128:  # H200, bf16, causal L=4096: d=64 0.83x sgl-kernel FA3, d=128 0.59x (ragged lengths 0.60x)
+        return (128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 1), (32, 32, 4, 1)
+    return (64, 32, 4, 2), (64, 32, 4, 1), (32, 32, 4, 1), (16, 16, 4, 1)
 
 
 def prefill(q, k, v, cu_q, cu_k, max_seqlen_q: int, used_q, used_k, page_table, scale: float, mask: Masking,
@@ -79,20 +81,24 @@ def prefill(q, k, v, cu_q, cu_k, max_seqlen_q: int, used_q, used_k, page_table, 
     else:
         page, num_blocks, table = 1, 1, cu_q
         sk, sv, s_table = (k.stride(0), 0, k.stride(1)), (v.stride(0), 0, v.stride(1)), 0
-    block_m, block_n, warps, stages = _config(d, dv, dev)
     left, right = mask.limits
-    grid = (max(1, ceil_div(max_seqlen_q, block_m)), hq, batch + 1)
-    _kernel()[grid](
-        q, k, v, o, lse, cu_q, cu_k if cu_k is not None else cu_q,
-        used_q if used_q is not None else cu_q, used_k if used_k is not None else cu_q, table,
-        sinks if sinks is not None else cu_q,
-        q.stride(0), q.stride(1), *sk, *sv, o.stride(0), o.stride(1), lse.stride(0), s_table,
-        float(scale) * 1.4426950408889634, float(softcap or 1.0), left, right, page, num_blocks, total_q, batch,
-        skip_aligned,
-        G=hq // hk, D=d, DV=dv, BLOCK_D=next_pow2(d), BLOCK_DV=next_pow2(dv), BLOCK_M=block_m, BLOCK_N=block_n,
-        PAGED=paged, USED_Q_GIVEN=used_q is not None, USED_K_GIVEN=used_k is not None,
-        LEFT=left >= 0, RIGHT=right >= 0, SOFTCAP=bool(softcap), HAS_SINKS=sinks is not None,
-        WRITE_LSE=want_lse, SKIP_ALIGNED=skip_aligned > 0, DOT_F32=triton_interpreted(),
-        num_warps=warps, num_stages=stages,
-    )  # fmt: skip
+
+    def launch(config: tuple[int, int, int, int]) -> None:
+        block_m, block_n, warps, stages = config
+        _kernel()[(max(1, ceil_div(max_seqlen_q, block_m)), hq, batch + 1)](
+            q, k, v, o, lse, cu_q, cu_k if cu_k is not None else cu_q,
+            used_q if used_q is not None else cu_q, used_k if used_k is not None else cu_q, table,
+            sinks if sinks is not None else cu_q,
+            q.stride(0), q.stride(1), *sk, *sv, o.stride(0), o.stride(1), lse.stride(0), s_table,
+            float(scale) * 1.4426950408889634, float(softcap or 1.0), left, right, page, num_blocks, total_q, batch,
+            skip_aligned,
+            G=hq // hk, D=d, DV=dv, BLOCK_D=next_pow2(d), BLOCK_DV=next_pow2(dv), BLOCK_M=block_m, BLOCK_N=block_n,
+            PAGED=paged, USED_Q_GIVEN=used_q is not None, USED_K_GIVEN=used_k is not None,
+            LEFT=left >= 0, RIGHT=right >= 0, SOFTCAP=bool(softcap), HAS_SINKS=sinks is not None,
+            WRITE_LSE=want_lse, SKIP_ALIGNED=skip_aligned > 0, DOT_F32=triton_interpreted(),
+            num_warps=warps, num_stages=stages,
+        )  # fmt: skip
+
+    first_fitting(("the prefill kernel", dev, d, dv, q.dtype, "paged" if paged else "packed"), _configs(d, dv, dev),
+                  launch)  # fmt: skip
     return o, (lse if want_lse else None)

@@ -12,6 +12,7 @@ from accelbridge.torch_attention import (
     capabilities,
     decode,
     dense,
+    fitting,
     flash_attn_varlen_func,
     flash_attn_with_kvcache,
     flash_mla_with_kvcache,
@@ -201,9 +202,44 @@ def test_sparse_fp8_mla_conforms_with_each_output_block(monkeypatch):
     want, want_lse = reference.flash_mla_with_kvcache(q, cache, **kw)
     for dv_block in (256, 512):
         config = (64, 64, 8, 1, dv_block)
-        monkeypatch.setattr(mla_decode, "_config", lambda *_a, config=config: config)
+        monkeypatch.setattr(mla_decode, "_configs", lambda *_a, config=config: (config,))
         got, lse = flash_mla_with_kvcache(q, cache, **kw)
         err = float((got.float() - want.float()).abs().max())
         assert torch.allclose(got.float(), want.float(), atol=2e-2, rtol=2e-2), (dv_block, err)
         finite = torch.isfinite(want_lse)
         assert torch.equal(torch.isfinite(lse), finite) and torch.allclose(lse[finite], want_lse[finite], atol=1e-2)
+
+
+def test_a_launch_config_too_big_for_this_gpu_passes_to_the_next(monkeypatch, caplog):
+    """Each kernel's first config made too big for any GPU (Triton refuses it before launching): the next runs,
+    the result is right, and each kernel says so once."""
+    too_big = {prefill: (256, 128, 8, 4), decode: (1024, 4, 1), mla_decode: (64, 128, 8, 3, 512)}
+    monkeypatch.setattr(fitting, "_TOO_BIG", set())
+    for module, big in too_big.items():
+        monkeypatch.setattr(module, "_configs", lambda *a, _big=big, _own=module._configs: (_big, *_own(*a)))
+    g = torch.Generator(device=DEV).manual_seed(0)
+    q = torch.randn(400, 8, 128, device=DEV, generator=g).to(torch.bfloat16)
+    cu = torch.tensor([0, 100, 400], dtype=torch.int32, device=DEV)
+    dq = torch.randn(3, 1, 8, 128, device=DEV, generator=g).to(torch.bfloat16)
+    kc = torch.randn(12, 64, 2, 128, device=DEV, generator=g).to(torch.bfloat16)
+    table = torch.randperm(12, device=DEV, generator=g).to(torch.int32).view(3, 4)
+    lens = torch.tensor([1, 130, 256], dtype=torch.int32, device=DEV)
+    mq = torch.randn(2, 1, 16, 576, device=DEV, generator=g).to(torch.bfloat16)
+    mkc = torch.randn(4, 64, 1, 576, device=DEV, generator=g).to(torch.bfloat16)
+    mtable = torch.arange(4, dtype=torch.int32, device=DEV).view(2, 2)
+    mlens = torch.tensor([70, 128], dtype=torch.int32, device=DEV)
+    paged = {"cache_seqlens": lens, "page_table": table, "causal": True}
+    calls = [
+        (lambda: flash_attn_varlen_func(q, q[:, :2], q[:, :2], cu, cu, 300, 300, causal=True),
+         lambda: reference.flash_attn_varlen_func(q, q[:, :2], q[:, :2], cu, cu, causal=True)),
+        (lambda: flash_attn_with_kvcache(dq, kc, kc, **paged),
+         lambda: reference.flash_attn_with_kvcache(dq, kc, kc, **paged)),
+        (lambda: flash_mla_with_kvcache(mq, mkc, mtable, mlens, 512, causal=True)[0],
+         lambda: reference.flash_mla_with_kvcache(mq, mkc, mtable, mlens, 512, causal=True)[0]),
+    ]  # fmt: skip
+    with caplog.at_level("WARNING", logger="accelbridge"):
+        for ours, theirs in calls:
+            got, want = ours().float(), theirs().float()
+            assert torch.allclose(got, want, atol=2e-2, rtol=2e-2), float((got - want).abs().max())
+    said = [r.getMessage() for r in caplog.records if "does not fit this GPU" in r.getMessage()]
+    assert len(said) == 3 and all("shared memory" in s for s in said), said

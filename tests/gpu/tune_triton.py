@@ -3,7 +3,7 @@
 For each candidate (block sizes, warps, stages) of the prefill and MLA decode kernels: the time
 side by side with the vendor kernel (interleaved rounds, medians) and the largest difference of
 the result from the vendor's. Prints one JSON line per row; the chosen defaults are the
-``_config`` functions of ``accelbridge.torch_attention.prefill`` and ``mla_decode``.
+``_configs`` functions of ``accelbridge.torch_attention.prefill`` and ``mla_decode``.
 """
 
 import json
@@ -49,7 +49,7 @@ def _prefill_row(fa, name, lens, d, cfg):
     v = torch.randn(total, hk, d, device=DEV, generator=g, dtype=BF16)
     cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device=DEV)
     flops = sum(4 * hq * d * n * n / 2 for n in lens)
-    prefill._config = lambda *_a: cfg
+    prefill._configs = lambda *_a: (cfg,)
 
     def vendor():
         return fa.flash_attn_varlen_func(q, k, v, cu, cu, longest, longest, causal=True)
@@ -94,7 +94,7 @@ def mla_rows(fm, configs):
     for name, flops, vendor, ours in cases:
         want = vendor()[0]
         for cfg in configs:
-            mla_decode._config = lambda *_a, cfg=cfg: cfg
+            mla_decode._configs = lambda *_a, cfg=cfg: (cfg,)
             try:
                 diff = float((ours()[0].float() - want.float()).abs().max())
                 tv, tt = _time_pair(vendor, ours)
@@ -112,7 +112,7 @@ def main(which):
     if "prefill" in which:
         prefill_rows(fa, lambda d: [(128, 64, 8, 3), (128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 8, 2)])
     if "mla" in which:
-        # (BLOCK_H, BLOCK_N, warps, stages, DV_BLOCK): mla_decode._config's tuple
+        # (BLOCK_H, BLOCK_N, warps, stages, DV_BLOCK): a config of mla_decode._configs
         mla_rows(fm, [(64, 64, 8, 2, 512), (64, 32, 8, 2, 512), (64, 128, 8, 1, 256), (64, 64, 8, 1, 256)])
 
 
