@@ -107,9 +107,10 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
             dv_block = D_V  # the TMA kernel computes the whole output of its head block
         blocks = ceil_div(hq, block_h) * (D_V // dv_block)  # (head block, output block) pairs
         programs = rows * blocks
-        # splits fill the programs an SM holds at once, in one wave (H200: the dense kernel's tiles take most of
-        # the shared memory, one a SM; two sparse ones fit). Sparse V3.2 B=32, 64 programs, in the bench: 2 / 3 / 4
-        # / 5 / 6 splits 201 / 183 / 152 / 176 / 183 us (4 fill 256 of 264 places, 5 need a second wave)
+        # splits fill whole waves of programs, one an SM (H200: the dense kernel takes 221 KB of shared memory,
+        # the sparse one 190 KB and 255 registers a thread): dense one wave, sparse two. Sparse V3.2 B=32, 64
+        # programs, in the bench: 2 / 3 / 4 / 5 / 6 splits 201 / 183 / 152 / 176 / 183 us (3 leave half the
+        # second wave idle, 4 fill 256 of 264 places in two waves, 5 and 6 need a third)
         slots = (2 if sparse else 1) * processors(dev)
         splits = 1 if 4 * programs >= 3 * slots else max(1, min(slots // programs, ceil_div(keys, 256)))
         split_len = max(block_n, ceil_div(ceil_div(keys, splits), block_n) * block_n)
