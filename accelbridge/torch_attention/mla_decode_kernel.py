@@ -16,6 +16,15 @@ def _softmax_step(x, n_ok, m, total, scale_log2):
 
 
 @triton.jit
+def _lse_and_inverse(m, total):
+    """A split's lse (base e; -inf where it saw no key) and the reciprocal of its sum (1 there), from the
+    running (max, sum) of ``_softmax_step``."""
+    has = total > 0
+    lse = tl.where(has, (m + tl.log2(tl.where(has, total, 1.0))) * 0.6931471805599453, float("-inf"))
+    return lse, 1.0 / tl.where(has, total, 1.0)
+
+
+@triton.jit
 def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
                       sq_r, sq_h, s_blk, s_slot, s_table, s_idx, so_r, so_s, so_h, sl_r, sl_s,
                       scale_log2, page, num_blocks, capacity, sq, heads, topk, split_len,
@@ -31,7 +40,7 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
     Sparse: the row's index list; an index outside the cache (-1, or past its last token) or past
     ``topk_length`` is no key and is never used to address the cache.
     FP8 caches (V3.2: 512 e4m3 in 4 tiles of 128, 4 float32 scales, 64 bf16 rope per token) are
-    dequantised to bf16 in registers. Writes out (float32, unnormalised merge input) and lse (base e).
+    dequantised to bf16 in registers. Writes out (float32, normalised by its split's sum) and lse (base e).
     """
     row = tl.program_id(0)
     hb = tl.program_id(1) // (DV // DV_BLOCK)
@@ -118,10 +127,9 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
         else:
             acc = tl.dot(p.to(val.dtype), val, acc * alpha[:, None])
         m = m_new
-    has = total > 0
-    lse = tl.where(has, (m + tl.log2(tl.where(has, total, 1.0))) * 0.6931471805599453, float("-inf"))
-    o = acc / tl.where(has, total, 1.0)[:, None]
-    tl.store(OUT + row.to(tl.int64) * so_r + sp * so_s + h[:, None] * so_h + ov[None, :], o, mask=h_ok[:, None])
+    lse, inv = _lse_and_inverse(m, total)
+    tl.store(OUT + row.to(tl.int64) * so_r + sp * so_s + h[:, None] * so_h + ov[None, :], acc * inv[:, None],
+             mask=h_ok[:, None])  # fmt: skip
     tl.store(
         LSE + row.to(tl.int64) * sl_r + sp * sl_s + h, lse, mask=h_ok & (h * 0 + vb == 0)
     )  # one output block writes the lse
@@ -199,9 +207,7 @@ def mla_decode_tma_kernel(Q, CACHE, NOPE, ROPE, TABLE, LENS, OUT, LSE, sq_r, sq_
         k2 = tl.load(at[:, None] + 256 + half[None, :], mask=n_ok[:, None], other=0.0)
         kr = tl.load(at[:, None] + 512 + dr[None, :], mask=n_ok[:, None], other=0.0)
         m, total, acc1, acc2 = _half_tile(q1, q2, qr, k1, k2, kr, n_ok, m, total, acc1, acc2, scale_log2, DOT_F32)
-    has = total > 0
-    lse = tl.where(has, (m + tl.log2(tl.where(has, total, 1.0))) * 0.6931471805599453, float("-inf"))
-    inv = 1.0 / tl.where(has, total, 1.0)
+    lse, inv = _lse_and_inverse(m, total)
     o_at = OUT + row.to(tl.int64) * so_r + sp * so_s + h[:, None] * so_h
     tl.store(o_at + half[None, :], acc1 * inv[:, None], mask=h_ok[:, None])
     tl.store(o_at + 256 + half[None, :], acc2 * inv[:, None], mask=h_ok[:, None])
