@@ -40,12 +40,12 @@ log = logging.getLogger("accelbridge")
 
 def fits(q, k, v, cu_q, cu_k, max_q: Any, max_k: Any, mask: Masking, caps: Capabilities) -> bool:
     """Causal self-attention (the same cu_seqlens, packed keys), fp16/bf16, one head dim, a host max length
-    and rows filling at least FILL of the padded batch.
+    above 0 and rows filling at least FILL of the padded batch.
 
     Causal only: a shorter sequence's padding keys come after all of its queries, so the mask hides them;
     unmasked, its queries would see them (and which sequences are shorter is on the device).
     """
-    if not (caps.triton and cu_k is cu_q and isinstance(max_q, int) and max_k == max_q):
+    if not (caps.triton and cu_k is cu_q and isinstance(max_q, int) and max_q > 0 and max_k == max_q):
         return False
     if mask != Masking(causal=True) or q.dtype not in _DTYPES or not k.dtype == v.dtype == q.dtype:
         return False

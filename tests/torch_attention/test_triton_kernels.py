@@ -72,12 +72,13 @@ result = {}
 # (lengths, rows past the last sequence, causal, q heads, k heads, the caller's out): one length, nearly
 # one length with rows past the end; unmasked (one length, nearly one: a shorter sequence's queries
 # would see its padding keys) and a ragged batch, which the dense path must leave alone; batch x 64
-# rows (a bucket length: views of the rows) all on their rows, one sequence off them, none on them
+# rows (a bucket length: views of the rows) all on their rows, one sequence off them, none on them;
+# no rows in any sequence (max_seqlen_q 0: the prefill kernel zeroes the rows past them)
 for n, (lens, tail, causal, hq, hk, given) in enumerate([
         ((16, 16, 16), 0, True, 4, 2, True), ((16, 15, 16), 2, True, 4, 1, True), ((9, 9), 0, False, 2, 2, True),
         ((16, 15, 16), 0, False, 2, 2, True), ((3, 16), 0, True, 2, 1, True),
         ((64, 64), 0, True, 4, 2, True), ((64, 64), 0, True, 4, 1, False), ((64, 60), 4, True, 4, 2, True),
-        ((60, 64), 4, True, 2, 1, False)]):
+        ((60, 64), 4, True, 2, 1, False), ((0, 0), 4, True, 2, 1, True)]):
     torch.manual_seed(n)
     cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
     total = int(cu[-1]) + tail
@@ -97,7 +98,7 @@ def test_dense_self_attention_writes_every_row_packed_or_over_views():
     result = interpreted.run(_DENSE)
     assert all(err < 2e-3 and not nan and into_out for err, _, nan, into_out in result.values()), result
     # unmasked, or ragged (fill 0.59): not dense; batch x 64 rows: views of the rows, the kernel finishing
-    assert [path for _, path, _, _ in result.values()] == [["packed"]] * 2 + [[]] * 3 + [["_over_views"]] * 4
+    assert [path for _, path, _, _ in result.values()] == [["packed"]] * 2 + [[]] * 3 + [["_over_views"]] * 4 + [[]]
 
 
 _ALIGNED = """
