@@ -158,7 +158,16 @@ def _check(case: Case, name: str, got: list[torch.Tensor], want: tuple) -> None:
 @pytest.mark.parametrize("seed", range(CASES_PER_OP))
 @pytest.mark.parametrize("draw", list(DRAWS))
 def test_torch_reference_and_oracle_agree(draw, seed, monkeypatch):
-    monkeypatch.setenv("ACCELBRIDGE_PROVIDERS", "fa3=torch,flashmla=torch")
+    monkeypatch.setenv("ACCELBRIDGE_PROVIDERS", PROVIDERS)
+    check(draw, seed)
+
+
+PROVIDERS = "fa3=torch,flashmla=torch"  # ACCELBRIDGE_PROVIDERS while a seed is checked
+
+
+def check(draw: str, seed: int) -> None:
+    """Seed ``seed`` of ``draw``: the reference and the torch provider (through the facade; the caller pins it
+    with ``ACCELBRIDGE_PROVIDERS=PROVIDERS``) against the oracle. Raises AssertionError naming the seed."""
     make, facade, expect = DRAWS[draw]
     seed = BASE_SEED + seed
     case = make(random.Random(f"{draw}:{seed}"))
