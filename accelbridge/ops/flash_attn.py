@@ -508,7 +508,8 @@ def varlen_inputs(case: Case, inp: Inputs) -> dict:
     lens_k = c.lens_k or c.lens_q
     dv = c.dv or c.d
     q = inp.randn(sum(c.lens_q), c.hq, c.d)
-    kw = {"cu_seqlens_q": cumulative(c.lens_q, dev), "cu_seqlens_k": cumulative(lens_k, dev),
+    cu_q = cumulative(c.lens_q, dev)  # self-attention passes one tensor for both, as engines' prefill does
+    kw = {"cu_seqlens_q": cu_q, "cu_seqlens_k": cu_q if c.lens_k is None else cumulative(lens_k, dev),
           "max_seqlen_q": _hint(c.lens_q), "max_seqlen_k": _hint(lens_k)}  # fmt: skip
     if c.page_size:  # FA's paged convention: no cu_seqlens_k, the key lengths in seqused_k
         k, table = inp.paged(lens_k, c.hk, c.d)
