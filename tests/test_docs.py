@@ -45,8 +45,8 @@ def test_porting_guide_musa_steps(tmp_path, monkeypatch, capsys):
     assert cli.main(["explain", "fa3.scheduler_metadata", "--simulate", "musa:mp31"]) == 0
     assert "renamed num_heads->num_heads_q, num_heads_k->num_heads_kv" in capsys.readouterr().out
     assert cli.main(["selftest", "--simulate", "musa:mp31", "--provider", "mate", "--standins"]) == 0
-    assert "46 case(s) run: 46 passed, 0 FAILED, 0 errors; 11 skipped" in capsys.readouterr().out
-    assert "46 cases" in text and "skips 11" in text
+    assert "48 case(s) run: 48 passed, 0 FAILED, 0 errors; 11 skipped" in capsys.readouterr().out
+    assert "48 cases" in text and "skips 11" in text
 
 
 def test_env_doc_lists_exactly_the_declared_variables():

@@ -395,6 +395,8 @@ def varlen_cases(op: str, full: bool = False) -> list[Case]:
         replace(c, name="softcap", softcap=1.5),
         replace(c, name="sinks", sinks=True),
         replace(c, name="short", lens_q=(1, 1, 2, 3)),
+        replace(c, name="one-length", lens_q=(64, 64)),  # engines' uniform prefill batch
+        replace(c, name="nearly-one-length", lens_q=(40, 37, 40)),
         replace(c, name="empty-seqs", lens_q=(0, 7, 0, 20)),
         replace(c, name="chunked-prefill", lens_q=(5, 16, 1), lens_k=(40, 100, 64)),
         replace(c, name="lse", return_lse=True),

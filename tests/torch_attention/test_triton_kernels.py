@@ -2,7 +2,8 @@
 
 Every conformance case of fa3.varlen and flashmla.kvcache runs through the torch provider with
 the interpreter on; the kernels must serve every case they fit (all but qv, FP8 q, attention
-chunks, an empty cache, FP8 dense and V4's MODEL1 layout) and each result must conform.
+chunks, an empty cache, FP8 dense and V4's MODEL1 layout; a batch of nearly one length goes to the
+dense path's packed SDPA batch instead) and each result must conform.
 tests/gpu runs the same kernels compiled, in bf16.
 """
 
@@ -46,7 +47,7 @@ _TILES_ACROSS_PAGES = "kernel._configs = lambda device, heads: ((16, 128, 4, 1, 
 @pytest.mark.parametrize(
     ("op", "module", "function", "setup", "not_served"),
     [
-        ("fa3.varlen", "prefill", "prefill", "", {"qv", "fp8", "attention-chunk", "no-keys"}),
+        ("fa3.varlen", "prefill", "prefill", "", {"qv", "fp8", "attention-chunk", "no-keys", "nearly-one-length"}),
         ("flashmla.kvcache", "mla_decode", "mla_decode", "", _NOT_MLA),
         ("flashmla.kvcache", "mla_decode", "mla_decode", _WHOLE_OUTPUT, _NOT_MLA),
         ("flashmla.kvcache", "mla_decode", "mla_decode", _TILES_ACROSS_PAGES, _NOT_MLA),  # per-key table entries
