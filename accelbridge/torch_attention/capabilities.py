@@ -26,6 +26,7 @@ class Capabilities:
     sdpa_gqa: bool = False  # scaled_dot_product_attention(enable_gqa=...)
     triton: bool = False  # the Triton kernels (prefill, paged decode, MLA decode) can run here
     tma: bool = False  # Triton's tensor descriptors (TMA bulk loads: NVIDIA sm90+, or the interpreter)
+    gluon_sm90: bool = False  # Gluon's Hopper ops (wgmma, TMA, mbarriers) on an sm90 GPU: no interpreter
     missing: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -44,6 +45,8 @@ class Capabilities:
             lines.append("Triton kernels: varlen/paged prefill, paged decode, MLA decode" + how)
         if self.tma:
             lines.append("Triton tensor descriptors (TMA): dense MLA decode's key tiles")
+        if self.gluon_sm90:
+            lines.append("Gluon sm90 kernel: dense MLA decode")
         return lines + [f"no {what}: {why}" for what, why in self.missing.items()]
 
 
@@ -91,6 +94,15 @@ def _tma_ready(device: torch.device) -> str | None:
     return None
 
 
+def _gluon_sm90_ready(device: torch.device) -> str | None:
+    """Why the Gluon sm90 kernel cannot serve here (None: it can). Asked only where TMA serves."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
+        return "Gluon's wgmma kernel runs on NVIDIA sm90 GPUs only (not the interpreter, not sm100's tcgen05)"
+    if importlib.util.find_spec("triton.experimental.gluon") is None:
+        return "this triton has no triton.experimental.gluon"
+    return None
+
+
 @functools.cache
 def _for(device_type: str, index: int | None) -> Capabilities:
     device = torch.device(device_type, index) if index is not None else torch.device(device_type)
@@ -104,8 +116,11 @@ def _for(device_type: str, index: int | None) -> Capabilities:
     tma_why = triton_why or _tma_ready(device)
     if tma_why and not triton_why:
         missing["Triton tensor descriptors"] = tma_why
+    gluon_why = tma_why or _gluon_sm90_ready(device)
+    if gluon_why and not tma_why:
+        missing["Gluon sm90 kernel"] = gluon_why
     gqa = "enable_gqa" in str(F.scaled_dot_product_attention.__doc__ or "")
-    return Capabilities(str(device), varlen, gqa, triton_why is None, tma_why is None, missing)
+    return Capabilities(str(device), varlen, gqa, triton_why is None, tma_why is None, gluon_why is None, missing)
 
 
 def of(device: torch.device) -> Capabilities:

@@ -23,6 +23,7 @@ from accelbridge.torch_attention.fitting import first_fitting
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
 from accelbridge.torch_attention.splits import merge as merge_splits
 
+P_SMEM = SUM_LATE = False  # experiment
 D_QK, D_V = 576, 512  # DeepSeek's latent (512) + rope (64) head; MODEL1's 512-dim layout takes the torch path
 _DTYPES = (torch.float16, torch.bfloat16)
 
@@ -54,18 +55,43 @@ def _tma_kernel():
     return mla_decode_tma_kernel
 
 
-def _tma_descriptors(k_cache: torch.Tensor, block_n: int, caps: Capabilities) -> tuple[Any, Any] | None:
-    """TMA descriptors (latent halves, rope) over a dense cache as (tokens, 576), where they serve: a TMA
-    device, a contiguous bf16/fp16 cache on a 16-byte boundary, pages a multiple of the key tile.
+@functools.cache
+def _sm90_kernel():
+    from accelbridge.torch_attention.mla_decode_gluon import mla_decode_sm90_kernel
 
-    H200, dense B=64 ctx 4096: 276 us against 311 us with pointer loads (the same tiles)."""
+    return mla_decode_sm90_kernel
+
+
+@functools.cache
+def _gluon_layouts(dtype: torch.dtype, block_n: int) -> tuple[Any, Any]:
+    """The shared-memory layouts of the Gluon kernel's key tiles (latent half, rope): 128-byte swizzles."""
+    from triton.experimental.gluon import language as gl
+
+    element = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+    return tuple(gl.NVMMASharedLayout.get_default_for(box, element) for box in ([block_n, 256], [block_n, D_QK - D_V]))
+
+
+def _tma_kernel_for(k_cache: torch.Tensor, config: tuple[int, ...], caps: Capabilities) -> tuple[Any, ...] | None:
+    """(kernel, TMA descriptors (latent halves, rope) over a dense cache as (tokens, 576), whether it is Gluon's)
+    where tensor descriptors serve: a TMA device, a contiguous bf16/fp16 cache on a 16-byte boundary, pages a
+    multiple of the key tile. On sm90 with 64-head blocks, 64-key tiles and 8 warps, the Gluon kernel.
+
+    H200, dense B=64 ctx 4096: Triton 276 us against 311 us with pointer loads (the same tiles)."""
+    block_h, block_n, warps = config[:3]
     page = k_cache.shape[1]
     if not (caps.tma and page % block_n == 0 and k_cache.is_contiguous() and k_cache.data_ptr() % 16 == 0):
         return None
+    rows = k_cache.view(-1, D_QK)
+    boxes = ([block_n, 256], [block_n, D_QK - D_V])
+    if caps.gluon_sm90 and (block_h, block_n, warps) == (64, 64, 8):
+        from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
+
+        layouts = _gluon_layouts(k_cache.dtype, block_n)
+        return _sm90_kernel(), tuple(GluonDescriptor(rows, rows.shape, rows.stride(), box, layout)
+                                     for box, layout in zip(boxes, layouts)), True  # fmt: skip
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    rows = k_cache.view(-1, D_QK)
-    return TensorDescriptor.from_tensor(rows, [block_n, 256]), TensorDescriptor.from_tensor(rows, [block_n, D_QK - D_V])
+    return _tma_kernel(), tuple(TensorDescriptor.from_tensor(rows, box) for box in boxes), False
 
 
 @functools.cache
@@ -100,9 +126,9 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
     table = block_table if block_table is not None else qr
     capacity = block_table.shape[1] * page if block_table is not None else 0
 
-    def launch(config: tuple[int, int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def launch(config: tuple[int, int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor, bool]:
         block_h, block_n, warps, stages, dv_block = config
-        tma = None if sparse else _tma_descriptors(k_cache, block_n, capabilities.of(dev))
+        tma = None if sparse else _tma_kernel_for(k_cache, config, capabilities.of(dev))
         if tma is not None:
             dv_block = D_V  # the TMA kernel computes the whole output of its head block
         blocks = ceil_div(hq, block_h) * (D_V // dv_block)  # (head block, output block) pairs
@@ -115,11 +141,28 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
         splits = 1 if 4 * programs >= 3 * slots else max(1, min(slots // programs, ceil_div(keys, 256)))
         split_len = max(block_n, ceil_div(ceil_div(keys, splits), block_n) * block_n)
         splits = max(1, ceil_div(keys, split_len))
+        if tma is not None and tma[2]:
+            # one split and no sink: the kernel writes the result itself (no merge launch); else its splits
+            final = splits == 1 and attn_sink is None
+            o = torch.empty(b, sq, hq, D_V, dtype=q.dtype, device=dev) if final else None
+            lse = torch.empty(b, hq, sq, dtype=torch.float32, device=dev) if final else None
+            mid_o = o if final else torch.empty(rows, splits, hq, D_V, dtype=torch.float32, device=dev)
+            mid_l = lse if final else torch.empty(rows, splits, hq, dtype=torch.float32, device=dev)
+            o_strides = (o.stride(1), 0, o.stride(2)) if final else mid_o.stride()[:3]  # (row, split, head)
+            l_strides = ((lse.stride(0), lse.stride(2), 0, lse.stride(1)) if final  # (b, s, split, head)
+                         else (sq * mid_l.stride(0), mid_l.stride(0), mid_l.stride(1), 1))  # fmt: skip
+            tma[0][(rows, blocks, splits)](
+                qr, k_cache, *tma[1], block_table, cache_seqlens, mid_o, mid_l, qr.stride(0), qr.stride(1),
+                block_table.stride(0), *o_strides, *l_strides, float(scale) * 1.4426950408889634,
+                page, num_blocks, capacity, sq, hq, split_len, BLOCK_H=block_h, BLOCK_N=block_n, CAUSAL=bool(causal),
+                FINAL=final, P_SMEM=P_SMEM, SUM_LATE=SUM_LATE, num_warps=warps,
+            )  # fmt: skip
+            return mid_o, mid_l, final
         mid_o = torch.empty(rows, splits, hq, D_V, dtype=torch.float32, device=dev)
         mid_l = torch.empty(rows, splits, hq, dtype=torch.float32, device=dev)
         if tma is not None:
-            _tma_kernel()[(rows, blocks, splits)](
-                qr, k_cache, *tma, block_table, cache_seqlens, mid_o, mid_l, qr.stride(0), qr.stride(1),
+            tma[0][(rows, blocks, splits)](
+                qr, k_cache, *tma[1], block_table, cache_seqlens, mid_o, mid_l, qr.stride(0), qr.stride(1),
                 block_table.stride(0), *mid_o.stride()[:3], *mid_l.stride()[:2], float(scale) * 1.4426950408889634,
                 page, num_blocks, capacity, sq, hq, split_len, BLOCK_H=block_h, BLOCK_N=block_n, CAUSAL=bool(causal),
                 DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
@@ -139,10 +182,12 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
                 PAGE_TILE=not sparse and page % block_n == 0,
                 DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
             )  # fmt: skip
-        return mid_o, mid_l
+        return mid_o, mid_l, False
 
     variant = ("sparse, FP8" if is_fp8 else "sparse") if sparse else "dense"
-    mid_o, mid_l = first_fitting(("the MLA decode kernel", dev, q.dtype, variant), _configs(dev, hq), launch)
+    mid_o, mid_l, final = first_fitting(("the MLA decode kernel", dev, q.dtype, variant), _configs(dev, hq), launch)
+    if final:
+        return mid_o, mid_l
     o = torch.empty(b, sq, hq, D_V, dtype=q.dtype, device=dev)
     lse = torch.empty(b, hq, sq, dtype=torch.float32, device=dev)
     so, sl = mid_o.stride(), mid_l.stride()  # row b * Sq + s

@@ -109,11 +109,11 @@ def mla():
                                          kw.get("causal", False), kw.get("indices"), None,
                                          kw.get("is_fp8_kvcache", False), None)  # fmt: skip
 
-        descriptors = mla_decode._tma_descriptors
+        descriptors = mla_decode._tma_kernel_for
         if pointer_loads:
-            mla_decode._tma_descriptors = lambda *a: None
+            mla_decode._tma_kernel_for = lambda *a: None
         _sweep("mla" + (" pointer loads" if pointer_loads else ""), mla_decode, configs, call, case.flops, case.name)
-        mla_decode._tma_descriptors = descriptors
+        mla_decode._tma_kernel_for = descriptors
 
 
 if __name__ == "__main__":

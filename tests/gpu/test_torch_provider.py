@@ -1,6 +1,8 @@
 """The torch provider on a real GPU: conformance of every case (its Triton kernels in bf16), the Triton
 decode kernel against the batched path, and no device sync on the decode, prefill and MLA paths."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -243,3 +245,41 @@ def test_a_launch_config_too_big_for_this_gpu_passes_to_the_next(monkeypatch, ca
             assert torch.allclose(got, want, atol=2e-2, rtol=2e-2), float((got - want).abs().max())
     said = [r.getMessage() for r in caplog.records if "does not fit this GPU" in r.getMessage()]
     assert len(said) == 3 and all("shared memory" in s for s in said), said
+
+
+SM90 = [(4, 1, 128, [4096, 1, 64, 0], False, torch.bfloat16), (3, 2, 128, [130, 700, 2], True, torch.bfloat16),
+        (2, 1, 40, [1000, 77], True, torch.float16), (64, 1, 128, [1500] * 64, False, torch.bfloat16)]  # fmt: skip
+
+
+@pytest.mark.parametrize("b, sq, hq, lens, causal, dtype", SM90, ids=["tails-empty", "causal-sq2", "40-fp16", "wave"])
+def test_dense_mla_runs_the_gluon_kernel_on_sm90_and_matches_the_triton_one(monkeypatch, b, sq, hq, lens, causal,
+                                                                            dtype):  # fmt: skip
+    """Dense MLA decode on sm90: the Gluon kernel serves (whole tiles by TMA, the partial last by masked loads,
+    empty sequences, masked heads, splits), within FlashMLA's tolerance of the reference, and agrees with the
+    Triton TMA kernel; unused table entries are poison (out of range) and never read."""
+    caps = capabilities.of(DEV)
+    if not caps.gluon_sm90:
+        pytest.skip(caps.missing.get("Gluon sm90 kernel", "no TMA"))
+    served = []
+    kernel = mla_decode._sm90_kernel
+    monkeypatch.setattr(mla_decode, "_sm90_kernel", lambda: served.append(1) or kernel())
+    g = torch.Generator(device=DEV).manual_seed(b * 100 + hq)
+    pages = max(lens) // 64 + 1
+    q = torch.randn(b, sq, hq, 576, device=DEV, generator=g).to(dtype)
+    kc = torch.randn(b * pages + 1, 64, 1, 576, device=DEV, generator=g).to(dtype)
+    table = torch.randperm(b * pages, device=DEV, generator=g).to(torch.int32).view(b, pages)
+    cache_lens = torch.tensor(lens, dtype=torch.int32, device=DEV)
+    for i, n in enumerate(lens):
+        if n % 64:  # the last page's slots past the sequence
+            kc[table[i, n // 64], n % 64 :] = float("nan")
+        table[i, (n + 63) // 64 :] = 1 << 30  # past the sequence: never a key
+    args = (q, kc, table, cache_lens, 576**-0.5, causal, None, None, False, None)
+    got, lse = mla_decode.mla_decode(*args)
+    want, want_lse = reference.flash_mla_with_kvcache(q, kc, table, cache_lens, 512, causal=causal)
+    assert served and not got.isnan().any()
+    assert torch.allclose(got.float(), want.float(), atol=2e-2, rtol=2e-2), float((got.float() - want).abs().max())
+    finite = torch.isfinite(want_lse)
+    assert torch.equal(torch.isfinite(lse), finite) and torch.allclose(lse[finite], want_lse[finite], atol=1e-3)
+    monkeypatch.setattr(capabilities, "of", lambda d: dataclasses.replace(caps, gluon_sm90=False))
+    triton_out, triton_lse = mla_decode.mla_decode(*args)
+    assert len(served) == 1 and torch.allclose(got.float(), triton_out.float(), atol=2e-2, rtol=2e-2)

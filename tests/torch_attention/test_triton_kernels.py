@@ -39,7 +39,7 @@ _NOT_MLA = {"fp8-dense", "fp8-dense-sentinel-nan", "sparse-v4", "sparse-v4-topk-
             "sparse-v4-conventions"}  # fmt: skip
 # one output block of 512 and pointer loads (no TMA descriptors)
 _WHOLE_OUTPUT = (
-    "kernel._configs = lambda device, heads: ((16, 16, 4, 1, 512),); kernel._tma_descriptors = lambda *a: None"
+    "kernel._configs = lambda device, heads: ((16, 16, 4, 1, 512),); kernel._tma_kernel_for = lambda *a: None"
 )
 _TILES_ACROSS_PAGES = "kernel._configs = lambda device, heads: ((16, 128, 4, 1, 256),)"  # 128 keys a tile, pages of 64
 

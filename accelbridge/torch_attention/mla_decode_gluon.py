@@ -1,0 +1,214 @@
+"""The dense MLA decode kernel for sm90 written in Gluon (imported by ``mla_decode`` on its first sm90 call).
+
+Same program and result as ``mla_decode_tma_kernel`` (query row, block of 64 heads, split; out
+float32 normalised by its split's sum, lse base e), with what Triton's compiler does not choose
+for it (its TTGIR, session 12):
+
+- the scores' MMA split across the two warpgroups (each 32 keys of the tile). Triton puts all
+  warps on the heads for a dot that feeds another dot, so with 64 heads both warpgroups computed
+  the whole score tile, twice the score MMAs;
+- the next tile's TMA load issued as soon as its buffer is free (the previous tile's value MMAs
+  retired), a whole tile ahead; Triton's pipeliner issued it at the end of the iteration, after
+  the value MMAs, so each tile waited for its load.
+
+Gluon has no interpreter: under TRITON_INTERPRET and off sm90, ``mla_decode_tma_kernel`` runs.
+"""
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_init,
+    warpgroup_mma_wait,
+)
+
+# Triton 3.6 names the TMA load async_copy_global_to_shared; 3.7 on, async_load (the old name raises)
+_tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+_cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier  # 3.6: thread_barrier
+# a TMA box is at most 256 wide: the latent as two halves, then the rope
+HALF, ROPE_DIM, ROW = gl.constexpr(256), gl.constexpr(64), gl.constexpr(576)
+
+
+@gluon.jit
+def _issue_scores(q1, q2, qr, k1, k2, kr, zero):
+    """The tile's scores (BLOCK_H, BLOCK_N), three MMA groups in flight."""
+    s = warpgroup_mma(q1, k1.permute((1, 0)), zero, use_acc=False, is_async=True)
+    s = warpgroup_mma(q2, k2.permute((1, 0)), s, is_async=True)
+    return warpgroup_mma(qr, kr.permute((1, 0)), s, is_async=True)
+
+
+@gluon.jit
+def _issue_values(s, n_ok, m, total, acc1, acc2, k1, k2, p_smem, scale_log2,
+                  O_LAYOUT: gl.constexpr, P_LAYOUT: gl.constexpr, P_SMEM: gl.constexpr,
+                  SUM_LATE: gl.constexpr):  # fmt: skip
+    """Softmax step of one tile's scores (base 2; keys outside ``n_ok`` are none), then its value MMAs
+    on the two output halves, in flight. -> (max, sum, acc1, acc2)."""
+    x = gl.where(n_ok[None, :], s * scale_log2, float("-inf"))
+    m_new = gl.maximum(m, gl.max(x, 1))
+    base = gl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = gl.exp2(m - base)
+    p = gl.exp2(x - base[:, None])
+    if SUM_LATE:
+        total = total * alpha[:, None] + p
+    else:
+        total = total * alpha + gl.sum(p, 1)
+    scale = gl.convert_layout(alpha, gl.SliceLayout(1, O_LAYOUT))[:, None]
+    if P_SMEM:
+        p_smem.store(p.to(k1.dtype))
+        fence_async_shared()
+        _cta_barrier()
+        p_op = p_smem
+    else:
+        p_op = gl.convert_layout(p.to(k1.dtype), P_LAYOUT)
+    acc1 = warpgroup_mma(p_op, k1, acc1 * scale, is_async=True)
+    acc2 = warpgroup_mma(p_op, k2, acc2 * scale, is_async=True)
+    return m_new, total, acc1, acc2
+
+
+@gluon.jit
+def _table_entry(TABLE, at_table, start, page, pred):
+    """The block-table entry of sequence position ``start`` where ``pred`` (else 0, nothing read)."""
+    return gl.load(TABLE + at_table + start // page, mask=pred, other=0)
+
+
+@gluon.jit
+def _load_tile(NOPE, ROPE, entry, start, page, num_blocks, bar, k1, k2, kr):
+    """TMA of the whole tile at sequence position ``start``: one page's slots, through its table ``entry``."""
+    blk = gl.minimum(gl.maximum(entry, 0), num_blocks - 1)
+    first = blk * page + start % page
+    mbarrier.expect(bar, 2 * NOPE.block_type.nbytes + ROPE.block_type.nbytes)
+    _tma_load(NOPE, [first, 0], bar, k1)
+    _tma_load(NOPE, [first, HALF], bar, k2)
+    _tma_load(ROPE, [first, 2 * HALF], bar, kr)
+
+
+@gluon.jit
+def _masked_rows(at, rows_ok, cols, dst):
+    """Rows ``at`` (element pointers) into shared ``dst``; rows outside ``rows_ok`` are zero (never read)."""
+    dst.store(gl.load(at[:, None] + cols[None, :], mask=rows_ok[:, None], other=0.0))
+
+
+@gluon.jit
+def mla_decode_sm90_kernel(Q, CACHE, NOPE, ROPE, TABLE, LENS, OUT, LSE, sq_r, sq_h, s_table, so_r, so_s, so_h,
+                           sl_b, sl_q, sl_s, sl_h, scale_log2, page, num_blocks, capacity, sq, heads, split_len,
+                           BLOCK_H: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, FINAL: gl.constexpr,
+                           P_SMEM: gl.constexpr, SUM_LATE: gl.constexpr):  # fmt: skip
+    """Dense decode over a contiguous bf16/fp16 cache (rows of 576) with pages a multiple of BLOCK_N, 8 warps:
+    whole key tiles by TMA into two buffers, the last partial tile by masked loads (no slot past the
+    sequence is read). Writes out (normalised by its split's sum) and lse (base e), addressed by (b, s, split,
+    head): a split's float32 partials, or with FINAL (one split, no sink: no merge to run) the result itself,
+    out in OUT's dtype and lse +inf where the row sees no key (FlashMLA's convention)."""
+    S_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 2],
+                                                       instr_shape=[16, BLOCK_N // 2, 16])  # fmt: skip
+    O_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 2],
+                                                       instr_shape=[16, HALF // 2, 16])  # fmt: skip
+    P_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=O_LAYOUT, k_width=2)
+    WIDE: gl.constexpr = gl.BlockedLayout([1, 8], [1, 32], [8, 1], [1, 0])  # (rows, 256) loads
+    NARROW: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [8, 1], [1, 0])  # (rows, 64) loads
+    dtype: gl.constexpr = Q.dtype.element_ty
+
+    row = gl.program_id(0)
+    hb = gl.program_id(1)
+    sp = gl.program_id(2)
+    b = row // sq
+    s = row % sq
+
+    h_w = hb * BLOCK_H + gl.arange(0, BLOCK_H, layout=gl.SliceLayout(1, WIDE))
+    h_n = hb * BLOCK_H + gl.arange(0, BLOCK_H, layout=gl.SliceLayout(1, NARROW))
+    half = gl.arange(0, HALF, layout=gl.SliceLayout(0, WIDE))
+    dr = gl.arange(0, ROPE_DIM, layout=gl.SliceLayout(0, NARROW))
+    q_row = Q + row.to(gl.int64) * sq_r
+    Q_HALF: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_H, HALF], dtype)
+    Q_ROPE: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_H, ROPE_DIM], dtype)
+    q1 = gl.allocate_shared_memory(dtype, [BLOCK_H, HALF], Q_HALF)
+    q2 = gl.allocate_shared_memory(dtype, [BLOCK_H, HALF], Q_HALF)
+    qr = gl.allocate_shared_memory(dtype, [BLOCK_H, ROPE_DIM], Q_ROPE)
+    _masked_rows(q_row + h_w * sq_h, h_w < heads, half, q1)
+    _masked_rows(q_row + h_w * sq_h + HALF, h_w < heads, half, q2)
+    _masked_rows(q_row + h_n * sq_h + 2 * HALF, h_n < heads, dr, qr)
+
+    k1 = gl.allocate_shared_memory(dtype, [2, BLOCK_N, HALF], NOPE.layout)
+    k2 = gl.allocate_shared_memory(dtype, [2, BLOCK_N, HALF], NOPE.layout)
+    kr = gl.allocate_shared_memory(dtype, [2, BLOCK_N, ROPE_DIM], ROPE.layout)
+    P_SHARED: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_H, BLOCK_N], dtype)
+    p_smem = gl.allocate_shared_memory(dtype, [BLOCK_H, BLOCK_N] if P_SMEM else [8, BLOCK_N], P_SHARED)
+    bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(bars.index(0), count=1)
+    mbarrier.init(bars.index(1), count=1)
+    fence_async_shared()  # q's stores and the barriers' init, before the async proxy reads them
+
+    limit = gl.load(LENS + b)
+    if CAUSAL:
+        limit = limit - sq + s + 1
+    limit = gl.minimum(limit, capacity)  # never past the block-table row
+    lo = sp * split_len
+    hi = gl.minimum(lo + split_len, limit)
+    tiles = gl.maximum(hi - lo, 0) // BLOCK_N  # whole tiles, by TMA
+    at_table = b * s_table
+
+    zero = gl.zeros([BLOCK_H, BLOCK_N], gl.float32, S_LAYOUT)
+    m = gl.full([BLOCK_H], float("-inf"), gl.float32, gl.SliceLayout(1, S_LAYOUT))
+    if SUM_LATE:
+        total = gl.zeros([BLOCK_H, BLOCK_N], gl.float32, S_LAYOUT)
+    else:
+        total = gl.zeros([BLOCK_H], gl.float32, gl.SliceLayout(1, S_LAYOUT))
+    acc1 = warpgroup_mma_init(gl.zeros([BLOCK_H, HALF], gl.float32, O_LAYOUT))  # loop-carried in flight
+    acc2 = warpgroup_mma_init(gl.zeros([BLOCK_H, HALF], gl.float32, O_LAYOUT))
+    every = gl.full([BLOCK_N], 1, gl.int1, gl.SliceLayout(0, S_LAYOUT))
+    if tiles > 0:
+        entry = _table_entry(TABLE, at_table, lo, page, True)
+        _load_tile(NOPE, ROPE, entry, lo, page, num_blocks, bars.index(0), k1.index(0), k2.index(0), kr.index(0))
+    # the entry of the tile after next is read a tile ahead: its load's latency is not in the TMA's issue
+    entry = _table_entry(TABLE, at_table, lo + BLOCK_N, page, tiles > 1)
+    for t in range(tiles):
+        buf = t % 2
+        mbarrier.wait(bars.index(buf), (t // 2) % 2)
+        scores = _issue_scores(q1, q2, qr, k1.index(buf), k2.index(buf), kr.index(buf), zero)
+        # the previous tile's value MMAs are done (groups retire in order): its buffer takes the next tile
+        acc1, acc2 = warpgroup_mma_wait(num_outstanding=3, deps=(acc1, acc2))
+        if t + 1 < tiles:
+            nxt = 1 - buf
+            _load_tile(NOPE, ROPE, entry, lo + (t + 1) * BLOCK_N, page, num_blocks, bars.index(nxt), k1.index(nxt),
+                       k2.index(nxt), kr.index(nxt))  # fmt: skip
+        entry = _table_entry(TABLE, at_table, lo + (t + 2) * BLOCK_N, page, t + 2 < tiles)
+        scores = warpgroup_mma_wait(num_outstanding=0, deps=(scores,))
+        m, total, acc1, acc2 = _issue_values(scores, every, m, total, acc1, acc2, k1.index(buf), k2.index(buf),
+                                             p_smem, scale_log2, O_LAYOUT, P_LAYOUT, P_SMEM, SUM_LATE)  # fmt: skip
+    acc1, acc2 = warpgroup_mma_wait(num_outstanding=0, deps=(acc1, acc2))
+    whole = lo + tiles * BLOCK_N
+    if whole < hi:  # the partial last tile, into buffer 0 (every MMA has retired)
+        blk = gl.minimum(gl.maximum(gl.load(TABLE + at_table + whole // page), 0), num_blocks - 1).to(gl.int64)
+        first = blk * page + whole % page
+        n_w = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, WIDE))
+        n_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, NARROW))
+        _masked_rows(CACHE + (first + n_w) * ROW, whole + n_w < hi, half, k1.index(0))
+        _masked_rows(CACHE + (first + n_w) * ROW + HALF, whole + n_w < hi, half, k2.index(0))
+        _masked_rows(CACHE + (first + n_n) * ROW + 2 * HALF, whole + n_n < hi, dr, kr.index(0))
+        fence_async_shared()
+        _cta_barrier()
+        scores = _issue_scores(q1, q2, qr, k1.index(0), k2.index(0), kr.index(0), zero)
+        scores = warpgroup_mma_wait(num_outstanding=0, deps=(scores,))
+        n_ok = whole + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, S_LAYOUT)) < hi
+        m, total, acc1, acc2 = _issue_values(scores, n_ok, m, total, acc1, acc2, k1.index(0), k2.index(0),
+                                             p_smem, scale_log2, O_LAYOUT, P_LAYOUT, P_SMEM, SUM_LATE)  # fmt: skip
+        acc1, acc2 = warpgroup_mma_wait(num_outstanding=0, deps=(acc1, acc2))
+    mbarrier.invalidate(bars.index(0))
+    mbarrier.invalidate(bars.index(1))
+
+    if SUM_LATE:
+        total = gl.sum(total, 1)
+    has = total > 0
+    lse = gl.where(has, (m + gl.log2(gl.where(has, total, 1.0))) * 0.6931471805599453, float("-inf"))
+    if FINAL:
+        lse = gl.where(has, lse, float("inf"))
+    inv = gl.convert_layout(1.0 / gl.where(has, total, 1.0), gl.SliceLayout(1, O_LAYOUT))[:, None]
+    h_o = hb * BLOCK_H + gl.arange(0, BLOCK_H, layout=gl.SliceLayout(1, O_LAYOUT))
+    d_o = gl.arange(0, HALF, layout=gl.SliceLayout(0, O_LAYOUT))
+    o_at = OUT + row.to(gl.int64) * so_r + sp * so_s + h_o[:, None] * so_h + d_o[None, :]
+    gl.store(o_at, (acc1 * inv).to(OUT.dtype.element_ty), mask=(h_o < heads)[:, None])
+    gl.store(o_at + HALF, (acc2 * inv).to(OUT.dtype.element_ty), mask=(h_o < heads)[:, None])
+    h_s = hb * BLOCK_H + gl.arange(0, BLOCK_H, layout=gl.SliceLayout(1, S_LAYOUT))
+    gl.store(LSE + b.to(gl.int64) * sl_b + s * sl_q + sp * sl_s + h_s * sl_h, lse, mask=h_s < heads)

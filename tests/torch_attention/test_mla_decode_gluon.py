@@ -1,0 +1,90 @@
+"""The Gluon sm90 dense MLA kernel off the GPU: it compiles for sm90 with this triton and fits an SM's shared
+memory (Gluon has no interpreter; tests/gpu runs it), and ``mla_decode`` picks it only where it runs."""
+
+import dataclasses
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from accelbridge.torch_attention import capabilities, mla_decode
+
+ROOT = Path(__file__).parents[2]
+SM90_SHARED = 232448  # bytes of dynamic shared memory an sm90 block may take (227 KB)
+
+
+def _gluon() -> str | None:
+    if importlib.util.find_spec("triton") is None or importlib.util.find_spec("triton.experimental.gluon") is None:
+        return "no triton with Gluon"
+    return None
+
+
+def _signature(kernel, dtype: str, final: bool) -> dict[str, str]:
+    """Triton's signature strings for the kernel's arguments: pointers, descriptors, int32 sizes and strides."""
+    from triton.experimental.gluon import language as gl
+
+    element = {"bf16": gl.bfloat16, "fp16": gl.float16}[dtype]
+    box = {"NOPE": [64, 256], "ROPE": [64, 64]}
+    kinds = {"Q": f"*{dtype}", "CACHE": f"*{dtype}", "TABLE": "*i32", "LENS": "*i32", "LSE": "*fp32",
+             "OUT": f"*{dtype}" if final else "*fp32", "scale_log2": "fp32"}  # fmt: skip
+    for name, shape in box.items():
+        kinds[name] = f"tensordesc<{dtype}{shape},{gl.NVMMASharedLayout.get_default_for(shape, element)!r}>"
+    return {name: "constexpr" if name.isupper() and name not in kinds else kinds.get(name, "i32")
+            for name in kernel.arg_names}  # fmt: skip
+
+
+_COMPILE = """
+import json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+from accelbridge.torch_attention import mla_decode
+from tests.torch_attention.test_mla_decode_gluon import _signature
+dtype, final = sys.argv[1], sys.argv[2] == "1"
+kernel = mla_decode._sm90_kernel()
+consts = {"BLOCK_H": 64, "BLOCK_N": 64, "CAUSAL": True, "FINAL": final, "P_SMEM": False, "SUM_LATE": False}
+source = GluonASTSource(kernel, _signature(kernel, dtype, final), consts)
+compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+ptx = compiled.asm["ptx"]
+print(json.dumps({"shared": compiled.metadata.shared, "wgmma": "wgmma.mma_async" in ptx,
+                  "tma": "cp.async.bulk.tensor" in ptx}))
+"""
+
+
+@pytest.mark.skipif(_gluon() is not None, reason=str(_gluon()))
+@pytest.mark.parametrize("dtype, final", [("bf16", False), ("bf16", True), ("fp16", True)])
+def test_the_gluon_kernel_compiles_for_sm90_within_an_sms_shared_memory(dtype, final):
+    """Gluon's API moves between triton releases (3.7 renamed the TMA load, 3.9 the CTA barrier): compiling the
+    kernel for sm90 here, without a GPU (in a fresh process: triton's bindings report leaks at exit), catches
+    that before a GPU does."""
+    done = subprocess.run([sys.executable, "-c", _COMPILE, dtype, "1" if final else "0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    compiled = json.loads(done.stdout.strip().splitlines()[-1])
+    assert 200 * 1024 < compiled["shared"] <= SM90_SHARED  # q and two key tiles (216 KB): one block an SM
+    assert compiled["wgmma"] and compiled["tma"]
+
+
+@pytest.mark.skipif(_gluon() is not None, reason=str(_gluon()))
+def test_mla_decode_picks_the_gluon_kernel_only_with_its_block_sizes_on_sm90():
+    cache = torch.zeros(4, 64, 1, 576, dtype=torch.bfloat16)
+    sm90 = capabilities.Capabilities("cuda:0", triton=True, tma=True, gluon_sm90=True)
+    kernel, descriptors, gluon = mla_decode._tma_kernel_for(cache, (64, 64, 8, 2, 512), sm90)
+    assert gluon and kernel is mla_decode._sm90_kernel()
+    assert [d.block_shape for d in descriptors] == [[64, 256], [64, 64]]
+    assert all(d.layout.swizzle_byte_width == 128 for d in descriptors)
+    for config, caps in [((32, 64, 8, 2, 512), sm90), ((64, 32, 8, 2, 512), sm90), ((64, 64, 4, 2, 512), sm90),
+                         ((64, 64, 8, 2, 512), dataclasses.replace(sm90, gluon_sm90=False))]:  # fmt: skip
+        kernel, _, gluon = mla_decode._tma_kernel_for(cache, config, caps)
+        assert not gluon and kernel is mla_decode._tma_kernel()
+
+
+def test_the_gluon_kernel_is_said_present_or_missing_with_its_reason():
+    described = "\n".join(capabilities.Capabilities("cuda:0", triton=True, tma=True, gluon_sm90=True).describe())
+    assert "Gluon sm90 kernel: dense MLA decode" in described
+    why = capabilities._gluon_sm90_ready(torch.device("cpu"))
+    assert why is not None and "sm90" in why and "interpreter" in why
