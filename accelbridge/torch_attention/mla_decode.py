@@ -3,10 +3,11 @@
 Program (query row, block of heads, split) streams one slice of the row's keys: the sequence's
 positions through its block-table row (dense) or its index list (sparse, V3.2's FP8 layout or a
 bf16 cache). All heads of a row share each loaded key, as in FlashMLA. On a TMA device (sm90) a
-dense contiguous cache's whole key tiles are read by tensor descriptors (``mla_decode_tma_kernel``).
-Splits, used only when the rows alone leave the GPU's processors idle, are merged with their
-log-sum-exp by ``splits.merge``, which applies the sink and FlashMLA's conventions (a row with no
-key: out 0, lse +inf).
+dense contiguous cache's whole key tiles are read by tensor descriptors (``mla_decode_tma_kernel``;
+on sm90, for 64-head blocks, the Gluon kernel of ``mla_decode_gluon``, which also writes the result
+itself when there is one split and no sink). Splits, used only when the rows alone leave the GPU's
+processors idle, are merged with their log-sum-exp by ``splits.merge``, which applies the sink and
+FlashMLA's conventions (a row with no key: out 0, lse +inf).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from accelbridge.torch_attention.fitting import first_fitting
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
 from accelbridge.torch_attention.splits import merge as merge_splits
 
-P_SMEM = SUM_LATE = False  # experiment
 D_QK, D_V = 576, 512  # DeepSeek's latent (512) + rope (64) head; MODEL1's 512-dim layout takes the torch path
 _DTYPES = (torch.float16, torch.bfloat16)
 
@@ -76,7 +76,7 @@ def _tma_kernel_for(k_cache: torch.Tensor, config: tuple[int, ...], caps: Capabi
     where tensor descriptors serve: a TMA device, a contiguous bf16/fp16 cache on a 16-byte boundary, pages a
     multiple of the key tile. On sm90 with 64-head blocks, 64-key tiles and 8 warps, the Gluon kernel.
 
-    H200, dense B=64 ctx 4096: Triton 276 us against 311 us with pointer loads (the same tiles)."""
+    H200, dense B=64 ctx 4096: Triton 276 us against 311 us with pointer loads (the same tiles), Gluon 218-226."""
     block_h, block_n, warps = config[:3]
     page = k_cache.shape[1]
     if not (caps.tma and page % block_n == 0 and k_cache.is_contiguous() and k_cache.data_ptr() % 16 == 0):
@@ -155,7 +155,7 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
                 qr, k_cache, *tma[1], block_table, cache_seqlens, mid_o, mid_l, qr.stride(0), qr.stride(1),
                 block_table.stride(0), *o_strides, *l_strides, float(scale) * 1.4426950408889634,
                 page, num_blocks, capacity, sq, hq, split_len, BLOCK_H=block_h, BLOCK_N=block_n, CAUSAL=bool(causal),
-                FINAL=final, P_SMEM=P_SMEM, SUM_LATE=SUM_LATE, num_warps=warps,
+                FINAL=final, num_warps=warps,
             )  # fmt: skip
             return mid_o, mid_l, final
         mid_o = torch.empty(rows, splits, hq, D_V, dtype=torch.float32, device=dev)

@@ -25,6 +25,17 @@ def _lse_and_inverse(m, total):
 
 
 @triton.jit
+def dense_key_range(LENS, b, s, sq, capacity, sp, split_len, CAUSAL: tl.constexpr):
+    """Split ``sp``'s keys [lo, hi) of dense row (b, s): its sequence's length, causal up to the row's own
+    position (the last of ``sq`` queries sees them all), never past the block-table row (``capacity``)."""
+    limit = tl.load(LENS + b)
+    if CAUSAL:
+        limit = limit - sq + s + 1
+    lo = sp * split_len
+    return lo, tl.minimum(lo + split_len, tl.minimum(limit, capacity))
+
+
+@triton.jit
 def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
                       sq_r, sq_h, s_blk, s_slot, s_table, s_idx, so_r, so_s, so_h, sl_r, sl_s,
                       scale_log2, page, num_blocks, capacity, sq, heads, topk, split_len,
@@ -62,14 +73,10 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
         if TOPK_GIVEN:
             limit = tl.minimum(tl.load(TOPK_LEN + b), topk)
         topk_row = IDX + row.to(tl.int64) * s_idx
+        lo = sp * split_len
+        hi = tl.minimum(lo + split_len, limit)
     else:
-        length = tl.load(LENS + b)
-        limit = length
-        if CAUSAL:
-            limit = length - sq + s + 1
-        limit = tl.minimum(limit, capacity)  # never past the block-table row
-    lo = sp * split_len
-    hi = tl.minimum(lo + split_len, limit)
+        lo, hi = dense_key_range(LENS, b, s, sq, capacity, sp, split_len, CAUSAL)
     m = tl.full([BLOCK_H], float("-inf"), tl.float32)
     total = tl.zeros([BLOCK_H], tl.float32)
     acc = tl.zeros([BLOCK_H, DV_BLOCK], tl.float32)
@@ -180,12 +187,7 @@ def mla_decode_tma_kernel(Q, CACHE, NOPE, ROPE, TABLE, LENS, OUT, LSE, sq_r, sq_
     q1 = tl.load(q_at + half[None, :], mask=h_ok[:, None], other=0.0)
     q2 = tl.load(q_at + 256 + half[None, :], mask=h_ok[:, None], other=0.0)
     qr = tl.load(q_at + 512 + dr[None, :], mask=h_ok[:, None], other=0.0)
-    limit = tl.load(LENS + b)
-    if CAUSAL:
-        limit = limit - sq + s + 1
-    limit = tl.minimum(limit, capacity)  # never past the block-table row
-    lo = sp * split_len
-    hi = tl.minimum(lo + split_len, limit)
+    lo, hi = dense_key_range(LENS, b, s, sq, capacity, sp, split_len, CAUSAL)
     whole = lo + tl.maximum(hi - lo, 0) // BLOCK_N * BLOCK_N  # the whole tiles end here
     m = tl.full([BLOCK_H], float("-inf"), tl.float32)
     total = tl.zeros([BLOCK_H], tl.float32)

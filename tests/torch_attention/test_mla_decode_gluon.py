@@ -46,7 +46,7 @@ from accelbridge.torch_attention import mla_decode
 from tests.torch_attention.test_mla_decode_gluon import _signature
 dtype, final = sys.argv[1], sys.argv[2] == "1"
 kernel = mla_decode._sm90_kernel()
-consts = {"BLOCK_H": 64, "BLOCK_N": 64, "CAUSAL": True, "FINAL": final, "P_SMEM": False, "SUM_LATE": False}
+consts = {"BLOCK_H": 64, "BLOCK_N": 64, "CAUSAL": True, "FINAL": final}
 source = GluonASTSource(kernel, _signature(kernel, dtype, final), consts)
 compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
 ptx = compiled.asm["ptx"]
