@@ -13,6 +13,7 @@ FlashMLA's conventions (a row with no key: out 0, lse +inf).
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 import torch
@@ -24,6 +25,8 @@ from accelbridge.torch_attention.fitting import first_fitting
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
 from accelbridge.torch_attention.splits import merge as merge_splits
 
+log = logging.getLogger("accelbridge")
+_GLUON_BROKEN: list[str] = []  # why the Gluon kernel did not compile with this triton (then the Triton one runs)
 D_QK, D_V = 576, 512  # DeepSeek's latent (512) + rope (64) head; MODEL1's 512-dim layout takes the torch path
 _DTYPES = (torch.float16, torch.bfloat16)
 
@@ -62,6 +65,12 @@ def _sm90_kernel():
     return mla_decode_sm90_kernel
 
 
+def _triton_version() -> str:
+    import triton
+
+    return triton.__version__
+
+
 @functools.cache
 def _gluon_layouts(dtype: torch.dtype, block_n: int) -> tuple[Any, Any]:
     """The shared-memory layouts of the Gluon kernel's key tiles (latent half, rope): 128-byte swizzles."""
@@ -83,7 +92,7 @@ def _tma_kernel_for(k_cache: torch.Tensor, config: tuple[int, ...], caps: Capabi
         return None
     rows = k_cache.view(-1, D_QK)
     boxes = ([block_n, 256], [block_n, D_QK - D_V])
-    if caps.gluon_sm90 and (block_h, block_n, warps) == (64, 64, 8):
+    if caps.gluon_sm90 and not _GLUON_BROKEN and (block_h, block_n, warps) == (64, 64, 8):
         from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
 
         layouts = _gluon_layouts(k_cache.dtype, block_n)
@@ -151,12 +160,20 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
             o_strides = (o.stride(1), 0, o.stride(2)) if final else mid_o.stride()[:3]  # (row, split, head)
             l_strides = ((lse.stride(0), lse.stride(2), 0, lse.stride(1)) if final  # (b, s, split, head)
                          else (sq * mid_l.stride(0), mid_l.stride(0), mid_l.stride(1), 1))  # fmt: skip
-            tma[0][(rows, blocks, splits)](
-                qr, k_cache, *tma[1], block_table, cache_seqlens, mid_o, mid_l, qr.stride(0), qr.stride(1),
-                block_table.stride(0), *o_strides, *l_strides, float(scale) * 1.4426950408889634,
-                page, num_blocks, capacity, sq, hq, split_len, BLOCK_H=block_h, BLOCK_N=block_n, CAUSAL=bool(causal),
-                FINAL=final, num_warps=warps,
-            )  # fmt: skip
+            from triton.compiler.errors import CompilationError
+
+            try:
+                tma[0][(rows, blocks, splits)](
+                    qr, k_cache, *tma[1], block_table, cache_seqlens, mid_o, mid_l, qr.stride(0), qr.stride(1),
+                    block_table.stride(0), *o_strides, *l_strides, float(scale) * 1.4426950408889634,
+                    page, num_blocks, capacity, sq, hq, split_len, BLOCK_H=block_h, BLOCK_N=block_n,
+                    CAUSAL=bool(causal), FINAL=final, num_warps=warps,
+                )  # fmt: skip
+            except CompilationError as error:  # Gluon's API moves between triton releases: never a failed call
+                _GLUON_BROKEN.append(str(error).strip().splitlines()[-1])
+                log.warning("torch provider: the Gluon sm90 MLA decode kernel does not compile with triton %s (%s);"
+                            " the Triton TMA kernel runs instead", _triton_version(), _GLUON_BROKEN[0])  # fmt: skip
+                return launch(config)
             return mid_o, mid_l, final
         mid_o = torch.empty(rows, splits, hq, D_V, dtype=torch.float32, device=dev)
         mid_l = torch.empty(rows, splits, hq, dtype=torch.float32, device=dev)

@@ -13,6 +13,8 @@ import torch
 
 from accelbridge.torch_attention import capabilities, mla_decode
 
+from . import interpreted
+
 ROOT = Path(__file__).parents[2]
 SM90_SHARED = 232448  # bytes of dynamic shared memory an sm90 block may take (227 KB)
 
@@ -88,3 +90,43 @@ def test_the_gluon_kernel_is_said_present_or_missing_with_its_reason():
     assert "Gluon sm90 kernel: dense MLA decode" in described
     why = capabilities._gluon_sm90_ready(torch.device("cpu"))
     assert why is not None and "sm90" in why and "interpreter" in why
+
+
+_BROKEN = """
+import dataclasses, json, logging, torch
+from triton.compiler.errors import CompilationError
+from accelbridge.ops import reference
+from accelbridge.torch_attention import capabilities, mla_decode
+said, tried = [], []
+class Said(logging.Handler):
+    def emit(self, record):
+        said.append(record.getMessage())
+logging.getLogger("accelbridge").addHandler(Said())
+caps = capabilities.of(torch.device("cpu"))
+capabilities.of = lambda d: dataclasses.replace(caps, gluon_sm90=True)
+def broken(*a, **k):
+    tried.append(1)
+    raise CompilationError(None, None, "async_copy_global_to_shared has been removed; call async_load instead")
+mla_decode._sm90_kernel = lambda: type("K", (), {"__getitem__": lambda self, grid: broken})()
+mla_decode._configs = lambda device, heads: ((64, 64, 8, 1, 512),)
+g = torch.Generator().manual_seed(0)
+q, cache = (torch.randn(*shape, generator=g).to(torch.bfloat16) for shape in ((2, 1, 64, 576), (4, 64, 1, 576)))
+table, lens = torch.arange(4, dtype=torch.int32).view(2, 2), torch.tensor([100, 128], dtype=torch.int32)
+diffs = []
+for _ in range(2):
+    out, lse = mla_decode.mla_decode(q, cache, table, lens, 576**-0.5, True, None, None, False, None)
+    want, want_lse = reference.flash_mla_with_kvcache(q, cache, table, lens, 512, causal=True)
+    diffs.append(float((out.float() - want.float()).abs().max()))
+print(json.dumps({"said": said, "tried": len(tried), "diffs": diffs}))
+"""
+
+
+@pytest.mark.skipif(interpreted.not_ready() or _gluon(), reason=str(interpreted.not_ready() or _gluon()))
+def test_a_gluon_kernel_this_triton_cannot_compile_hands_over_to_the_triton_one_and_says_so():
+    """Under the interpreter, with sm90 pretended and the Gluon launch failing as Gluon's API drift fails it: the
+    call still answers (the Triton TMA kernel), one warning names the triton and the error, and the Gluon kernel
+    is not tried again."""
+    result = interpreted.run(_BROKEN)
+    assert result["tried"] == 1 and all(d < 1e-2 for d in result["diffs"]), result
+    (said,) = result["said"]
+    assert "does not compile with triton" in said and "async_load" in said and "Triton TMA kernel runs" in said
