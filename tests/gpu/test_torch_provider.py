@@ -255,7 +255,7 @@ SM90 = [(4, 1, 128, [4096, 1, 64, 0], False, torch.bfloat16), (3, 2, 128, [130, 
 def test_dense_mla_runs_the_gluon_kernel_on_sm90_and_matches_the_triton_one(monkeypatch, b, sq, hq, lens, causal,
                                                                             dtype):  # fmt: skip
     """Dense MLA decode on sm90: the Gluon kernel serves (whole tiles by TMA, the partial last by masked loads,
-    empty sequences, masked heads, splits), within FlashMLA's tolerance of the reference, and agrees with the
+    empty sequences, masked heads, splits), within the MLA tests' 2e-2 of the reference, and agrees with the
     Triton TMA kernel; unused table entries are poison (out of range) and never read."""
     caps = capabilities.of(DEV)
     if not caps.gluon_sm90:
@@ -281,5 +281,5 @@ def test_dense_mla_runs_the_gluon_kernel_on_sm90_and_matches_the_triton_one(monk
     finite = torch.isfinite(want_lse)
     assert torch.equal(torch.isfinite(lse), finite) and torch.allclose(lse[finite], want_lse[finite], atol=1e-3)
     monkeypatch.setattr(capabilities, "of", lambda d: dataclasses.replace(caps, gluon_sm90=False))
-    triton_out, triton_lse = mla_decode.mla_decode(*args)
+    triton_out = mla_decode.mla_decode(*args)[0]
     assert len(served) == 1 and torch.allclose(got.float(), triton_out.float(), atol=2e-2, rtol=2e-2)
