@@ -118,6 +118,19 @@ def _configs(device: torch.device, heads: int) -> tuple[tuple[int, int, int, int
             (16, 16, 4, 1, 512))  # fmt: skip
 
 
+def _results(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """FlashMLA's out (B, Sq, Hq, 512) in q's dtype and lse (B, Hq, Sq) float32, unwritten."""
+    b, sq, hq, _ = q.shape
+    return (torch.empty(b, sq, hq, D_V, dtype=q.dtype, device=q.device),
+            torch.empty(b, hq, sq, dtype=torch.float32, device=q.device))  # fmt: skip
+
+
+def _partials(rows: int, splits: int, heads: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each split's float32 out (rows, splits, heads, 512) and lse (rows, splits, heads), for the merge."""
+    return (torch.empty(rows, splits, heads, D_V, dtype=torch.float32, device=dev),
+            torch.empty(rows, splits, heads, dtype=torch.float32, device=dev))  # fmt: skip
+
+
 def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: bool, indices, topk_length,
                is_fp8: bool, attn_sink) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """-> out (B, Sq, Hq, 512) in q's dtype, lse (B, Hq, Sq) float32 (+inf where a row sees no key)."""
@@ -153,13 +166,14 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
         if tma is not None and tma[2]:
             # one split and no sink: the kernel writes the result itself (no merge launch); else its splits
             final = splits == 1 and attn_sink is None
-            o = torch.empty(b, sq, hq, D_V, dtype=q.dtype, device=dev) if final else None
-            lse = torch.empty(b, hq, sq, dtype=torch.float32, device=dev) if final else None
-            mid_o = o if final else torch.empty(rows, splits, hq, D_V, dtype=torch.float32, device=dev)
-            mid_l = lse if final else torch.empty(rows, splits, hq, dtype=torch.float32, device=dev)
-            o_strides = (o.stride(1), 0, o.stride(2)) if final else mid_o.stride()[:3]  # (row, split, head)
-            l_strides = ((lse.stride(0), lse.stride(2), 0, lse.stride(1)) if final  # (b, s, split, head)
-                         else (sq * mid_l.stride(0), mid_l.stride(0), mid_l.stride(1), 1))  # fmt: skip
+            if final:
+                mid_o, mid_l = _results(q)
+                o_strides = (mid_o.stride(1), 0, mid_o.stride(2))  # (row, split, head)
+                l_strides = (mid_l.stride(0), mid_l.stride(2), 0, mid_l.stride(1))  # (b, s, split, head)
+            else:
+                mid_o, mid_l = _partials(rows, splits, hq, dev)
+                o_strides = mid_o.stride()[:3]
+                l_strides = (sq * mid_l.stride(0), mid_l.stride(0), mid_l.stride(1), 1)
             from triton.compiler.errors import CompilationError
 
             try:
@@ -175,8 +189,7 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
                             " the Triton TMA kernel runs instead", _triton_version(), _GLUON_BROKEN[0])  # fmt: skip
                 return launch(config)
             return mid_o, mid_l, final
-        mid_o = torch.empty(rows, splits, hq, D_V, dtype=torch.float32, device=dev)
-        mid_l = torch.empty(rows, splits, hq, dtype=torch.float32, device=dev)
+        mid_o, mid_l = _partials(rows, splits, hq, dev)
         if tma is not None:
             tma[0][(rows, blocks, splits)](
                 qr, k_cache, *tma[1], block_table, cache_seqlens, mid_o, mid_l, qr.stride(0), qr.stride(1),
@@ -205,8 +218,7 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
     mid_o, mid_l, final = first_fitting(("the MLA decode kernel", dev, q.dtype, variant), _configs(dev, hq), launch)
     if final:
         return mid_o, mid_l
-    o = torch.empty(b, sq, hq, D_V, dtype=q.dtype, device=dev)
-    lse = torch.empty(b, hq, sq, dtype=torch.float32, device=dev)
+    o, lse = _results(q)
     so, sl = mid_o.stride(), mid_l.stride()  # row b * Sq + s
     # FlashMLA scales out by 1 / (1 + exp(sink - lse)), the sink joining the sum; lse stays without it
     merge_splits(mid_o, mid_l, (sq * so[0], so[0], so[2], so[1]), (sq * sl[0], sl[0], sl[2], sl[1]), o, lse,
