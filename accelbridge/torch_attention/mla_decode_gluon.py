@@ -28,7 +28,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from accelbridge.torch_attention.mla_decode_kernel import dense_key_range
+from accelbridge.torch_attention.mla_decode_kernel import _lse_and_inverse, dense_key_range
 
 # Triton 3.6 names the TMA load async_copy_global_to_shared; 3.7 on, async_load (the old name raises)
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
@@ -72,10 +72,15 @@ def _table_entry(TABLE, at_table, start, page, pred):
 
 
 @gluon.jit
+def _first_row(entry, start, page, num_blocks):
+    """The cache row (token) of sequence position ``start``, through its table ``entry`` clamped into the cache."""
+    return gl.minimum(gl.maximum(entry, 0), num_blocks - 1) * page + start % page
+
+
+@gluon.jit
 def _load_tile(NOPE, ROPE, entry, start, page, num_blocks, bar, k1, k2, kr):
     """TMA of the whole tile at sequence position ``start``: one page's slots, through its table ``entry``."""
-    blk = gl.minimum(gl.maximum(entry, 0), num_blocks - 1)
-    first = blk * page + start % page
+    first = _first_row(entry, start, page, num_blocks)
     mbarrier.expect(bar, 2 * NOPE.block_type.nbytes + ROPE.block_type.nbytes)
     _tma_load(NOPE, [first, 0], bar, k1)
     _tma_load(NOPE, [first, HALF], bar, k2)
@@ -167,8 +172,7 @@ def mla_decode_sm90_kernel(Q, CACHE, NOPE, ROPE, TABLE, LENS, OUT, LSE, sq_r, sq
     acc1, acc2 = warpgroup_mma_wait(num_outstanding=0, deps=(acc1, acc2))
     whole = lo + tiles * BLOCK_N
     if whole < hi:  # the partial last tile, into buffer 0 (every MMA has retired)
-        blk = gl.minimum(gl.maximum(gl.load(TABLE + at_table + whole // page), 0), num_blocks - 1).to(gl.int64)
-        first = blk * page + whole % page
+        first = _first_row(_table_entry(TABLE, at_table, whole, page, True).to(gl.int64), whole, page, num_blocks)
         n_w = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, WIDE))
         n_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, NARROW))
         _masked_rows(CACHE + (first + n_w) * ROW, whole + n_w < hi, half, k1.index(0))
@@ -186,11 +190,10 @@ def mla_decode_sm90_kernel(Q, CACHE, NOPE, ROPE, TABLE, LENS, OUT, LSE, sq_r, sq
     mbarrier.invalidate(bars.index(1))
 
     total = gl.sum(sums, 1)
-    has = total > 0
-    lse = gl.where(has, (m + gl.log2(gl.where(has, total, 1.0))) * 0.6931471805599453, float("-inf"))
+    lse, inv = _lse_and_inverse(m, total)  # Triton's epilogue, shared with the Triton MLA kernels
     if FINAL:
-        lse = gl.where(has, lse, float("inf"))
-    inv = gl.convert_layout(1.0 / gl.where(has, total, 1.0), gl.SliceLayout(1, O_LAYOUT))[:, None]
+        lse = gl.where(total > 0, lse, float("inf"))
+    inv = gl.convert_layout(inv, gl.SliceLayout(1, O_LAYOUT))[:, None]
     h_o = hb * BLOCK_H + gl.arange(0, BLOCK_H, layout=gl.SliceLayout(1, O_LAYOUT))
     d_o = gl.arange(0, HALF, layout=gl.SliceLayout(0, O_LAYOUT))
     o_at = OUT + row.to(gl.int64) * so_r + sp * so_s + h_o[:, None] * so_h + d_o[None, :]
