@@ -161,6 +161,19 @@ def mla_cases(full: bool = False) -> list[Case]:
             c, name="zero-lengths-sentinel-nan", lens_q=(2, 2, 2, 2), lens_k=(0, 140, 0, 20), causal=True, **kernels_own
         ),
         replace(c, name="fp8-dense-sentinel-nan", dtype="fp8_e4m3", tol="", **kernels_own),
+        # several kv heads (FlashMLA's dense tests: h_kv 2, 3, 8; q head i reads kv head i // (h_q / h_kv))
+        replace(c, name="kv-heads-2", hk=2),
+        replace(
+            c,
+            name="kv-heads-3-mtp-causal-sentinel-nan",
+            lens_q=(2, 2, 2),
+            lens_k=(2, 140, 77),
+            hq=9,
+            hk=3,
+            causal=True,
+            **kernels_own,
+        ),  # fmt: skip
+        replace(c, name="kv-heads-8-fp16", lens_k=(20, 140, 300), hq=64, hk=8, dtype="fp16"),
         sparse,
         replace(sparse, name="sparse-v4", d=512),
         replace(sparse, name="sparse-v32-sink", sinks=True),
@@ -251,7 +264,7 @@ def mla_inputs(case: Case, inp: Inputs) -> dict:
     b, sq = len(c.lens_q), c.lens_q[0]
     lens = c.lens_k or c.lens_q
     sparse = c.topk > 0
-    dtype = torch.bfloat16 if sparse or c.dtype != "fp8_e4m3" else inp.dtype
+    dtype = torch.bfloat16 if sparse else inp.dtype  # dense: bf16, fp16 or FP8 (with descales)
     # FlashMLA's tests' magnitudes (its tolerances assume them): dense q and k N(0, 0.1^2); sparse q N(0, 1),
     # k N(0, 0.1^2), scale d^-0.55
     q = inp.randn(b, sq, c.hq, c.d, dtype=torch.bfloat16, scale=1.0 if sparse else 0.1)

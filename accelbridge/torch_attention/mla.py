@@ -114,17 +114,35 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, t
         lse = torch.where(torch.isneginf(lse), float("inf"), lse)
         o = o.view(b, sq, hq, head_dim_v).to(torch.bfloat16 if q.dtype in FP8_DTYPES else q.dtype)
         return o, lse.view(b, sq, hq).transpose(1, 2)
+    o = torch.empty(b, sq, hq, head_dim_v, dtype=out_dtype(q.dtype), device=q.device)
+    lse = torch.empty(b, hq, sq, dtype=torch.float32, device=q.device)
+    for rows in _sequence_chunks(b, k_cache, block_table):
+        o[rows], lse[rows] = _dense(q[rows], k_cache, block_table[rows], cache_seqlens[rows], head_dim_v, scale,
+                                    causal, descale_q, descale_k)  # fmt: skip
+    return o, lse
+
+
+def _sequence_chunks(b: int, k_cache: torch.Tensor, block_table: torch.Tensor) -> list[slice]:
+    """Sequences taken a bounded number at a time: their gathered keys, widened to float32, stay under
+    ``_GATHER_BYTES`` (one sequence at least), whatever the batch and the block-table width."""
+    per_seq = block_table.shape[1] * k_cache.shape[1] * k_cache.shape[2] * k_cache.shape[3] * 4
+    step = max(1, _GATHER_BYTES // max(1, per_seq))
+    return [slice(s, min(s + step, b)) for s in range(0, b, step)] or [slice(0, 0)]
+
+
+def _dense(q, k_cache, block_table, cache_seqlens, head_dim_v, scale, causal, descale_q, descale_k):
+    """Dense decode of a few sequences: their pages gathered, one padded MQA/GQA batch through ``attend``."""
     qf = q.float() * descale_q.float() if descale_q is not None else q
     keys = gather_pages(k_cache, block_table, cache_seqlens)
     if descale_k is not None or keys.dtype in FP8_DTYPES:
         keys = keys.float() * (descale_k.float() if descale_k is not None else 1.0)
     if qf.dtype != keys.dtype:
         qf, keys = qf.float(), keys.float()
-    q_len = torch.full_like(cache_seqlens, sq)
+    q_len = torch.full_like(cache_seqlens, q.shape[1])
     call = Call(qf, keys, keys[..., :head_dim_v], q_len, cache_seqlens, scale, Masking(causal=bool(causal)),
                 want_lse=True, kv_own=True)  # fmt: skip
     o, lse = attend(call)
-    return o.to(out_dtype(q.dtype)), torch.where(torch.isneginf(lse), float("inf"), lse)
+    return o, torch.where(torch.isneginf(lse), float("inf"), lse)
 
 
 def flash_mla_sparse_fwd(q, kv, indices, sm_scale, d_v=512, attn_sink=None, topk_length=None):

@@ -33,15 +33,17 @@ _DTYPES = (torch.float16, torch.bfloat16)
 
 def fits(q: torch.Tensor, k_cache: torch.Tensor, head_dim_v: int, indices: Any, is_fp8: bool, caps: Capabilities,
          *others: Any) -> bool:  # fmt: skip
-    """Whether the kernel serves this call: a Triton device, d_qk 576 / d_v 512, a bf16 (dense: q's dtype)
-    cache or V3.2's FP8 one (sparse), and none of ``others`` (descales, the extra cache) passed."""
+    """Whether the kernel serves this call: a Triton device, d_qk 576 / d_v 512, a bf16 (dense: q's dtype, any
+    number of kv heads dividing q's) cache or V3.2's FP8 one (sparse, one kv head), and none of ``others``
+    (descales, the extra cache) passed."""
     if not caps.triton or any(o is not None for o in others) or q.shape[-1] != D_QK or head_dim_v != D_V:
         return False
     if q.dtype not in _DTYPES or k_cache.stride(-1) != 1 or q.stride(-1) != 1:
         return False
-    if is_fp8:
-        return indices is not None and q.dtype == torch.bfloat16 and k_cache.shape[-1] == V32_TOKEN_BYTES
-    return k_cache.dtype == q.dtype and k_cache.shape[-1] == D_QK
+    if is_fp8:  # sparse FP8 decode reads one kv head (FlashMLA's sparse kernels take h_kv 1)
+        return (indices is not None and q.dtype == torch.bfloat16 and k_cache.shape[-1] == V32_TOKEN_BYTES
+                and k_cache.shape[2] == 1)  # fmt: skip
+    return k_cache.dtype == q.dtype and k_cache.shape[-1] == D_QK and q.shape[2] % k_cache.shape[2] == 0
 
 
 @functools.cache
@@ -80,22 +82,24 @@ def _gluon_layouts(dtype: torch.dtype, block_n: int) -> tuple[Any, Any]:
     return tuple(gl.NVMMASharedLayout.get_default_for(box, element) for box in ([block_n, 256], [block_n, D_QK - D_V]))
 
 
-def _tma_kernel_for(k_cache: torch.Tensor, config: tuple[int, ...], caps: Capabilities) -> tuple[Any, ...] | None:
-    """(kernel, TMA descriptors (latent halves, rope) over a dense cache as (tokens, 576), whether it is Gluon's)
-    where tensor descriptors serve: a TMA device, a contiguous bf16/fp16 cache on a 16-byte boundary, pages a
-    multiple of the key tile. On sm90 with 64-head blocks, 64-key tiles and 8 warps, the Gluon kernel.
+def _tma_kernel_for(cache: torch.Tensor, config: tuple[int, ...], caps: Capabilities) -> tuple[Any, ...] | None:
+    """(kernel, TMA descriptors (latent halves, rope) over one kv head's dense cache (blocks, page, 576) as
+    (tokens, 576) rows ``cache.stride(1)`` elements apart, whether it is Gluon's) where tensor descriptors serve:
+    a TMA device, bf16/fp16 rows on 16-byte boundaries with the blocks one after another, pages a multiple of the
+    key tile. On sm90 with 64-head blocks, 64-key tiles and 8 warps, the Gluon kernel.
 
     H200, dense B=64 ctx 4096: Triton 276 us against 311 us with pointer loads (the same tiles), Gluon 218-226."""
     block_h, block_n, warps = config[:3]
-    page = k_cache.shape[1]
-    if not (caps.tma and page % block_n == 0 and k_cache.is_contiguous() and k_cache.data_ptr() % 16 == 0):
+    page, row_stride = cache.shape[1], cache.stride(1)
+    if not (caps.tma and page % block_n == 0 and cache.stride(2) == 1 and cache.stride(0) == page * row_stride
+            and row_stride * cache.element_size() % 16 == 0 and cache.data_ptr() % 16 == 0):  # fmt: skip
         return None
-    rows = k_cache.view(-1, D_QK)
+    rows = cache.as_strided((cache.shape[0] * page, D_QK), (row_stride, 1))
     boxes = ([block_n, 256], [block_n, D_QK - D_V])
     if caps.gluon_sm90 and not _GLUON_BROKEN and (block_h, block_n, warps) == (64, 64, 8):
         from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
 
-        layouts = _gluon_layouts(k_cache.dtype, block_n)
+        layouts = _gluon_layouts(cache.dtype, block_n)
         return _sm90_kernel(), tuple(GluonDescriptor(rows, rows.shape, rows.stride(), box, layout)
                                      for box, layout in zip(boxes, layouts)), True  # fmt: skip
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -133,13 +137,19 @@ def _partials(rows: int, splits: int, heads: int, dev: torch.device) -> tuple[to
 
 def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: bool, indices, topk_length,
                is_fp8: bool, attn_sink) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """-> out (B, Sq, Hq, 512) in q's dtype, lse (B, Hq, Sq) float32 (+inf where a row sees no key)."""
+    """-> out (B, Sq, Hq, 512) in q's dtype, lse (B, Hq, Sq) float32 (+inf where a row sees no key).
+
+    With h_kv kv heads (dense), q head i reads kv head i // (Hq / h_kv), as FlashMLA's reference repeats them:
+    each kv head's group of q heads is one launch over that head's view of the cache (h_kv launches; DeepSeek's
+    models have one kv head)."""
     b, sq, hq, d = q.shape
     rows = b * sq
     dev = q.device
     qr = q.reshape(rows, hq, d)
-    page, num_blocks = k_cache.shape[1], k_cache.shape[0]
-    cache = k_cache.view(torch.uint8) if is_fp8 else k_cache
+    page, num_blocks, kv_heads = k_cache.shape[1], k_cache.shape[0], k_cache.shape[2]
+    group = hq // kv_heads
+    heads_of = [slice(j * group, (j + 1) * group) for j in range(kv_heads)]  # q heads of kv head j
+    caches = [k_cache.view(torch.uint8)[:, :, 0] if is_fp8 else k_cache[:, :, j] for j in range(kv_heads)]
     sparse = indices is not None
     idx = indices.reshape(rows, -1) if sparse else None
     if idx is not None and idx.stride(-1) != 1:
@@ -147,14 +157,18 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
     keys = idx.shape[1] if idx is not None else block_table.shape[1] * page
     table = block_table if block_table is not None else qr
     capacity = block_table.shape[1] * page if block_table is not None else 0
+    scale_log2 = float(scale) * 1.4426950408889634
 
     def launch(config: tuple[int, int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor, bool]:
         block_h, block_n, warps, stages, dv_block = config
-        tma = None if sparse else _tma_kernel_for(k_cache, config, capabilities.of(dev))
+        caps = capabilities.of(dev)
+        tma = None if sparse else [_tma_kernel_for(c, config, caps) for c in caches]
+        if tma is not None and any(t is None for t in tma):
+            tma = None
         if tma is not None:
             dv_block = D_V  # the TMA kernel computes the whole output of its head block
-        blocks = ceil_div(hq, block_h) * (D_V // dv_block)  # (head block, output block) pairs
-        programs = rows * blocks
+        blocks = ceil_div(group, block_h) * (D_V // dv_block)  # (head block, output block) pairs of a kv head
+        programs = rows * blocks * kv_heads
         # splits fill whole waves of programs, one an SM (H200: the dense kernel takes 221 KB of shared memory,
         # the sparse one 190 KB and 255 registers a thread): dense one wave, sparse two. Sparse V3.2 B=32, 64
         # programs, in the bench: 2 / 3 / 4 / 5 / 6 splits 201 / 183 / 152 / 176 / 183 us (3 leave half the
@@ -163,59 +177,62 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
         splits = 1 if 4 * programs >= 3 * slots else max(1, min(slots // programs, ceil_div(keys, 256)))
         split_len = max(block_n, ceil_div(ceil_div(keys, splits), block_n) * block_n)
         splits = max(1, ceil_div(keys, split_len))
-        if tma is not None and tma[2]:
-            # one split and no sink: the kernel writes the result itself (no merge launch); else its splits
-            final = splits == 1 and attn_sink is None
+        gluon = tma is not None and tma[0][2]
+        # Gluon with one split and no sink: the kernel writes the result itself (no merge launch); else partials
+        final = gluon and splits == 1 and attn_sink is None
+        mid_o, mid_l = _results(q) if final else _partials(rows, splits, hq, dev)
+        for heads, cache, kernel in zip(heads_of, caches, tma or [None] * kv_heads):
+            o, lse = mid_o[:, :, heads], mid_l[:, heads] if final else mid_l[:, :, heads]
             if final:
-                mid_o, mid_l = _results(q)
-                o_strides = (mid_o.stride(1), 0, mid_o.stride(2))  # (row, split, head)
-                l_strides = (mid_l.stride(0), mid_l.stride(2), 0, mid_l.stride(1))  # (b, s, split, head)
+                o_strides = (o.stride(1), 0, o.stride(2))  # (row, split, head)
+                l_strides = (lse.stride(0), lse.stride(2), 0, lse.stride(1))  # (b, s, split, head)
             else:
-                mid_o, mid_l = _partials(rows, splits, hq, dev)
-                o_strides = mid_o.stride()[:3]
-                l_strides = (sq * mid_l.stride(0), mid_l.stride(0), mid_l.stride(1), 1)
-            from triton.compiler.errors import CompilationError
+                o_strides, l_strides = o.stride()[:3], lse.stride()[:2]
+            args = (qr[:, heads], cache)
+            if gluon:
+                from triton.compiler.errors import CompilationError
 
-            try:
-                tma[0][(rows, blocks, splits)](
-                    qr, k_cache, *tma[1], block_table, cache_seqlens, mid_o, mid_l, qr.stride(0), qr.stride(1),
-                    block_table.stride(0), *o_strides, *l_strides, float(scale) * 1.4426950408889634,
-                    page, num_blocks, capacity, sq, hq, split_len, BLOCK_H=block_h, BLOCK_N=block_n,
-                    CAUSAL=bool(causal), FINAL=final, num_warps=warps,
+                if not final:
+                    l_strides = (sq * l_strides[0], l_strides[0], l_strides[1], 1)
+                try:
+                    kernel[0][(rows, blocks, splits)](
+                        *args, *kernel[1], block_table, cache_seqlens, o, lse, qr.stride(0), qr.stride(1),
+                        block_table.stride(0), *o_strides, *l_strides, scale_log2, page, num_blocks, cache.stride(1),
+                        capacity, sq, group, split_len, BLOCK_H=block_h, BLOCK_N=block_n, CAUSAL=bool(causal),
+                        FINAL=final, num_warps=warps,
+                    )  # fmt: skip
+                except CompilationError as error:  # Gluon's API moves between triton releases: never a failed call
+                    _GLUON_BROKEN.append(str(error).strip().splitlines()[-1])
+                    log.warning("torch provider: the Gluon sm90 MLA decode kernel does not compile with triton %s "
+                                "(%s); the Triton TMA kernel runs instead",
+                                _triton_version(), _GLUON_BROKEN[0])  # fmt: skip
+                    return launch(config)
+            elif kernel is not None:
+                kernel[0][(rows, blocks, splits)](
+                    *args, *kernel[1], block_table, cache_seqlens, o, lse, qr.stride(0), qr.stride(1),
+                    block_table.stride(0), *o_strides, *l_strides, scale_log2, page, num_blocks, cache.stride(1),
+                    capacity, sq, group, split_len, BLOCK_H=block_h, BLOCK_N=block_n, CAUSAL=bool(causal),
+                    DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
                 )  # fmt: skip
-            except CompilationError as error:  # Gluon's API moves between triton releases: never a failed call
-                _GLUON_BROKEN.append(str(error).strip().splitlines()[-1])
-                log.warning("torch provider: the Gluon sm90 MLA decode kernel does not compile with triton %s (%s);"
-                            " the Triton TMA kernel runs instead", _triton_version(), _GLUON_BROKEN[0])  # fmt: skip
-                return launch(config)
-            return mid_o, mid_l, final
-        mid_o, mid_l = _partials(rows, splits, hq, dev)
-        if tma is not None:
-            tma[0][(rows, blocks, splits)](
-                qr, k_cache, *tma[1], block_table, cache_seqlens, mid_o, mid_l, qr.stride(0), qr.stride(1),
-                block_table.stride(0), *mid_o.stride()[:3], *mid_l.stride()[:2], float(scale) * 1.4426950408889634,
-                page, num_blocks, capacity, sq, hq, split_len, BLOCK_H=block_h, BLOCK_N=block_n, CAUSAL=bool(causal),
-                DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
-            )  # fmt: skip
-        else:
-            _kernel()[(rows, blocks, splits)](
-                qr, cache, table, cache_seqlens if cache_seqlens is not None else qr, idx if sparse else qr,
-                topk_length if topk_length is not None else qr, mid_o, mid_l,
-                qr.stride(0), qr.stride(1), cache.stride(0), cache.stride(1),
-                table.stride(0) if block_table is not None else 0,
-                idx.stride(0) if sparse else 0, *mid_o.stride()[:3], *mid_l.stride()[:2],
-                float(scale) * 1.4426950408889634, page, num_blocks, capacity,
-                sq, hq, keys if sparse else 0, split_len,
-                DV=D_V, DR=D_QK - D_V, BLOCK_H=block_h, BLOCK_N=block_n, DV_BLOCK=dv_block,
-                SPARSE=sparse, FP8=is_fp8,
-                CAUSAL=bool(causal) and not sparse, TOPK_GIVEN=sparse and topk_length is not None,
-                PAGE_TILE=not sparse and page % block_n == 0,
-                DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
-            )  # fmt: skip
-        return mid_o, mid_l, False
+            else:
+                _kernel()[(rows, blocks, splits)](
+                    *args, table, cache_seqlens if cache_seqlens is not None else qr, idx if sparse else qr,
+                    topk_length if topk_length is not None else qr, o, lse,
+                    qr.stride(0), qr.stride(1), cache.stride(0), cache.stride(1),
+                    table.stride(0) if block_table is not None else 0,
+                    idx.stride(0) if sparse else 0, *o_strides, *l_strides,
+                    scale_log2, page, num_blocks, capacity,
+                    sq, group, keys if sparse else 0, split_len,
+                    DV=D_V, DR=D_QK - D_V, BLOCK_H=block_h, BLOCK_N=block_n, DV_BLOCK=dv_block,
+                    SPARSE=sparse, FP8=is_fp8,
+                    CAUSAL=bool(causal) and not sparse, TOPK_GIVEN=sparse and topk_length is not None,
+                    PAGE_TILE=not sparse and page % block_n == 0,
+                    DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
+                )  # fmt: skip
+        return mid_o, mid_l, final
 
     variant = ("sparse, FP8" if is_fp8 else "sparse") if sparse else "dense"
-    mid_o, mid_l, final = first_fitting(("the MLA decode kernel", dev, q.dtype, variant), _configs(dev, hq), launch)
+    mid_o, mid_l, final = first_fitting(("the MLA decode kernel", dev, q.dtype, variant), _configs(dev, group), launch)
     if final:
         return mid_o, mid_l
     o, lse = _results(q)

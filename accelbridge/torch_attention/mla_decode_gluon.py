@@ -34,7 +34,7 @@ from accelbridge.torch_attention.mla_decode_kernel import _lse_and_inverse, dens
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 _cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier  # 3.6: thread_barrier
 # a TMA box is at most 256 wide: the latent as two halves, then the rope
-HALF, ROPE_DIM, ROW = gl.constexpr(256), gl.constexpr(64), gl.constexpr(576)
+HALF, ROPE_DIM = gl.constexpr(256), gl.constexpr(64)
 
 
 @gluon.jit
@@ -95,14 +95,14 @@ def _masked_rows(at, rows_ok, cols, dst):
 
 @gluon.jit
 def mla_decode_sm90_kernel(Q, CACHE, NOPE, ROPE, TABLE, LENS, OUT, LSE, sq_r, sq_h, s_table, so_r, so_s, so_h,
-                           sl_b, sl_q, sl_s, sl_h, scale_log2, page, num_blocks, capacity, sq, heads, split_len,
+                           sl_b, sl_q, sl_s, sl_h, scale_log2, page, num_blocks, s_row, capacity, sq, heads, split_len,
                            BLOCK_H: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr,
                            FINAL: gl.constexpr):  # fmt: skip
-    """Dense decode over a contiguous bf16/fp16 cache (rows of 576) with pages a multiple of BLOCK_N, 8 warps:
-    whole key tiles by TMA into two buffers, the last partial tile by masked loads (no slot past the
-    sequence is read). Writes out (normalised by its split's sum) and lse (base e), addressed by (b, s, split,
-    head): a split's float32 partials, or with FINAL (one split, no sink: no merge to run) the result itself,
-    out in OUT's dtype and lse +inf where the row sees no key (FlashMLA's convention)."""
+    """Dense decode over one kv head of a bf16/fp16 cache (tokens of 576, ``s_row`` elements apart) with pages a
+    multiple of BLOCK_N, 8 warps: whole key tiles by TMA into two buffers, the last partial tile by masked loads
+    (no slot past the sequence is read). Writes out (normalised by its split's sum) and lse (base e), addressed
+    by (b, s, split, head): a split's float32 partials, or with FINAL (one split, no sink: no merge to run) the
+    result itself, out in OUT's dtype and lse +inf where the row sees no key (FlashMLA's convention)."""
     S_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 2],
                                                        instr_shape=[16, BLOCK_N // 2, 16])  # fmt: skip
     O_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 2],
@@ -175,9 +175,9 @@ def mla_decode_sm90_kernel(Q, CACHE, NOPE, ROPE, TABLE, LENS, OUT, LSE, sq_r, sq
         first = _first_row(_table_entry(TABLE, at_table, whole, page, True).to(gl.int64), whole, page, num_blocks)
         n_w = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, WIDE))
         n_n = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, NARROW))
-        _masked_rows(CACHE + (first + n_w) * ROW, whole + n_w < hi, half, k1.index(0))
-        _masked_rows(CACHE + (first + n_w) * ROW + HALF, whole + n_w < hi, half, k2.index(0))
-        _masked_rows(CACHE + (first + n_n) * ROW + 2 * HALF, whole + n_n < hi, dr, kr.index(0))
+        _masked_rows(CACHE + (first + n_w) * s_row, whole + n_w < hi, half, k1.index(0))
+        _masked_rows(CACHE + (first + n_w) * s_row + HALF, whole + n_w < hi, half, k2.index(0))
+        _masked_rows(CACHE + (first + n_n) * s_row + 2 * HALF, whole + n_n < hi, dr, kr.index(0))
         fence_async_shared()
         _cta_barrier()
         scores = _issue_scores(q1, q2, qr, k1.index(0), k2.index(0), kr.index(0), zero)

@@ -165,12 +165,12 @@ def _half_tile(q1, q2, qr, k1, k2, kr, n_ok, m, total, acc1, acc2, scale_log2, D
 
 @triton.jit
 def mla_decode_tma_kernel(Q, CACHE, NOPE, ROPE, TABLE, LENS, OUT, LSE, sq_r, sq_h, s_table, so_r, so_s, so_h,
-                          sl_r, sl_s, scale_log2, page, num_blocks, capacity, sq, heads, split_len,
+                          sl_r, sl_s, scale_log2, page, num_blocks, s_row, capacity, sq, heads, split_len,
                           BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
                           DOT_F32: tl.constexpr):  # fmt: skip
-    """Dense decode over a contiguous bf16/fp16 cache (rows of 576) with pages a multiple of BLOCK_N: the
-    program (query row, head block, split) of ``mla_decode_kernel``, its whole key tiles read by TMA
-    (descriptors NOPE (BLOCK_N, 256) and ROPE (BLOCK_N, 64) over the cache as (tokens, 576)), each
+    """Dense decode over one kv head of a bf16/fp16 cache (tokens of 576, ``s_row`` elements apart) with pages a
+    multiple of BLOCK_N: the program (query row, head block, split) of ``mla_decode_kernel``, its whole key tiles
+    read by TMA (descriptors NOPE (BLOCK_N, 256) and ROPE (BLOCK_N, 64) over the head's (tokens, 576) rows), each
     one page's slots through one block-table entry; the last, partial tile by masked loads, so no slot
     past the sequence is read. Writes out (float32, normalised by its split's sum) and lse (base e).
     """
@@ -204,7 +204,7 @@ def mla_decode_tma_kernel(Q, CACHE, NOPE, ROPE, TABLE, LENS, OUT, LSE, sq_r, sq_
     if whole < hi:
         n_ok = whole + tl.arange(0, BLOCK_N) < hi
         blk = tl.minimum(tl.maximum(tl.load(TABLE + b * s_table + whole // page), 0), num_blocks - 1).to(tl.int64)
-        at = CACHE + (blk * page + whole % page + tl.arange(0, BLOCK_N)) * 576
+        at = CACHE + (blk * page + whole % page + tl.arange(0, BLOCK_N)) * s_row
         k1 = tl.load(at[:, None] + half[None, :], mask=n_ok[:, None], other=0.0)
         k2 = tl.load(at[:, None] + 256 + half[None, :], mask=n_ok[:, None], other=0.0)
         kr = tl.load(at[:, None] + 512 + dr[None, :], mask=n_ok[:, None], other=0.0)

@@ -79,6 +79,15 @@ def _window(kw):
     return (int(w[0]), int(w[1]))
 
 
+def _descaled(kw, b, q, k, v):
+    """FA3's FP8 descales (batch, h_kv): sequence b's q (by its heads' kv head), k and v, in float64."""
+    if kw.get("q_descale") is None:
+        return q, k, v
+    per_kv = [kw[f"{n}_descale"][b].double() for n in "qkv"]
+    qd = per_kv[0].repeat_interleave(q.shape[-2] // per_kv[0].shape[0])
+    return q.double() * qd[:, None], k.double() * per_kv[1][:, None], v.double() * per_kv[2][:, None]
+
+
 def varlen(kw):
     """flash_attn_varlen_func -> out (total_q, Hq, Dv), lse (Hq, total_q) with sinks."""
     q, cu_q = kw["q"], kw["cu_seqlens_q"].tolist()
@@ -92,11 +101,38 @@ def varlen(kw):
             ks = slice(int(kw["cu_seqlens_k"][b]), int(kw["cu_seqlens_k"][b + 1]))
             k, v = kw["k"][ks], kw["v"][ks]
         qs = slice(cu_q[b], cu_q[b + 1])
-        out[qs], lse[:, qs] = _sequence(q[qs], k, v, _scale(kw, q.shape[-1]), kw.get("causal"), _window(kw),
+        qb, k, v = _descaled(kw, b, q[qs], k, v)
+        out[qs], lse[:, qs] = _sequence(qb, k, v, _scale(kw, q.shape[-1]), kw.get("causal"), _window(kw),
                                         kw.get("softcap") or 0.0, kw.get("sinks"))  # fmt: skip
     if kw["k"][..., 0, 0].numel() == 0:  # FA3 launches nothing when k holds no token: lse +inf
         lse.fill_(math.inf)
     return out, lse
+
+
+def _rotated(x, kw, positions):
+    """x (L, H, D) rotated at ``positions`` (L,) by the call's rotary table (the first 2 * cos.shape[1] dims):
+    pairs (2i, 2i + 1) when interleaved, else (i, i + R/2), as FA3 documents it."""
+    cos, sin = kw["rotary_cos"].double()[positions][:, None, :], kw["rotary_sin"].double()[positions][:, None, :]
+    half = cos.shape[-1]
+    x = x.double().clone()
+    if kw.get("rotary_interleaved", True):
+        a, b = x[..., 0 : 2 * half : 2], x[..., 1 : 2 * half : 2]
+        x[..., 0 : 2 * half : 2], x[..., 1 : 2 * half : 2] = a * cos - b * sin, a * sin + b * cos
+    else:
+        a, b = x[..., :half], x[..., half : 2 * half]
+        x[..., :half], x[..., half : 2 * half] = a * cos - b * sin, a * sin + b * cos
+    return x
+
+
+def _with_rotary(kw, b, n_cached, q, k_new):
+    """FA3's rotary with appended keys: the new keys at positions n_cached, n_cached + 1, ...; the queries there
+    too when causal or windowed, else all at n_cached."""
+    if kw.get("rotary_cos") is None or k_new is None:
+        return q, k_new
+    start = n_cached if kw.get("rotary_seqlens") is None else int(kw["rotary_seqlens"][b])
+    moving = kw.get("causal") or _window(kw) != (-1, -1)
+    q_pos = start + (torch.arange(q.shape[0]) if moving else torch.zeros(q.shape[0], dtype=torch.long))
+    return _rotated(q, kw, q_pos), _rotated(k_new, kw, start + torch.arange(k_new.shape[0]))
 
 
 def kvcache(kw):
@@ -121,9 +157,11 @@ def kvcache(kw):
         else:
             r = b if rows is None else int(rows[b])
             k, v = kc[r, start:n], vc[r, start:n]
-        if kw.get("k") is not None:
-            k, v = torch.cat([k, kw["k"][b]]), torch.cat([v, kw["v"][b]])
         qb = q[int(kw["cu_seqlens_q"][b]) : int(kw["cu_seqlens_q"][b + 1])] if packed else q[b]
+        if kw.get("k") is not None:
+            qb, k_new = _with_rotary(kw, b, n, qb, kw["k"][b])
+            k, v = torch.cat([k.to(k_new.dtype), k_new]), torch.cat([v, kw["v"][b]])
+        qb, k, v = _descaled(kw, b, qb, k, v)
         o, lb = _sequence(qb, k, v, _scale(kw, q.shape[-1]), kw.get("causal"), _window(kw),
                           kw.get("softcap") or 0.0, kw.get("sinks"))  # fmt: skip
         if packed:

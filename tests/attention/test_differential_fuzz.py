@@ -11,6 +11,7 @@ with either) decides. A failure names the seed and the case, so ``-k "<op> and <
 import inspect
 import math
 import random
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -19,8 +20,9 @@ import torch
 from accelbridge import attention, ops
 from accelbridge.ops.cases import SENTINEL, Case, Inputs
 from accelbridge.ops.flash_mla import PREFILL_INVALID
+from accelbridge.ops.spec import out_dtype
 
-from . import oracle
+from . import oracle, upstream_grids
 
 CASES_PER_OP = 300
 BASE_SEED = 20261201
@@ -84,11 +86,11 @@ def kvcache_case(r: random.Random) -> Case:
 
 def mla_dense_case(r: random.Random) -> Case:
     b, sq = r.randint(1, 4), r.choice([1, 1, 2, 3])
-    fp8 = r.random() < 0.2
-    return Case("flashmla.kvcache", "fuzz", lens_q=(sq,) * b, lens_k=_lens(r, b, 200), hq=r.choice([1, 2, 8, 16]),
-                hk=1, d=576, dv=512, page_size=64, causal=sq > 1 and r.random() < 0.7, with_out=False,
-                dtype="fp8_e4m3" if fp8 else "bf16", tol="" if fp8 else "flashmla",
-                **_retired(r, True))  # fmt: skip
+    dtype = r.choice(["bf16", "bf16", "fp16", "fp8_e4m3"])
+    hk = r.choice([1, 1, 2, 3])  # FlashMLA's dense tests take h_kv 1, 2, 3, 8
+    return Case("flashmla.kvcache", "fuzz", lens_q=(sq,) * b, lens_k=_lens(r, b, 200), hq=hk * r.choice([1, 3, 8]),
+                hk=hk, d=576, dv=512, page_size=64, causal=sq > 1 and r.random() < 0.7, with_out=False,
+                dtype=dtype, tol="" if dtype == "fp8_e4m3" else "flashmla", **_retired(r, True))  # fmt: skip
 
 
 def mla_sparse_case(r: random.Random) -> Case:
@@ -134,7 +136,7 @@ def _results(got) -> list[torch.Tensor]:
 
 def _agree(actual: torch.Tensor, expected: torch.Tensor, what: str, atol: float, rtol: float) -> None:
     """Equal where both are infinite (same sign), within atol + rtol*|expected| elsewhere; no NaN."""
-    a, e = actual.double().cpu(), expected.double()
+    a, e = actual.double().cpu(), expected.double().cpu()
     assert a.shape == e.shape, f"{what}: shape {tuple(a.shape)}, expected {tuple(e.shape)}"
     assert not a.isnan().any(), f"{what}: {int(a.isnan().sum())} NaN"
     inf = e.isinf()
@@ -158,33 +160,47 @@ def _check(case: Case, name: str, got: list[torch.Tensor], want: tuple) -> None:
 PROVIDERS = "fa3=torch,flashmla=torch"  # ACCELBRIDGE_PROVIDERS while a seed is checked
 
 
-def check(draw: str, seed: int) -> None:
-    """Seed ``seed`` of ``draw``: the reference and the torch provider (through the facade; the caller pins it
-    with ``ACCELBRIDGE_PROVIDERS=PROVIDERS``) against the oracle. Raises AssertionError naming the seed."""
-    make, facade, expect = DRAWS[draw]
+def check(
+    draw: str,
+    seed: int,
+    device: str = "cpu",
+    make: Callable[[random.Random], Case] | None = None,
+    reference: bool = True,
+) -> Case:
+    """Seed ``seed`` of ``draw``: the reference (unless ``reference`` is False) and the torch provider (through
+    the facade; the caller pins it with ``ACCELBRIDGE_PROVIDERS=PROVIDERS``) on ``device`` against the oracle
+    (float64, on the same device). ``make`` draws the case (default: this file's draw). Raises AssertionError
+    naming the seed; returns the case."""
+    default_make, facade, expect = DRAWS[draw]
     seed = BASE_SEED + seed
-    case = make(random.Random(f"{draw}:{seed}"))
+    case = (make or default_make)(random.Random(f"{draw}:{seed}"))
     spec = ops.get(case.op)
-    kw = spec.inputs(case, Inputs(case, seed, torch.device("cpu")))
+    dev = torch.device(device)
+    kw = spec.inputs(case, Inputs(case, seed, dev))
     if case.op == "flashmla.kvcache":
         kw["tile_scheduler_metadata"] = attention.get_mla_metadata()[0]
-    want = expect(kw)
+    with dev:  # the oracle's own tensors beside the inputs
+        want = expect(kw)
     where = f"seed {seed}, {case.describe()}"
     if "return_softmax_lse" in spec.params:
         kw["return_softmax_lse"] = True
     takes = inspect.signature(spec.reference).parameters
     ref_kw = {k: v for k, v in _own_caches(case, kw).items() if k in takes}
-    _check(case, f"reference ({where})", _results(spec.reference(**ref_kw)), want)
+    if reference:
+        _check(case, f"reference ({where})", _results(spec.reference(**ref_kw)), want)
     call = _own_caches(case, kw)
     if case.with_out and "out" in spec.params:
-        call["out"] = torch.full(want[0].shape, math.nan, dtype=kw["q"].dtype)
+        call["out"] = torch.full(want[0].shape, math.nan, dtype=out_dtype(kw["q"].dtype), device=dev)
     got = _results(facade(**call))
     if "out" in call:
         assert got[0] is call["out"], f"torch ({where}): out was not returned"
     _check(case, f"torch ({where})", got, want)
-    if case.new_tokens:  # both appended the same new keys into their caches
+    if case.new_tokens and reference:  # both appended the same new keys into their caches
         for name in ("k_cache", "v_cache"):
-            assert torch.equal(call[name].nan_to_num(), ref_kw[name].nan_to_num()), f"torch ({where}): {name}"
+            assert torch.equal(call[name].float().nan_to_num(), ref_kw[name].float().nan_to_num()), (
+                f"torch ({where}): {name}"
+            )
+    return case
 
 
 @pytest.mark.parametrize("seed", range(CASES_PER_OP))
@@ -192,3 +208,14 @@ def check(draw: str, seed: int) -> None:
 def test_torch_reference_and_oracle_agree(draw, seed, monkeypatch):
     monkeypatch.setenv("ACCELBRIDGE_PROVIDERS", PROVIDERS)
     check(draw, seed)
+
+
+UPSTREAM_CASES_PER_OP, UPSTREAM_WORK = 8, 2e5  # the upstream grids' shapes, few sequences: CPU seconds
+
+
+@pytest.mark.parametrize("seed", range(UPSTREAM_CASES_PER_OP))
+@pytest.mark.parametrize("draw", list(upstream_grids.DRAWS))
+def test_upstream_grids_torch_reference_and_oracle_agree(draw, seed, monkeypatch):
+    """Draws from the kernels' own test grids (h_kv 2/3/8, head dims to 256, pages to 256, ...), small."""
+    monkeypatch.setenv("ACCELBRIDGE_PROVIDERS", PROVIDERS)
+    check(draw, seed, make=lambda r: upstream_grids.DRAWS[draw](r, UPSTREAM_WORK))

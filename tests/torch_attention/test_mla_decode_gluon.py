@@ -73,7 +73,7 @@ def test_the_gluon_kernel_compiles_for_sm90_within_an_sms_shared_memory(dtype, f
 
 @pytest.mark.skipif(_gluon() is not None, reason=str(_gluon()))
 def test_mla_decode_picks_the_gluon_kernel_only_with_its_block_sizes_on_sm90():
-    cache = torch.zeros(4, 64, 1, 576, dtype=torch.bfloat16)
+    cache = torch.zeros(4, 64, 2, 576, dtype=torch.bfloat16)[:, :, 1]  # kv head 1 of 2: rows 1152 apart
     sm90 = capabilities.Capabilities("cuda:0", triton=True, tma=True, gluon_sm90=True)
     kernel, descriptors, gluon = mla_decode._tma_kernel_for(cache, (64, 64, 8, 2, 512), sm90)
     assert gluon and kernel is mla_decode._sm90_kernel()
