@@ -39,7 +39,6 @@ def _fa3(module: str) -> Any:
 
 def _cases(dev: torch.device) -> list[Case]:
     """The issue's shapes on a GPU; on a CPU, smaller ones (32-sequence paged decode among them)."""
-    from accelbridge import attention
 
     gpu = dev.type == "cuda"
     bf16 = torch.bfloat16
@@ -66,13 +65,24 @@ def _cases(dev: torch.device) -> list[Case]:
     cases.append(Case(f"fa3 paged decode batch {db} ctx {ctx} page {page}", "fa3.kvcache", 4 * db * hq * d * ctx,
                       decode, (lambda: fa.flash_attn_with_kvcache(**decode)) if fa else None,
                       {"kv_bytes": kv_bytes}))  # fmt: skip
-    mb, mhq, mctx = (64, 128, 4096) if gpu else (8, 16, 512)
+    fm = _fa3("sgl_kernel.flash_mla")
+    cases.append(_mla_dense_case(dev, fm, *((64, 128, 4096) if gpu else (8, 16, 512))))
+    # upstream FlashMLA's longest rows (b 128, s_k 32768): peak memory beside the vendor's, not only time
+    cases.append(_mla_dense_case(dev, fm, *((128, 128, 32768) if gpu else (4, 16, 4096)), long=True))
+    cases.append(_sparse_case(dev, fm))
+    return cases
+
+
+def _mla_dense_case(dev: torch.device, fm: Any, mb: int, mhq: int, mctx: int, long: bool = False) -> Case:
+    """FlashMLA dense decode over a paged bf16 cache of ``mb`` sequences of ``mctx`` tokens, ``mhq`` heads."""
+    from accelbridge import attention
+
+    bf16 = torch.bfloat16
     mpages = mctx // 64
     mq = torch.randn(mb, 1, mhq, 576, device=dev, dtype=bf16)
     mkc = torch.randn(mb * mpages, 64, 1, 576, device=dev, dtype=bf16)
     mtable = torch.randperm(mb * mpages, device=dev).to(torch.int32).reshape(mb, mpages)
     mlens = torch.full((mb,), mctx, dtype=torch.int32, device=dev)
-    fm = _fa3("sgl_kernel.flash_mla")
     meta, splits = attention.get_mla_metadata(mlens, mhq, 1)  # the facade's plan, one per case (plans freeze)
     mla = dict(q=mq, k_cache=mkc, block_table=mtable, cache_seqlens=mlens, head_dim_v=512, causal=True,
                tile_scheduler_metadata=meta, num_splits=splits)  # fmt: skip
@@ -80,10 +90,8 @@ def _cases(dev: torch.device) -> list[Case]:
     if fm:
         v_meta, v_splits = fm.get_mla_metadata(mlens, mhq, 1)
         vendor_mla = lambda: fm.flash_mla_with_kvcache(mq, mkc, mtable, mlens, 512, v_meta, v_splits, causal=True)  # noqa: E731
-    cases.append(Case(f"flashmla dense decode batch {mb} {mhq} heads ctx {mctx}", "flashmla.kvcache",
-                      2 * mb * mhq * mctx * (576 + 512), mla, vendor_mla))  # fmt: skip
-    cases.append(_sparse_case(dev, fm))
-    return cases
+    name = f"flashmla dense decode{' long context' if long else ''} batch {mb} {mhq} heads ctx {mctx}"
+    return Case(name, "flashmla.kvcache", 2 * mb * mhq * mctx * (576 + 512), mla, vendor_mla)
 
 
 def _sparse_case(dev: torch.device, fm: Any) -> Case:
