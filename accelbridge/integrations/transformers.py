@@ -35,6 +35,7 @@ PAGED_NAME = "paged|accelbridge"
 NAMES = (NAME, PAGED_NAME)
 MIN_VERSION = Version("5.0")
 
+
 class TransformersArgumentError(AccelbridgeError, ValueError):
     """A transformers model passed an attention argument the facade cannot serve exactly."""
 
