@@ -10,43 +10,41 @@ COMMON = {"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": VOCAB, "pad_t
           "eos_token_id": None, "initializer_range": 0.1}  # fmt: skip
 
 
-def _configs() -> dict:
+# Per model: its config class, the arguments beyond COMMON, and the transformers implementation that computes
+# what the model does (sdpa, or eager where sdpa lacks a feature the model uses: softcap, sinks).
+_HEADS = {"num_attention_heads": 4, "num_key_value_heads": 2}  # GQA 2:1
+SPECS = {
+    "llama": ("LlamaConfig", {**_HEADS, "intermediate_size": 128}, "sdpa"),
+    "qwen2": ("Qwen2Config", {**_HEADS, "intermediate_size": 128}, "sdpa"),
+    "mistral": ("MistralConfig", {**_HEADS, "intermediate_size": 128, "sliding_window": 5}, "sdpa"),
+    "gemma2": ("Gemma2Config", {**_HEADS, "intermediate_size": 128, "head_dim": 16, "sliding_window": 5,
+                                "query_pre_attn_scalar": 16, "attn_logit_softcapping": 2.0,
+                                "final_logit_softcapping": 30.0}, "eager"),
+    "gpt_oss": ("GptOssConfig", {**_HEADS, "intermediate_size": 64, "head_dim": 16, "sliding_window": 5,
+                                 "num_local_experts": 4, "num_experts_per_tok": 2}, "eager"),
+    # MLA as transformers computes it: q/k head dim 32 + 16 = 48, v head dim 32 (DeepSeek V3: 128 + 64 / 128)
+    "deepseek_v3": ("DeepseekV3Config", {"num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 128,
+                                         "moe_intermediate_size": 32, "n_routed_experts": 4, "num_experts_per_tok": 2,
+                                         "n_shared_experts": 1, "n_group": 1, "topk_group": 1,
+                                         "first_k_dense_replace": 1, "q_lora_rank": 32, "kv_lora_rank": 32,
+                                         "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32}, "sdpa"),
+}  # fmt: skip
+
+MODELS = tuple(SPECS)
+
+
+def build(name: str, dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0, **overrides):
+    """The model `name` (config arguments `overrides` on top), seeded random weights, in eval mode.
+
+    Returns (model, the transformers implementation to compare with).
+    """
     import transformers as tf
 
-    heads = {"num_attention_heads": 4, "num_key_value_heads": 2}  # GQA 2:1
-    return {
-        # (config, the transformers implementation that computes what the model does: sdpa, or eager where
-        #  sdpa lacks a feature the model uses)
-        "llama": (tf.LlamaConfig(**COMMON, **heads, intermediate_size=128), "sdpa"),
-        "qwen2": (tf.Qwen2Config(**COMMON, **heads, intermediate_size=128), "sdpa"),
-        "mistral": (tf.MistralConfig(**COMMON, **heads, intermediate_size=128, sliding_window=5), "sdpa"),
-        "gemma2": (tf.Gemma2Config(**COMMON, **heads, intermediate_size=128, head_dim=16, sliding_window=5,
-                                   query_pre_attn_scalar=16, attn_logit_softcapping=2.0,
-                                   final_logit_softcapping=30.0), "eager"),  # fmt: skip
-        "gpt_oss": (tf.GptOssConfig(**COMMON, **heads, intermediate_size=64, head_dim=16, sliding_window=5,
-                                    num_local_experts=4, num_experts_per_tok=2), "eager"),  # fmt: skip
-        # MLA as transformers computes it: q/k head dim 32 + 16 = 48, v head dim 32 (DeepSeek V3: 192 / 128)
-        "deepseek_v3": (tf.DeepseekV3Config(**COMMON, num_attention_heads=4, num_key_value_heads=4,
-                                            intermediate_size=128, moe_intermediate_size=32, n_routed_experts=4,
-                                            num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
-                                            first_k_dense_replace=1, q_lora_rank=32, kv_lora_rank=32,
-                                            qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32), "sdpa"),
-    }  # fmt: skip
-
-
-MODELS = ("llama", "qwen2", "mistral", "gemma2", "gpt_oss", "deepseek_v3")
-
-
-def build(name: str, dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0, scale: dict | None = None):
-    """The model `name`, seeded random weights, in eval mode; returns (model, baseline implementation)."""
-    import transformers as tf
-
-    config, baseline = _configs()[name]
-    for key, value in (scale or {}).items():
-        setattr(config, key, value)
+    config_class, arguments, baseline = SPECS[name]
+    config = getattr(tf, config_class)(**{**COMMON, **arguments, **overrides})
     torch.manual_seed(seed)
     model = tf.AutoModelForCausalLM.from_config(config, dtype=dtype).to(device).eval()
-    if name == "gpt_oss":  # sinks initialise to zeros in some versions: make them matter
+    if name == "gpt_oss":  # make the sinks matter, whatever the version initialises them to
         with torch.no_grad():
             for layer in model.model.layers:
                 layer.self_attn.sinks.normal_(0.0, 1.0)
