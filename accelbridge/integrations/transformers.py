@@ -3,9 +3,10 @@
 Importing this module registers the backend with transformers (``AttentionInterface`` and its mask
 interface), so a model loaded or switched with ``attn_implementation="accelbridge"`` computes every
 attention call through :func:`accelbridge.attention.flash_attn_varlen_func` (padded, packed and
-continuous-batching batches) or :func:`accelbridge.attention.flash_attn_with_kvcache` (transformers'
-block-table decode path), resolved against the active platform's catalog like any facade call.
-``"paged|accelbridge"`` names the same backend, as transformers 5.23+ names ``paged|flash_attention_2``.
+continuous-batching prefill batches) or :func:`accelbridge.attention.flash_attn_with_kvcache`
+(continuous batching's decode steps, reading transformers' paged cache through its block table),
+resolved against the active platform's catalog like any facade call. ``"paged|accelbridge"`` names the
+same backend, as transformers 5.23+ names ``paged|flash_attention_2``.
 
 What the model passes is mapped, or refused with an error naming the model's argument:
 causal and the sliding window (transformers counts the query's own token, FA's ``window_size`` does
@@ -193,28 +194,44 @@ def _mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
 
 
 def _accept_in_continuous_batching() -> None:
-    """Let transformers' continuous batching run this backend as it runs flash attention.
+    """Let transformers' continuous batching run this backend as it runs flash attention, block tables included.
 
     transformers 5.x accepts only "sdpa", "paged|eager" and names containing "flash" for continuous
-    batching (``ContinuousBatchingManager.switch_to_cb_friendly_attn``); everything else is switched or
-    refused by name. This backend takes exactly what the flash path gets there (packed rows with
-    cumulative lengths, no mask, ``is_causal=True``), so the check is widened for our names only.
+    batching (``ContinuousBatchingManager.switch_to_cb_friendly_attn``), and turns its block-table decode
+    path on only for flash_attention_2/3 on CUDA (``initialization.ensure_decode_fast_path_is_available``).
+    This backend takes exactly what the flash path gets there (packed rows with cumulative lengths, no
+    mask, ``is_causal=True``; block table, paged caches and the new keys), on any device, so both checks
+    are widened for our names only; every other implementation goes through transformers' own code.
     """
-    from transformers.generation.continuous_batching import continuous_api
+    from transformers.generation.continuous_batching import continuous_api, initialization
 
     manager = continuous_api.ContinuousBatchingManager
-    original = manager.switch_to_cb_friendly_attn
-    if getattr(original, "_accelbridge", False):
-        return
+    original_switch = manager.switch_to_cb_friendly_attn
+    if not getattr(original_switch, "_accelbridge", False):
 
-    @functools.wraps(original)
-    def switch_to_cb_friendly_attn(self, model, auto_switch_to_flash: bool = True) -> None:  # noqa: ANN001
-        if model.config._attn_implementation in NAMES:
+        @functools.wraps(original_switch)
+        def switch_to_cb_friendly_attn(self, model, auto_switch_to_flash: bool = True) -> None:  # noqa: ANN001
+            if model.config._attn_implementation in NAMES:
+                return None
+            return original_switch(self, model, auto_switch_to_flash)
+
+        switch_to_cb_friendly_attn._accelbridge = True  # type: ignore[attr-defined]
+        manager.switch_to_cb_friendly_attn = switch_to_cb_friendly_attn
+
+    original_fast_path = initialization.ensure_decode_fast_path_is_available
+    if not getattr(original_fast_path, "_accelbridge", False):
+
+        @functools.wraps(original_fast_path)
+        def ensure_decode_fast_path_is_available(config, cb_config, user_requested: bool) -> None:  # noqa: ANN001
+            if config._attn_implementation not in NAMES:
+                return original_fast_path(config, cb_config, user_requested)
+            types = initialization.group_layers_by_attn_type(config)
+            if not all(initialization.ATTN_TYPE_TO_ALLOCATOR[t].supports_block_table for t in types):
+                cb_config.max_blocks_per_request = 0  # transformers' sliding-window pages have no block table
             return None
-        return original(self, model, auto_switch_to_flash)
 
-    switch_to_cb_friendly_attn._accelbridge = True  # type: ignore[attr-defined]
-    manager.switch_to_cb_friendly_attn = switch_to_cb_friendly_attn
+        ensure_decode_fast_path_is_available._accelbridge = True  # type: ignore[attr-defined]
+        initialization.ensure_decode_fast_path_is_available = ensure_decode_fast_path_is_available
 
 
 def register(ver: int = 3) -> None:
