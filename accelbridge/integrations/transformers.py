@@ -36,6 +36,17 @@ PAGED_NAME = "paged|accelbridge"
 NAMES = (NAME, PAGED_NAME)
 MIN_VERSION = Version("5.0")
 
+# Keywords that reach an attention function and ask nothing of it: generation and cache bookkeeping
+# (transformers' paged cache has already read or written its pages when they arrive), positions already
+# applied by the rotary embedding, output switches of other modules. Any other keyword with a value
+# (not None or False) is refused: what it asks of attention is unknown, so it cannot be honoured.
+_BOOKKEEPING = frozenset({"position_ids", "cache_position", "use_cache", "cache", "past_key_values", "read_index",
+                          "write_index", "logits_indices", "logits_processor_args", "position_embeddings",
+                          "output_router_logits", "output_hidden_states", "return_dict", "layer_idx"})  # fmt: skip
+_SERVED = frozenset({"cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "block_table", "k_cache",
+                     "v_cache", "output_attentions", "position_bias", "head_mask"})  # fmt: skip
+_KNOWN = _BOOKKEEPING | _SERVED
+
 
 class TransformersArgumentError(AccelbridgeError, ValueError):
     """A transformers model passed an attention argument the facade cannot serve exactly."""
@@ -72,6 +83,13 @@ def _check(module: torch.nn.Module, attention_mask: Any, dropout: float, kwargs:
     for name in ("position_bias", "head_mask"):
         if kwargs.get(name) is not None:
             raise _refuse(module, name, "a tensor", "Use attn_implementation='eager' or 'sdpa' for this model.")
+    unknown = sorted(k for k, v in kwargs.items() if k not in _KNOWN and v is not None and v is not False)
+    if unknown:
+        value = kwargs[unknown[0]]
+        got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else repr(value)[:40]
+        raise _refuse(module, unknown[0], got, "The backend does not know what this argument asks of attention, so "
+                      "it cannot honour it; use attn_implementation='sdpa' or 'eager' for this model, or report it "
+                      "to accelbridge.")  # fmt: skip
     if attention_mask is not None and (not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 2):
         shape = tuple(attention_mask.shape) if hasattr(attention_mask, "shape") else type(attention_mask).__name__
         raise _refuse(module, "attention_mask", f"{shape}", "The backend takes a 2D padding mask (batch, keys) "

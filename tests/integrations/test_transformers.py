@@ -202,6 +202,7 @@ def test_window_is_the_tokens_seen_including_the_query(rng):
         ({"position_bias": torch.zeros(1, 4, 6, 6)}, "position_bias="),
         ({"attention_mask": torch.ones(1, 1, 6, 6, dtype=torch.bool)}, "attention_mask=(1, 1, 6, 6)"),
         ({"is_causal": False, "sliding_window": 4}, "sliding_window=4 with is_causal=False"),
+        ({"attention_chunk": 8192}, "attention_chunk=8192"),  # a keyword this backend does not know
     ],
 )
 def test_what_the_facade_cannot_serve_is_refused_naming_the_argument(rng, kwargs, argument):
