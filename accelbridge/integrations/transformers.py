@@ -62,6 +62,21 @@ def _refuse(module: torch.nn.Module, argument: str, got: str, fix: str) -> Trans
     )
 
 
+# The facade's argument names as the model passes them, for errors.
+_MODEL_NAMES = {"sinks": "s_aux", "window_size": "sliding_window", "softmax_scale": "scaling", "causal": "is_causal",
+                "page_table": "block_table", "k": "key", "v": "value", "q": "query"}  # fmt: skip
+
+
+def _facade(module: torch.nn.Module, function: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """A facade call; a refusal by every provider names the model's argument too."""
+    try:
+        return function(*args, **kwargs)
+    except attention.UnsupportedFeatureError as refusal:
+        argument = refusal.argument or "call"
+        raise _refuse(module, _MODEL_NAMES.get(argument, argument), f"(the facade's {argument})",
+                      f"No provider of this platform serves it:\n{refusal}") from refusal  # fmt: skip
+
+
 def _window(module: torch.nn.Module, sliding_window: int | None, causal: bool) -> tuple[int, int]:
     """transformers' sliding_window (tokens seen, the query's own included) as FA's (left, right)."""
     if sliding_window is None:
@@ -150,7 +165,8 @@ def attention_forward(
     if block_table is not None and k_cache is not None and v_cache is not None:  # paged decode: one token a sequence
         cu_k = kwargs["cu_seq_lens_k"]
         n = q.shape[0] * q.shape[1]
-        out = attention.flash_attn_with_kvcache(
+        out = _facade(
+            module, attention.flash_attn_with_kvcache,
             q.reshape(n, 1, heads, -1), k_cache, v_cache, k=k.reshape(n, 1, *k.shape[2:]),
             v=v.reshape(n, 1, *v.shape[2:]), cache_seqlens=(cu_k[1 : n + 1] - cu_k[:n] - 1).to(torch.int32),
             page_table=block_table, **features,
@@ -162,7 +178,8 @@ def attention_forward(
         max_q, max_k = kwargs.get("max_length_q"), kwargs.get("max_length_k")
         max_q = int(max_q) if max_q is not None else int((cu_q[1:] - cu_q[:-1]).max())
         max_k = int(max_k) if max_k is not None else int((cu_k[1:] - cu_k[:-1]).max())
-        out = attention.flash_attn_varlen_func(
+        out = _facade(
+            module, attention.flash_attn_varlen_func,
             q.reshape(-1, heads, q.shape[-1]), k.reshape(-1, *k.shape[2:]), v.reshape(-1, *v.shape[2:]),
             cu_q.to(torch.int32), cu_k.to(torch.int32), max_q, max_k, **features,
         )  # fmt: skip
@@ -176,7 +193,8 @@ def attention_forward(
             index_q, cu_q, max_q = index_k, cu_k, max_k
         else:  # the queries are the last q_len positions, as transformers' flash path assumes
             index_q, cu_q, max_q = _lengths(mask[:, -q_len:])
-        out = attention.flash_attn_varlen_func(
+        out = _facade(
+            module, attention.flash_attn_varlen_func,
             q.reshape(-1, heads, q.shape[-1])[index_q], k.reshape(-1, *k.shape[2:])[index_k],
             v.reshape(-1, *v.shape[2:])[index_k], cu_q, cu_k, max_q, max_k, **features,
         )  # fmt: skip
@@ -188,15 +206,16 @@ def attention_forward(
     starts = _packed_starts(kwargs.get("position_ids"), batch, q_len, k_len)
     if starts is not None:  # sequences packed in one row, told by restarting position ids
         max_len = int((starts[1:] - starts[:-1]).max())
-        out = attention.flash_attn_varlen_func(
-            q[0], k[0], v[0], starts, starts, max_len, max_len, **features
+        out = _facade(
+            module, attention.flash_attn_varlen_func, q[0], k[0], v[0], starts, starts, max_len, max_len, **features
         )  # fmt: skip
         return out.view(batch, q_len, heads, dv), None
 
     # every row one whole sequence: a varlen batch of equal lengths
     cu_q = torch.arange(0, (batch + 1) * q_len, q_len, dtype=torch.int32, device=q.device)
     cu_k = torch.arange(0, (batch + 1) * k_len, k_len, dtype=torch.int32, device=q.device)
-    out = attention.flash_attn_varlen_func(
+    out = _facade(
+            module, attention.flash_attn_varlen_func,
         q.reshape(-1, heads, q.shape[-1]), k.reshape(-1, *k.shape[2:]), v.reshape(-1, *v.shape[2:]),
         cu_q, cu_k, q_len, k_len, **features,
     )  # fmt: skip

@@ -212,6 +212,20 @@ def test_what_the_facade_cannot_serve_is_refused_naming_the_argument(rng, kwargs
         backend.attention_forward(_Attention(), q, k, v, mask, **kwargs)
 
 
+def test_a_call_no_provider_serves_names_the_models_argument(rng, monkeypatch):
+    """The facade's refusal (every candidate's reason) comes back naming the argument as the model passed it."""
+
+    def refuses(*args, **kwargs):
+        raise attention.UnsupportedFeatureError("fa3.varlen", "sinks", {"vendor": ["no sinks parameter"]})
+
+    monkeypatch.setattr(attention, "flash_attn_varlen_func", refuses)
+    q, k, v = _qkv(rng, tokens=6)
+    with pytest.raises(backend.TransformersArgumentError, match=r"passed s_aux=\(the facade's sinks\)") as error:
+        backend.attention_forward(_Attention(), q, k, v, None, s_aux=torch.zeros(4))
+    assert "vendor: no sinks parameter" in str(error.value)
+    assert isinstance(error.value.__cause__, attention.UnsupportedFeatureError)
+
+
 def test_a_model_in_training_with_dropout_is_refused():
     model, _ = build("llama")
     model.config.attention_dropout = 0.1
