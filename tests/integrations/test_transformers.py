@@ -237,6 +237,22 @@ def test_a_model_in_training_with_dropout_is_refused():
         model.train()(input_ids=ids, attention_mask=mask)
 
 
+def test_ver_4_sends_the_calls_to_the_fa4_ops(rng, monkeypatch):
+    ops = []
+    real = attention.flash_attn_varlen_func
+    monkeypatch.setattr(attention, "flash_attn_varlen_func", lambda *a, **kw: ops.append(kw["ver"]) or real(*a, **kw))
+    q, k, v = _qkv(rng, tokens=7)
+    fa3, _ = backend.attention_forward(_Attention(), q, k, v, None, sliding_window=3)
+    try:
+        backend.register(ver=4)
+        assert "fa4.varlen on cpu" in backend.explain()
+        fa4, _ = backend.attention_forward(_Attention(), q, k, v, None, sliding_window=3)
+    finally:
+        backend.register(ver=3)
+    assert ops == [3, 4]
+    torch.testing.assert_close(fa4, fa3, rtol=1e-5, atol=1e-5)
+
+
 def test_explain_names_the_provider_serving_the_backend():
     text = backend.explain()
     assert "fa3.varlen on cpu" in text and "fa3.kvcache on cpu" in text and "selected torch" in text
