@@ -6,7 +6,7 @@ attention call through :func:`accelbridge.attention.flash_attn_varlen_func` (pad
 continuous-batching prefill batches) or :func:`accelbridge.attention.flash_attn_with_kvcache`
 (continuous batching's decode steps, reading transformers' paged cache through its block table),
 resolved against the active platform's catalog like any facade call. ``"paged|accelbridge"`` names the
-same backend, as transformers 5.23+ names ``paged|flash_attention_2``.
+same backend (transformers 5.23+ drops the ``paged|`` prefix, as of ``paged|flash_attention_2``).
 
 What the model passes is mapped, or refused with an error naming the model's argument:
 causal and the sliding window (transformers counts the query's own token, FA's ``window_size`` does
@@ -19,6 +19,7 @@ refused (:class:`TransformersArgumentError`), never approximated.
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any
 
 import torch
@@ -284,7 +285,12 @@ def register(ver: int = 3) -> None:
     for name in NAMES:
         AttentionInterface.register(name, attention_forward)
         AttentionMaskInterface.register(name, _mask)
-    _accept_in_continuous_batching()
+    try:
+        _accept_in_continuous_batching()
+    except (ImportError, AttributeError) as error:  # a transformers whose continuous batching is laid out otherwise
+        warnings.warn(f"accelbridge.integrations.transformers: continuous batching (generate_batch) cannot run this "
+                      f"backend with transformers {installed}: {error!r}; model.generate and forward calls can "
+                      f"(tested with transformers 5.24)", stacklevel=2)  # fmt: skip
 
 
 def explain() -> str:
