@@ -120,6 +120,12 @@ def _lengths(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     return index, F.pad(torch.cumsum(lens, 0, dtype=torch.int32), (1, 0)), int(lens.max())
 
 
+@functools.lru_cache(maxsize=256)
+def _uniform(batch: int, length: int, device: torch.device) -> torch.Tensor:
+    """Cumulative lengths of `batch` sequences of `length` (read-only, shared by every layer and step)."""
+    return torch.arange(0, (batch + 1) * length, length, dtype=torch.int32, device=device)
+
+
 def _packed_starts(position_ids: torch.Tensor | None, batch: int, q_len: int, k_len: int) -> torch.Tensor | None:
     """Cumulative lengths of sequences packed in one row (position ids restarting), else None."""
     if position_ids is None or batch != 1 or q_len == 1 or q_len != k_len:
@@ -213,8 +219,7 @@ def attention_forward(
         return out.view(batch, q_len, heads, dv), None
 
     # every row one whole sequence: a varlen batch of equal lengths
-    cu_q = torch.arange(0, (batch + 1) * q_len, q_len, dtype=torch.int32, device=q.device)
-    cu_k = torch.arange(0, (batch + 1) * k_len, k_len, dtype=torch.int32, device=q.device)
+    cu_q, cu_k = _uniform(batch, q_len, q.device), _uniform(batch, k_len, q.device)
     out = _facade(
             module, attention.flash_attn_varlen_func,
         q.reshape(-1, heads, q.shape[-1]), k.reshape(-1, *k.shape[2:]), v.reshape(-1, *v.shape[2:]),
