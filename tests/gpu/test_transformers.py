@@ -129,7 +129,7 @@ def test_same_tokens_as_transformers_in_bf16(name, provider):
     actual = _prefill_logits(model)
     noise = float((actual - expected).abs().max())
     print(f"{name} on {provider}: prefill logits max difference {noise:.3g}, largest logit {expected.abs().max():.3g}")
-    assert noise < 0.03 * float(expected.abs().max())
+    assert noise < 0.05 * float(expected.abs().max())  # bf16 through 4 layers (a 2-layer CPU proxy: 0.7-2.4%)
     _assert_same_choices(model, tokens, logits, noise, f"{name} on {provider}")
 
 
