@@ -27,7 +27,11 @@ log = logging.getLogger("accelbridge")
 PROGRESS_EVERY = 10.0  # seconds between a waiting process's progress lines
 
 
-class LockTimeoutError(AccelbridgeError):
+class NodeLockError(AccelbridgeError):
+    """The node-wide lock could not be taken: its directory is not writable, or its holder never let go."""
+
+
+class LockTimeoutError(NodeLockError):
     """Waited ACCELBRIDGE_LOCK_TIMEOUT seconds for another process's fetch; names the lock, its holder and the fix."""
 
 
@@ -53,14 +57,17 @@ def holder(path: Path) -> str:
 @contextlib.contextmanager
 def held(path: Path, what: str, seconds: float | None = None) -> Iterator[Path]:
     """Hold the node-wide lock file ``path`` while fetching ``what``; waits (with progress lines) for its holder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     limit = timeout() if seconds is None else seconds
     lock = filelock.FileLock(path)
     start = time.monotonic()
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(blocking=False)
     except filelock.Timeout:
         _wait(lock, path, what, start, limit)
+    except OSError as e:  # a read-only cache: say which directory, and the fix
+        raise NodeLockError(f"cannot take the lock {path} for {what}: {e.strerror or e}; set ACCELBRIDGE_CACHE_DIR "
+                            "to a writable directory that the node's ranks share") from None  # fmt: skip
     marker = path.with_suffix(".holder")
     try:
         marker.write_text(f"pid {os.getpid()} on {socket.gethostname()}: {what}\n")

@@ -198,3 +198,12 @@ def test_one_process_without_a_group_agrees_with_itself(rng):
     version = f"accelbridge 0.1.0, torch {torch.__version__}"
     assert attention.check_ranks() == {0: {"fa3.varlen": {"provider": "torch", "version": version, "device": "cpu",
                                                           "arch": "cpu"}}}  # fmt: skip
+
+
+def test_a_lock_directory_that_cannot_be_written_is_an_error_naming_it(tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with pytest.raises(nodelock.NodeLockError, match=r"cannot take the lock .*not-a-directory/x\.lock for x: .*"
+                                                     r"set ACCELBRIDGE_CACHE_DIR to a writable directory"):  # fmt: skip
+        with nodelock.held(blocker / "x.lock", "x"):
+            pass
