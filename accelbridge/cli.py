@@ -65,6 +65,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             ("capability", ".".join(map(str, report["capability"] or [])) or "-"),
             ("toolkit", report["toolkit_version"] or "-"),
             ("devices", f"{report['device_count']} ({names})"),
+            ("this process", _rank_line(p) if report["device"] else "-"),
             ("dtypes", ", ".join(report["dtypes"]) or "-"),
             ("fp8 e4m3 dtype", report["fp8_e4m3_dtype"] or "-"),
             ("visible devices", report["visible_devices_env"] or "-"),
@@ -81,6 +82,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         status = pl["status"] if not pl["error"] else f"FAILED {pl['error']}"
         print(f"  {pl['name']} ({pl['target']}): {status}")
     return 0
+
+
+def _rank_line(platform) -> str:
+    """``cuda:1 (rank 1 of 2, local rank 1)``: the device this process resolves against."""
+    from accelbridge.platforms import devices
+
+    return devices.describe_rank(platform, platform.device_index())
 
 
 def _resolution_table(platform) -> list[dict[str, Any]]:

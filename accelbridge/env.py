@@ -27,9 +27,13 @@ VARIABLES: dict[str, Variable] = {
         Variable("ACCELBRIDGE_PROVIDERS", "", "pin providers per op family or op id: fa3=sgl-kernel,..."),
         Variable("ACCELBRIDGE_CHECKS", "cheap", "argument checks before the kernel: full | cheap | off"),
         Variable("ACCELBRIDGE_CACHE_DIR", "", "holds kernels.lock (default ~/.cache/accelbridge)"),
+        Variable("ACCELBRIDGE_LOCK_TIMEOUT", "600", "seconds a rank waits for another's hub download before failing"),
         Variable("ACCELBRIDGE_STRICT", "", "1: an accelerator's op served by the reference raises instead of warning"),
         Variable("SGLANG_USE_SGL_FA3_KERNEL", "", "0: prefer the hub FA3 build (a catalog preference)", own=False),
         Variable("LOCAL_KERNELS", "", "kernels' own: ORG/REPO=/path loads a hub provider from a directory", own=False),
+        Variable("RANK", "", "launcher's (torchrun's) global rank of this process: shown by info", own=False),
+        Variable("LOCAL_RANK", "", "launcher's rank on this node: the device when none is selected", own=False),
+        Variable("WORLD_SIZE", "", "launcher's number of processes: shown by info", own=False),
         Variable("HF_HUB_OFFLINE", "", "1: kernels uses only the local Hugging Face cache", own=False),
     )
 }

@@ -22,6 +22,7 @@ _ENV = (
     "LOCAL_KERNELS",
     "ACCELBRIDGE_CHECKS",
 )
+_LAUNCH = ("RANK", "LOCAL_RANK", "WORLD_SIZE")  # torchrun's: tests/gpu/test_ranks.py runs under it, the rest not
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +33,7 @@ def _clean_platform_state(request, monkeypatch):
     ACCELBRIDGE_*. Tests of detection itself are marked ``detection`` and see the real platform;
     tests/gpu see the real platform too.
     """
-    for name in _ENV:
+    for name in _ENV + (() if "tests/gpu/" in request.node.nodeid else _LAUNCH):
         monkeypatch.delenv(name, raising=False)
     platforms.reset()
     attention.set_checks(None)  # the default level, whatever the shell exported

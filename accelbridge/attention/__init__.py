@@ -1,7 +1,10 @@
 """The attention facade: FA3 / FA4 / FlashMLA with the engine's signatures, on any platform.
 
 Importing this package loads no provider; resolution happens on the first call of each op.
+``check_ranks`` (many ranks, one answer) loads on first use, torch.distributed with its call.
 """
+
+from typing import Any
 
 from accelbridge.attention import checks
 from accelbridge.attention.checks import set_level as set_checks
@@ -28,15 +31,28 @@ from accelbridge.attention.facade import (
 from accelbridge.attention.providers import ProviderLoadWarning
 from accelbridge.attention.resolver import Resolution
 
+_LAZY = {"check_ranks": "accelbridge.attention.ranks", "RanksDisagreeError": "accelbridge.attention.ranks"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'accelbridge.attention' has no attribute {name!r}")
+
+
 __all__ = [
     "InvalidArgumentError",
     "ProviderContractError",
     "ProviderLoadWarning",
+    "RanksDisagreeError",
     "ReferenceFallbackWarning",
     "Resolution",
     "ResolutionError",
     "UnsupportedFeatureError",
     "chain",
+    "check_ranks",
     "checks",
     "explain",
     "flash_attn_varlen_func",

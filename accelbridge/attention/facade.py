@@ -19,8 +19,9 @@ from accelbridge import ops, platforms
 from accelbridge.attention import checks, compiled
 from accelbridge.attention.errors import ResolutionError
 from accelbridge.attention.resolver import Chain, Resolution, describe, feature_values
+from accelbridge.platforms import devices
 
-_chains: dict[str, Chain] = {}
+_chains: dict[tuple[str, int], Chain] = {}  # (op, device index) -> chain
 _tables: dict[str, dict[Any, Callable[..., Any]]] = {}  # facade name -> selector value -> call
 _lock = threading.RLock()
 
@@ -45,15 +46,24 @@ platforms.on_change(reset)
 checks.on_change(_forget_calls)
 
 
-def chain(op: str) -> Chain:
-    """The (cached) candidate chain of ``op`` on the current platform."""
+def chain(op: str, device: int | None = None) -> Chain:
+    """The (cached) candidate chain of ``op`` on ``device`` (default: this process's) of the current platform."""
     if op not in ops.OPS:
         raise ResolutionError(f"unknown op {op!r}; valid: {', '.join(ops.ids())}")
+    platform = platforms.current()
+    index = platform.device_index(device)
     with _lock:
-        c = _chains.get(op)
+        c = _chains.get((op, index))
         if c is None:
-            c = _chains[op] = Chain(op, platforms.current())
+            c = _chains[(op, index)] = Chain(op, platform, index)
         return c
+
+
+def resolved_ops() -> list[str]:
+    """The ops this process has resolved so far (on any device), in declaration order."""
+    with _lock:
+        done = {op for op, _ in _chains}
+    return [op for op in ops.ids() if op in done]
 
 
 def resolve(op: str, **features: Any) -> Resolution:
@@ -82,6 +92,8 @@ def explain(op: str, **features: Any) -> str:
         for note in row.get("adapts", []):
             lines.append(f"       adapts: {note}")
     lines += [f"  note: {n}" for n in r.notes]
+    if p.device_count() > 1 or devices.launch():  # a rank, or one of several devices: say which
+        lines.append(f"  device: {devices.describe_rank(p, p.device_index())}")
     return "\n".join(lines)
 
 
@@ -91,20 +103,38 @@ def _ops_of(facade: str) -> dict[Any, str]:
     return {(s.selector[1] if s.selector else None): s.id for s in ops.OPS.values() if s.facade == facade}
 
 
-def _resolver(facade: str, selector: str | None) -> Callable[[Any], Callable[..., Any]]:
+def _per_device(op: str) -> Callable[..., Any]:
+    """On a node whose devices differ in arch: each call resolved for its tensors' device (one dict lookup more)."""
+    platform, calls = platforms.current(), {}
+
+    def call(*args: Any) -> Any:
+        device = devices.tensor_device(platform, args)
+        fn = calls.get(device)
+        if fn is None:
+            fn = calls[device] = chain(op, device).impl()
+        return fn(*args)
+
+    return call
+
+
+def _resolver(facade: str, selector: str | None) -> Callable[..., Callable[..., Any]]:
     table = _tables.setdefault(facade, {})
 
-    def resolve_call(value: Any) -> Callable[..., Any]:
+    def resolve_call(value: Any, args: tuple[Any, ...] = ()) -> Callable[..., Any]:
+        """The call for this selector value, resolved on the device of the first call's tensors."""
         by_value = _ops_of(facade)
         op = by_value.get(value) if value.__hash__ is not None and type(value) is not bool else None
         if op is None:
             valid = " or ".join(map(str, by_value))
             ops_named = ", ".join(f"{o.split('.')[0]}.*" for o in by_value.values())
             raise ResolutionError(f"{selector} must be {valid} (selects the {ops_named} ops), got {value!r}")
+        platform = platforms.current()
         with _lock:
             fn = table.get(value)
             if fn is None:
-                fn = table[value] = chain(op).impl()
+                uniform = platform.uniform_devices()
+                fn = chain(op, devices.tensor_device(platform, args)).impl() if uniform else _per_device(op)
+                table[value] = fn
             return fn
 
     return resolve_call
@@ -121,7 +151,7 @@ def build_function(spec: ops.OpSpec) -> Callable[..., Any]:
         f"def {spec.facade}({', '.join(names)}):\n"
         f"    if _compiling():\n        return _traced.get({key}, _invalid)({call_args})\n"
         f"    try:\n        fn = _table[{key}]\n"
-        f"    except (KeyError, TypeError):\n        fn = _resolve({key})\n"
+        f"    except (KeyError, TypeError):\n        fn = _resolve({key}, ({call_args},))\n"
         f"    return fn({call_args})\n"
     )
     resolver = _resolver(spec.facade, selector)

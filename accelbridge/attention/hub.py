@@ -9,7 +9,9 @@ repositories a catalog marks ``trusted: true``; others load only from the organi
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from accelbridge import env
-from accelbridge.attention import kernels_compat
+from accelbridge.attention import kernels_compat, nodelock
 from accelbridge.errors import AccelbridgeError, summary
 
 
@@ -49,6 +51,15 @@ def error_text(repo: str, exc: BaseException) -> str:
 
 def lock_file() -> Path:
     return cache_dir() / "kernels.lock"
+
+
+def fetch_lock(repo: str) -> contextlib.AbstractContextManager[Path]:
+    """Node-wide lock around fetching and loading ``repo``: one rank downloads, the others wait, then load it.
+
+    ``$ACCELBRIDGE_CACHE_DIR/locks/hub--ORG--REPO.lock`` (one per repository, whatever its version).
+    """
+    path = cache_dir() / "locks" / ("hub--" + re.sub(r"[^A-Za-z0-9._-]+", "--", repo) + ".lock")
+    return nodelock.held(path, f"hub kernel {repo}")
 
 
 @dataclass
@@ -181,7 +192,8 @@ def download(
         progress(f"[{n}/{len(kernels_)}] downloading {hk.repo} ({how}) ...")
         t0 = time.perf_counter()
         try:
-            where = install(hk.repo, revision, version, hk.trust())
+            with fetch_lock(hk.repo):  # ranks loading it now wait for this download, and the reverse
+                where = install(hk.repo, revision, version, hk.trust())
         except Exception as e:
             failures.append(f"{hk.repo} ({how}): {error_text(hk.repo, e)}")
             progress(f"      failed: {failures[-1]}")

@@ -76,7 +76,9 @@ def _load_hub(source: Source, trusted: bool, offline: bool) -> ModuleType:
 
     trust = [source.target] if trusted else False
     lock = hub.lock_file()
-    with _offline(offline):
+    # online, ranks of a node would download at once: one fetches under a node-wide lock, the others then load it
+    fetching = contextlib.nullcontext() if offline else hub.fetch_lock(source.target)
+    with _offline(offline), fetching:
         if lock.exists():
             try:
                 commit = hub.locked_commit(source.target, source.version, source.revision, lock)

@@ -20,6 +20,7 @@ from accelbridge import env, kernels_catalog, ops
 from accelbridge.attention import adapters, checks, choices, providers
 from accelbridge.attention.errors import ResolutionError, UnsupportedFeatureError
 from accelbridge.kernels_catalog import Catalog
+from accelbridge.platforms import devices
 
 
 @dataclass(frozen=True)
@@ -97,12 +98,13 @@ def candidate_ids(op: str, catalog: Catalog) -> tuple[list[str], list[str]]:
 
 
 class Chain:
-    """The candidates of one op on one platform, examined lazily and cached."""
+    """The candidates of one op on one device of a platform, examined lazily and cached."""
 
-    def __init__(self, op: str, platform: Any):
+    def __init__(self, op: str, platform: Any, device: int | None = None):
         self.op = op
         self.spec = ops.get(op)
         self.platform = platform
+        self.device = platform.device_index(device)  # None: this process's (LOCAL_RANK, the selected device)
         self.catalog = kernels_catalog.load(platform)
         self.ids, self.notes = candidate_ids(op, self.catalog)
         self._candidates: dict[int, Candidate] = {}
@@ -126,7 +128,7 @@ class Chain:
             cand.reasons.append(f"does not serve {self.op}")
             return cand
         cand.source = f"{provider.source.describe()} -> {entry.function}"
-        cand.reasons += entry.requires.platform_reasons(self.platform, Version(torch.__version__))
+        cand.reasons += entry.requires.platform_reasons(self.platform, Version(torch.__version__), self.device)
         if cand.reasons:
             return cand
         try:  # a failed load has warned already
@@ -213,10 +215,11 @@ class Resolution:
     selected: str | None
     candidates: list[dict[str, Any]]
     notes: list[str]
+    device: str | None = None  # the device resolved against, e.g. cuda:1 (a rank's own)
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.op, "platform": self.platform, "arch": self.arch, "selected": self.selected,
-                "candidates": self.candidates, "notes": self.notes}  # fmt: skip
+                "candidates": self.candidates, "notes": self.notes, "device": self.device}  # fmt: skip
 
 
 FEATURE_ALIASES = ("dtype", "head_dim")
@@ -262,4 +265,5 @@ def describe(chain: Chain, values: dict[str, Any] | None = None, load_all: bool 
         if viable and selected is None:
             selected = cand.provider_id
     p = chain.platform
-    return Resolution(chain.op, p.name, p.arch().name, selected, rows, chain.notes)
+    device = devices.label(p, chain.device)
+    return Resolution(chain.op, p.name, p.arch(chain.device).name, selected, rows, chain.notes, device)

@@ -38,10 +38,10 @@ class Requirements:
     def _fields(self) -> tuple[tuple[Any, ...], ...]:
         return (self.arch, self.toolkit, self.torch, self.dtypes, self.head_dim)
 
-    def platform_reasons(self, platform: Any, torch_version: Version) -> list[str]:
-        """Why this platform (arch, toolkit) and torch cannot serve; empty when they can."""
+    def platform_reasons(self, platform: Any, torch_version: Version, device: int | None = None) -> list[str]:
+        """Why this platform (the arch of ``device``, default this process's; toolkit) and torch cannot serve."""
         reasons = []
-        arch = platform.arch()
+        arch = platform.arch(device)
         for rule in self.arch:
             if not rule.matches(arch):
                 reasons.append(f"needs arch {rule}, this is {arch.name}")

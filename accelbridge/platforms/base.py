@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from packaging.version import Version
 
+from accelbridge.platforms import devices
 from accelbridge.platforms.arch import Arch
 from accelbridge.platforms.dtypes import torch_dtype
 
@@ -45,18 +46,38 @@ class Platform:
     def device_count(self) -> int:
         raise NotImplementedError
 
-    def capability(self, device: int = 0) -> tuple[int, int]:
+    def capability(self, device: int | None = None) -> tuple[int, int]:
+        """Of ``device``; None: this process's device (``device_index``), as everywhere below."""
         raise NotImplementedError
 
-    def device_name(self, device: int = 0) -> str:
+    def device_name(self, device: int | None = None) -> str:
         raise NotImplementedError
+
+    def selected_device(self) -> int | None:
+        """The runtime's current device once this process has selected or used one; None before.
+
+        Never initialises a GPU runtime: a process that has not touched one resolves by LOCAL_RANK.
+        """
+        return None
 
     @cached_property
     def toolkit_version(self) -> Version | None:
         return None
 
-    def arch(self, device: int = 0) -> Arch:
-        return self.arch_from_capability(self.capability(device))
+    def device_index(self, device: int | None = None) -> int:
+        """``device``, or this process's device when None (platforms/devices.py says how it is chosen)."""
+        return devices.process_device(self) if device is None else int(device)
+
+    def arch(self, device: int | None = None) -> Arch:
+        return self.arch_from_capability(self.capability(self.device_index(device)))
+
+    def uniform_devices(self) -> bool:
+        """Whether every visible device has one arch (a call's device then cannot change its resolution)."""
+        cached = self.__dict__.get("_uniform")
+        if cached is None:
+            count = self.device_count() if self.is_available() else 0
+            cached = self.__dict__["_uniform"] = len({self.arch(i) for i in range(count)}) <= 1
+        return cached
 
     # -- facts derived from the arch -----------------------------------------------------
     @classmethod
@@ -76,7 +97,7 @@ class Platform:
     def supported_dtypes(self) -> tuple[torch.dtype, ...]:
         from accelbridge.platforms.dtypes import DTYPE_ATTRS
 
-        names = self.dtype_names_for(self.arch())
+        names = self.dtype_names_for(self.arch())  # of this process's device
         attrs = [self.fp8_e4m3_dtype_attr if n == "fp8_e4m3" else DTYPE_ATTRS[n] for n in names]
         return tuple(torch_dtype(a) for a in attrs)
 
@@ -92,18 +113,23 @@ class Platform:
         """The JSON-serialisable report `accelbridge info --json` prints."""
         available = self.is_available()
         count = self.device_count() if available else 0
-        arch = self.arch() if available else None
+        device = self.device_index() if available else None
+        arch = self.arch(device) if available else None
         toolkit = self.toolkit_version
         return {
             "platform": self.name,
             "vendor": self.vendor,
             "device_type": self.device_type,
             "available": available,
+            # this process's device (and the launcher's rank variables, where set): what it resolves against
+            "device": devices.label(self, device) if device is not None else None,
+            **devices.launch(),
             "arch": arch.name if arch else None,
-            "capability": list(self.capability()) if available and self.has_capability else None,
+            "capability": list(self.capability(device)) if available and self.has_capability else None,
             "toolkit_version": str(toolkit) if toolkit is not None else None,
             "device_count": count,
             "device_names": [self.device_name(i) for i in range(count)],
+            "device_archs": [self.arch(i).name for i in range(count)],
             "dtypes": list(self.dtype_names_for(arch)) if arch else [],
             # only where the arch handles FP8 (None says: no FP8 attention here)
             "fp8_e4m3_dtype": self.fp8_e4m3_attr_for(arch)

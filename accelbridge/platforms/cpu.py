@@ -25,15 +25,15 @@ class CpuPlatform(Platform):
     def device_count(self) -> int:
         return 1
 
-    def capability(self, device: int = 0) -> tuple[int, int]:
+    def capability(self, device: int | None = None) -> tuple[int, int]:
         return (0, 0)
 
-    def arch(self, device: int = 0) -> Arch:
+    def arch(self, device: int | None = None) -> Arch:
         return Arch("cpu", ())
 
     @classmethod
     def arch_from_capability(cls, capability: tuple[int, int]) -> Arch:
         return Arch("cpu", ())
 
-    def device_name(self, device: int = 0) -> str:
+    def device_name(self, device: int | None = None) -> str:
         return _platform.processor() or _platform.machine() or "cpu"

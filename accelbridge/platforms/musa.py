@@ -41,11 +41,16 @@ class MusaPlatform(Platform):
     def device_count(self) -> int:
         return int(_torch_musa().device_count())
 
-    def capability(self, device: int = 0) -> tuple[int, int]:
-        return tuple(_torch_musa().get_device_capability(device))  # type: ignore[return-value]
+    def capability(self, device: int | None = None) -> tuple[int, int]:
+        return tuple(_torch_musa().get_device_capability(self.device_index(device)))  # type: ignore[return-value]
 
-    def device_name(self, device: int = 0) -> str:
-        return str(_torch_musa().get_device_name(device))
+    def device_name(self, device: int | None = None) -> str:
+        return str(_torch_musa().get_device_name(self.device_index(device)))
+
+    def selected_device(self) -> int | None:
+        musa = _torch_musa()
+        initialised = getattr(musa, "is_initialized", lambda: False)()
+        return int(musa.current_device()) if initialised else None
 
     @cached_property
     def toolkit_version(self) -> Version | None:

@@ -31,9 +31,10 @@ class RocmPlatform(TorchCudaDevices, Platform):
 
         return torch.version.hip is not None and torch.cuda.is_available()
 
-    def arch(self, device: int = 0) -> Arch:
+    def arch(self, device: int | None = None) -> Arch:
         import torch
 
+        device = self.device_index(device)
         gcn = getattr(torch.cuda.get_device_properties(device), "gcnArchName", "") or ""
         if gcn:
             # "gfx90a:sramecc+:xnack-" -> "gfx90a"
