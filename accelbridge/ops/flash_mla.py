@@ -471,7 +471,11 @@ MLA_PLAN = PlanRelation("tile_scheduler_metadata", "flashmla.metadata", keys=(),
                                 ("topk", "None if indices is None else indices.shape[-1]"),
                                 ("extra topk", "None if extra_indices_in_kvcache is None else "
                                                "extra_indices_in_kvcache.shape[-1]"),
-                                ("is_fp8_kvcache", "bool(is_fp8_kvcache)")))  # fmt: skip
+                                ("is_fp8_kvcache", "bool(is_fp8_kvcache)"),
+                                # sglang-kernel 0.4.10's FlashMLASchedMeta.Config records these too
+                                ("page block size", "k_cache.shape[1]"), ("causal", "bool(causal)"),
+                                ("extra page block size",
+                                 "None if extra_k_cache is None else extra_k_cache.shape[1]")))  # fmt: skip
 
 SPECS = [
     OpSpec("flashmla.metadata", get_mla_metadata, features={}, reference=reference.get_mla_metadata),

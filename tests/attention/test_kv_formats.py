@@ -221,3 +221,13 @@ def test_each_stand_in_lacks_what_the_release_table_says(release, request):
     (entry,) = [r for r in releases.RELEASES if r.version == release]
     params = set(inspect.signature(sgl.flash_mla_with_kvcache).parameters)
     assert set(ops.get("flashmla.kvcache").names) - params == set(entry.lacks.get("flash_mla_with_kvcache", ()))
+
+
+def test_a_plan_is_frozen_to_the_page_block_size_as_0410s_flashmlaschedmeta_is():
+    plan = type("Plan", (), {})()  # a plan object, planned on first use
+    q, idx = torch.randn(1, 1, 4, 512).to(torch.bfloat16), torch.zeros(1, 1, 8, dtype=torch.int32)
+    cache = quantize_fp8_cache(torch.randn(2, 64, 1, 512).to(torch.bfloat16), "V41")
+    attention.flash_mla_with_kvcache(q, cache, None, None, 512, plan, is_fp8_kvcache=True, indices=idx)
+    other = quantize_fp8_cache(torch.randn(4, 32, 1, 512).to(torch.bfloat16), "V41")
+    with pytest.raises(InvalidArgumentError, match=r"page block size=32 \(planned for 64\)"):
+        attention.flash_mla_with_kvcache(q, other, None, None, 512, plan, is_fp8_kvcache=True, indices=idx)
