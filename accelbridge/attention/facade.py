@@ -1,9 +1,9 @@
 """The engine's unified attention interface, resolved against the current platform.
 
 Each facade function is generated from its op declaration (``accelbridge.ops``): the same
-parameters, defaults and docstring as sglang-kernel 0.4.5's, so ``from accelbridge.attention
-import flash_attn_varlen_func`` is a drop-in. Its body is a dict lookup of the resolved call
-(keyed by the selector, e.g. ``ver``) and the call itself.
+parameters, defaults and docstring as sglang-kernel 0.4.10's (0.4.5's and ``kv_format``), so
+``from accelbridge.attention import flash_attn_varlen_func`` is a drop-in. Its body is a dict lookup
+of the resolved call (keyed by the selector, e.g. ``ver``) and the call itself.
 """
 
 from __future__ import annotations

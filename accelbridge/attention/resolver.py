@@ -146,6 +146,10 @@ class Chain:
             return cand
         name = f"{getattr(module, '__name__', pid)}.{entry.function}"
         cand.binding = adapters.bind(pid, self.spec, entry, fn, name)
+        release = getattr(module, "__version__", None)
+        if release is not None:  # which release, and which signature: what the adaptation was read from
+            signature = f"{entry.function}({', '.join(cand.binding.params)})"
+            cand.binding.notes.insert(0, f"found {getattr(module, '__name__', pid)} {release}: {signature}")
         cand.reasons += cand.binding.reasons
         if not cand.binding.ok:  # installed, but its signature cannot serve the op
             providers.warn_unavailable(pid, f"{self.op}: {'; '.join(cand.binding.reasons)}")

@@ -78,6 +78,8 @@ class Case:
     sentinel: int | None = None  # page-table entries past a sequence's pages (FlashMLA: 2147480000)
     nan_unused: bool = False  # NaN in every cache slot no sequence attends to
     invalid: tuple[int, ...] = ()  # sparse MLA: markers of "no key" mixed into the indices besides -1
+    kv_format: str = ""  # sparse MLA: the cache's layout (reference.LAYOUT_BYTES; "": V3.2 at d 576, V4 at 512)
+    extra_kv_format: str = ""  # sparse MLA: the extra cache's layout ("": the cache's)
     sink_inf: bool = False  # sinks: some heads +inf (their output is 0), some -inf (no effect)
     packed_q: bool = False  # kvcache: q packed (total_q, ...) with cu_seqlens_q and max_seqlen_q
     no_seqlens: bool = False  # kvcache: cache_seqlens=None, every sequence fills its (paged) row

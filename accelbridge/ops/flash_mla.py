@@ -1,4 +1,8 @@
-"""FlashMLA ops: tile-scheduler metadata, decode (dense, FP8, sparse FP8) and sparse prefill (sglang-kernel 0.4.5).
+"""FlashMLA ops: tile-scheduler metadata, decode (dense, FP8, sparse FP8) and sparse prefill (sglang-kernel 0.4.10).
+
+sglang-kernel 0.4.10 added ``kv_format`` (the sparse cache's layout) as the last parameter of
+``flash_mla_with_kvcache``; 0.4.5 has no such parameter and reads the layout from q's head dim. Its inert
+value says when a call asks for nothing 0.4.5 cannot do: a V3.2 or V4 cache (and no FP4 extra cache).
 
 Sparse mode (DeepSeek V3.2 / V4) takes token positions from ``indices``: ``block_table`` and
 ``cache_seqlens`` are None by design and inert then. Any index outside the cache (-1, or a value
@@ -14,7 +18,36 @@ import torch
 
 from accelbridge.ops import reference
 from accelbridge.ops.cases import SENTINEL, Case, Inputs
-from accelbridge.ops.spec import Check, Data, Hint, Index, OpSpec, Option, Plan, PlanRelation, on_q_device
+from accelbridge.ops.spec import (
+    EXPRESSION_ENV,
+    Check,
+    Data,
+    Hint,
+    Index,
+    OpSpec,
+    Option,
+    Plan,
+    PlanRelation,
+    on_q_device,
+)
+
+# a sparse call whose caches are V3.2 (d_qk 576) or V4 (584 bytes a token), the layouts q's head dim told apart
+# before kv_format existed, asks nothing of kv_format
+_KV_FORMAT_INERT = (
+    "indices is None or ((kv_format in ('V32', 'V4') or (kv_format is None and "
+    "(q.shape[-1] == 576 or k_cache.shape[-1] == 584))) and (extra_k_cache is None or extra_k_cache.shape[-1] != 288))"
+)
+
+
+def kv_layout_of(kv_format, q, cache, plan=None):
+    """The layout of a sparse ``cache`` read with q and ``kv_format`` (``reference.kv_layout``'s rule), or None
+    where its bytes per token or q's head dim do not fit that layout."""
+    layout = reference.kv_layout(kv_format, q.shape[-1], cache.shape[-1], plan)
+    fits = layout is not None and reference.LAYOUT_BYTES[layout] == cache.shape[-1]
+    return layout if fits and reference.LAYOUT_D_QK[layout] == q.shape[-1] else None
+
+
+EXPRESSION_ENV["_kv_layout"] = kv_layout_of  # declarations and catalog conditions read a call's layout with it
 
 
 def get_mla_metadata(
@@ -47,6 +80,7 @@ def flash_mla_with_kvcache(
     extra_indices_in_kvcache: Index = None,
     topk_length: Index = None,
     extra_topk_length: Index = None,
+    kv_format: Option(_KV_FORMAT_INERT, schema="str?") = None,
 ):
     """FlashMLA decode over a paged latent cache (dense, or sparse with ``indices``): ``(out, lse)``."""
 
@@ -72,7 +106,11 @@ def _mla_values(a) -> None:
 
 
 _SPARSE = "(None only in sparse mode, with indices)"
-_FP8_LAYOUTS = "576 (DeepSeek V3.2, 656-byte rows) or 512 (V4 MODEL1)"
+_FP8_LAYOUTS = "576 (DeepSeek V3.2, 656-byte rows) or 512 (V4 MODEL1, V4.1, V3.2 without RoPE)"
+_LAYOUTS = (
+    "656 bytes a token with d_qk 576 (V3.2), or with d_qk 512: 584 (V4), 528 (V3.2-no-RoPE or V4.1), "
+    "with kv_format (None, or one of " + ", ".join(map(repr, reference.KV_FORMATS)) + ") naming that layout"
+)
 MLA_CHECKS = (
     Check("q", "q.dim() == 4", "{_shape(q)}", "a tensor (batch, seqlen_q, num_heads, head_dim)"),
     Check("q", "q.dtype in _F", "has dtype {q.dtype}", "a floating dtype (bf16, fp16, fp8)", what="dtype"),
@@ -102,6 +140,18 @@ MLA_CHECKS = (
           "sparse decode over an FP8 cache (is_fp8_kvcache=True)"),
     Check("q", "indices is None or q.shape[-1] in (576, 512)", "has head_dim {q.shape[-1]}",
           "for sparse FP8 decode " + _FP8_LAYOUTS),
+    Check("kv_format", "kv_format is None or (indices is not None and kv_format in " + repr(reference.KV_FORMATS) + ")",
+          "is {kv_format!r}{' without indices (dense mode)' if indices is None else ''}",
+          "None, or in sparse mode one of " + ", ".join(map(repr, reference.KV_FORMATS))),
+    Check("k_cache", "indices is None or not is_fp8_kvcache or "
+                     "_kv_layout(kv_format, q, k_cache, tile_scheduler_metadata) not in (None, 'V41_FP4')",
+          "has {k_cache.shape[-1]} bytes a token with q's head dim {q.shape[-1]} and kv_format={kv_format!r}",
+          _LAYOUTS),
+    Check("extra_k_cache", "extra_k_cache is None or indices is None or not is_fp8_kvcache or "
+                           "extra_k_cache.shape[-1] == k_cache.shape[-1] or (extra_k_cache.shape[-1] == 288 and "
+                           "_kv_layout(kv_format, q, k_cache, tile_scheduler_metadata) == 'V41')",
+          "has {extra_k_cache.shape[-1]} bytes a token and k_cache {k_cache.shape[-1]}",
+          "k_cache's layout, or V4.1's FP4 (288 bytes a token) beside a V4.1 cache"),
     Check("extra_indices_in_kvcache", "(extra_k_cache is None) == (extra_indices_in_kvcache is None)",
           "{'is None' if extra_indices_in_kvcache is None else 'is given'} and extra_k_cache "
           "{'is None' if extra_k_cache is None else 'is given'}", "both, or neither"),
@@ -180,6 +230,18 @@ def mla_cases(full: bool = False) -> list[Case]:
         replace(sparse, name="sparse-v4-topk-length", d=512, topk_length=True),
         replace(sparse, name="sparse-v4-extra-cache", d=512, extra_topk=64, sinks=True),
         replace(sparse, name="sparse-all-invalid", lens_q=(2, 1, 1), lens_k=(0, 200, 64)),
+        replace(sparse, name="sparse-v32-no-rope", d=512, kv_format="V32_NO_ROPE"),
+        replace(sparse, name="sparse-v41", d=512, kv_format="V41"),
+        replace(
+            sparse,
+            name="sparse-v41-fp4-extra",
+            d=512,
+            kv_format="V41",
+            extra_kv_format="V41_FP4",
+            extra_topk=64,
+            topk_length=True,
+            sinks=True,
+        ),  # fmt: skip
         conventions,
         replace(
             conventions,
@@ -191,6 +253,19 @@ def mla_cases(full: bool = False) -> list[Case]:
             extra_topk=64,
             extra_page_size=2,
         ),  # fmt: skip
+        replace(conventions, name="sparse-v32-no-rope-conventions", d=512, kv_format="V32_NO_ROPE", topk_length=True),
+        replace(
+            conventions,
+            name="sparse-v41-conventions",
+            d=512,
+            kv_format="V41",
+            extra_kv_format="V41_FP4",
+            lens_k=(40, 0, 64),
+            page_size=67,
+            topk_length=True,
+            extra_topk=64,
+            extra_page_size=130,
+        ),  # fmt: skip
     ]
 
 
@@ -199,25 +274,60 @@ def _power_of_two_scales(x: torch.Tensor) -> torch.Tensor:
     return torch.exp2(torch.ceil(torch.log2(torch.clamp_min(x.abs().amax(-1).float() / 448.0, 1e-4))))
 
 
-def quantize_fp8_cache(k: torch.Tensor, d_qk: int) -> torch.Tensor:
-    """A bf16 latent cache (num_blocks, block_size, 1, d_qk) -> FlashMLA's FP8 layout for d_qk (576 or 512)."""
+def _e2m1_codes(x: torch.Tensor) -> torch.Tensor:
+    """float32 -> the nearest FP4 e2m1 codes (uint8), ties to the even code, saturating at +-6 (NaN: code 0)."""
+    magnitudes = torch.tensor(reference.E2M1_VALUES, dtype=torch.float32, device=x.device)
+    a = torch.nan_to_num(x.abs(), nan=0.0).clamp_max(6.0)
+    distance = (a[..., None] - magnitudes).abs()
+    nearest = distance == distance.amin(-1, keepdim=True)
+    preference = nearest * (2 - torch.arange(8, device=x.device) % 2)  # an even code wins a tie
+    return (preference.argmax(-1) | (torch.signbit(x).long() << 3)).to(torch.uint8)
+
+
+def _blocks(parts: list[torch.Tensor], align: int) -> torch.Tensor:
+    """Each block's byte rows one after another (parts (nb, rows, width) uint8), padded to ``align`` bytes;
+    returned as the unpadded (nb, block bytes) view of the padded storage, as FlashMLA's quantiser does."""
+    nb = parts[0].shape[0]
+    block = torch.cat([p.reshape(nb, -1) for p in parts], dim=-1)
+    storage = torch.zeros(nb, math.ceil(block.shape[1] / align) * align, dtype=torch.uint8, device=block.device)
+    storage[:, : block.shape[1]] = block
+    return storage[:, : block.shape[1]]
+
+
+def quantize_fp8_cache(k: torch.Tensor, layout: str | int) -> torch.Tensor:
+    """A bf16 latent cache (num_blocks, block_size, 1, d_qk) -> FlashMLA's sparse layout ``layout``.
+
+    ``layout``: one of ``reference.LAYOUT_BYTES`` (or a d_qk: 576 for V3.2, 512 for V4). Scales as FlashMLA's
+    tests pick them: FP8 tiles by the power of two >= max|x| / 448; FP4 tiles by max|x| / 6 rounded to e4m3
+    (within [2**-9, 448]), the codes rounded to nearest, a NaN in a tile making its scale NaN.
+    """
+    layout = {576: "V32", 512: "V4"}.get(layout, layout)  # type: ignore[call-overload]
     nb, bs = k.shape[0], k.shape[1]
+    d_qk = reference.LAYOUT_D_QK[layout]
     k = k.reshape(nb, bs, d_qk)
-    nope_dim, tile = (512, 128) if d_qk == 576 else (448, 64)
+    if layout == "V41_FP4":
+        tiles = k.float().reshape(nb, bs, 32, 16)
+        amax = torch.nan_to_num(tiles.abs(), nan=math.inf).amax(-1)
+        scales = torch.clamp(amax / 6.0, 2.0**-9, 448.0).to(torch.float8_e4m3fn)
+        scales = torch.where(amax.isinf(), torch.full_like(scales, math.nan), scales)
+        codes = _e2m1_codes(tiles / scales.float()[..., None]).reshape(nb, bs, 256, 2)
+        packed = codes[..., 0] | (codes[..., 1] << 4)
+        storage = _blocks([packed, scales.view(torch.uint8)], 512)
+        return storage.view(torch.float8_e4m3fn).view(nb, bs, 1, -1)
+    nope_dim, tile = {"V32": (512, 128), "V32_NO_ROPE": (512, 128), "V4": (448, 64), "V41": (512, 32)}[layout]
     tiles = k[..., :nope_dim].float().reshape(nb, bs, nope_dim // tile, tile)
     scales = _power_of_two_scales(tiles)  # (nb, bs, tiles)
     nope = (tiles / scales[..., None]).reshape(nb, bs, nope_dim).to(torch.float8_e4m3fn).view(torch.uint8)
-    rope = k[..., nope_dim:].to(torch.bfloat16).contiguous().view(torch.uint8)  # (nb, bs, 128)
-    if d_qk == 576:
-        rows = torch.cat([nope, scales.contiguous().view(torch.uint8), rope], dim=-1)  # 656 bytes
+    rope = k[..., nope_dim:].to(torch.bfloat16).contiguous().view(torch.uint8)  # (nb, bs, 2 * rope dims)
+    if layout in ("V32", "V32_NO_ROPE"):
+        rows = torch.cat([nope, scales.contiguous().view(torch.uint8), rope], dim=-1)  # 656 / 528 bytes
         return rows.view(torch.float8_e4m3fn).reshape(nb, bs, 1, -1)
     e8m0 = (torch.log2(scales) + 127).to(torch.uint8)
+    if layout == "V41":
+        return _blocks([nope, e8m0], 512).view(torch.float8_e4m3fn).view(nb, bs, 1, -1)
     scale_rows = torch.cat([e8m0, torch.zeros(nb, bs, 1, dtype=torch.uint8, device=k.device)], dim=-1)  # 8 bytes
-    block = torch.cat([torch.cat([nope, rope], dim=-1).reshape(nb, -1), scale_rows.reshape(nb, -1)], dim=-1)
-    padded = math.ceil(block.shape[1] / 576) * 576
-    storage = torch.zeros(nb, padded, dtype=torch.uint8, device=k.device)
-    storage[:, : block.shape[1]] = block
-    return storage[:, : block.shape[1]].view(torch.float8_e4m3fn).view(nb, bs, 1, -1)
+    storage = _blocks([torch.cat([nope, rope], dim=-1), scale_rows], 576)
+    return storage.view(torch.float8_e4m3fn).view(nb, bs, 1, -1)
 
 
 def _sparse_indices(inp: Inputs, lens, sq, topk, table, page_size):
@@ -257,6 +367,12 @@ def _nan_where_unreferenced(cache: torch.Tensor, *indices: torch.Tensor) -> None
         idx = idx.flatten().long()
         used[idx[(idx >= 0) & (idx < flat.shape[0])]] = True
     flat[~used.to(cache.device)] = float("nan")
+
+
+def case_layouts(case: Case) -> tuple[str, str]:
+    """The layouts of a sparse case's cache and extra cache."""
+    layout = case.kv_format or {576: "V32", 512: "V4"}[case.d]
+    return layout, case.extra_kv_format or layout
 
 
 def mla_inputs(case: Case, inp: Inputs) -> dict:
@@ -304,9 +420,12 @@ def mla_inputs(case: Case, inp: Inputs) -> dict:
         _nan_where_unreferenced(k_cache, indices)
         if extra is not None:
             _nan_where_unreferenced(extra, kw["extra_indices_in_kvcache"])
-    kw.update(k_cache=quantize_fp8_cache(k_cache, c.d), indices=indices.to(inp.dev))
+    layout, extra_layout = case_layouts(c)
+    kw.update(k_cache=quantize_fp8_cache(k_cache, layout), indices=indices.to(inp.dev))
+    if layout == "V32_NO_ROPE":  # 528 bytes a token is V4.1 without tensor metadata: the call names its layout
+        kw["kv_format"] = layout
     if extra is not None:
-        kw["extra_k_cache"] = quantize_fp8_cache(extra, c.d)
+        kw["extra_k_cache"] = quantize_fp8_cache(extra, extra_layout)
     return kw
 
 
@@ -365,7 +484,11 @@ MLA_PLAN = PlanRelation("tile_scheduler_metadata", "flashmla.metadata", keys=(),
                                 ("topk", "None if indices is None else indices.shape[-1]"),
                                 ("extra topk", "None if extra_indices_in_kvcache is None else "
                                                "extra_indices_in_kvcache.shape[-1]"),
-                                ("is_fp8_kvcache", "bool(is_fp8_kvcache)")))  # fmt: skip
+                                ("is_fp8_kvcache", "bool(is_fp8_kvcache)"),
+                                # sglang-kernel 0.4.10's FlashMLASchedMeta.Config records these too
+                                ("page block size", "k_cache.shape[1]"), ("causal", "bool(causal)"),
+                                ("extra page block size",
+                                 "None if extra_k_cache is None else extra_k_cache.shape[1]")))  # fmt: skip
 
 SPECS = [
     OpSpec("flashmla.metadata", get_mla_metadata, features={}, reference=reference.get_mla_metadata),

@@ -327,13 +327,42 @@ def get_mla_metadata(
     return None, None
 
 
-# -- FlashMLA's FP8 KV-cache layouts (DeepSeek V3.2 and V4 "MODEL1"), read token by token --------------
-# V3.2 (d_qk 576): per token 512 e4m3 (4 tiles of 128) + 4 float32 scales + 64 bf16 rope = 656 bytes.
-# MODEL1 (d_qk 512): per block, block_size rows of 448 e4m3 (7 tiles of 64) + 64 bf16 rope (576 bytes),
-# then block_size rows of 8 bytes (7 e8m0 scales + 1 pad); the block padded to a multiple of 576 bytes.
+# -- FlashMLA's sparse KV-cache layouts, read token by token ---------------------------------------------
+# Every layout is a (num_blocks, block_size, 1, bytes per token) view; the bytes per token tell them apart
+# but for 528, which two layouts share (see kv_layout).
+# V32 (d_qk 576): per token 512 e4m3 (4 tiles of 128) + 4 float32 scales + 64 bf16 rope = 656 bytes.
+# V32_NO_ROPE (d_qk 512): the V3.2 token without its rope: 512 e4m3 + 4 float32 scales = 528 bytes.
+# V4 "MODEL1" (d_qk 512): per block, block_size rows of 448 e4m3 (7 tiles of 64) + 64 bf16 rope (576 bytes),
+#   then block_size rows of 8 bytes (7 e8m0 scales + 1 pad); the block padded to a multiple of 576 bytes.
+# V41 (d_qk 512): per block, block_size rows of 512 e4m3 (all dims, the rope's too; 16 tiles of 32), then
+#   block_size rows of 16 e8m0 scales: 528 bytes a token; the block padded to a multiple of 512 bytes.
+# V41_FP4 (d_qk 512, FlashMLA's extra cache of V4.1): per block, block_size rows of 256 bytes of e2m1 codes
+#   (element 2i in the low nibble of byte i, 2i+1 in the high one), then block_size rows of 32 e4m3 scales
+#   (tiles of 16): 288 bytes a token; the block padded to a multiple of 512 bytes.
 V32_TOKEN_BYTES, MODEL1_ROW_BYTES, MODEL1_SCALE_BYTES = 656, 576, 8
 V32_SCALES_AT, V32_ROPE_AT = 512, 528  # byte offsets in a V3.2 token: its 4 scales, then its rope
+LAYOUT_BYTES = {"V32": 656, "V32_NO_ROPE": 528, "V4": 584, "V41": 528, "V41_FP4": 288}  # bytes per token
+LAYOUT_D_QK = {"V32": 576, "V32_NO_ROPE": 512, "V4": 512, "V41": 512, "V41_FP4": 512}
+KV_FORMATS = ("V32", "V32_NO_ROPE", "V4", "V41")  # the kv_format values (sglang-kernel 0.4.10's)
+E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # by the code's 3 low bits; bit 3 is the sign
 LOG2E = math.log2(math.e)
+
+
+def kv_layout(kv_format: str | None, d_qk: int, token_bytes: int, plan: Any = None) -> str | None:
+    """The layout of a sparse cache with ``token_bytes`` bytes a token (the last dim of its view).
+
+    288 bytes is V4.1's FP4 (an extra cache). Otherwise ``kv_format`` when given; when not, the rule of
+    sglang-kernel 0.4.10: 528 bytes with d_qk 512 is V3.2-no-RoPE under tensor scheduler metadata (the API
+    that predates V4.1) and V4.1 under a plan object (FlashMLASchedMeta) or none; other caches follow
+    d_qk (576: V3.2, 512: V4). None: no layout (a mismatch the op's checks name).
+    """
+    if token_bytes == LAYOUT_BYTES["V41_FP4"]:
+        return "V41_FP4"
+    if kv_format is not None:
+        return kv_format if kv_format in LAYOUT_BYTES else None
+    if d_qk == 512 and token_bytes == 528:
+        return "V32_NO_ROPE" if isinstance(plan, (torch.Tensor, tuple, list)) else "V41"
+    return {576: "V32", 512: "V4"}.get(d_qk)
 
 
 def _e4m3(raw: torch.Tensor) -> torch.Tensor:
@@ -348,38 +377,60 @@ def _as_bf16(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.bfloat16).float()
 
 
-def gather_fp8_tokens(cache: torch.Tensor, tokens: torch.Tensor, d_qk: int,
+def e2m1(codes: torch.Tensor) -> torch.Tensor:
+    """FP4 e2m1 codes (uint8, 0..15) -> float32 values."""
+    magnitudes = torch.tensor(E2M1_VALUES, dtype=torch.float32, device=codes.device)
+    values = magnitudes[(codes & 7).long()]
+    return torch.where((codes & 8).bool(), -values, values)
+
+
+def _block_rows(raw: torch.Tensor, block_size: int, at: int, width: int) -> torch.Tensor:
+    """(num_blocks, block_size, width): the block's rows of ``width`` bytes starting at byte ``at`` of each block."""
+    return raw[:, at : at + block_size * width].reshape(raw.shape[0], block_size, width)
+
+
+def gather_fp8_tokens(cache: torch.Tensor, tokens: torch.Tensor, layout: str | int,
                       e4m3: Callable[[torch.Tensor], torch.Tensor] = _e4m3) -> torch.Tensor:  # fmt: skip
     """Dequantise only the cache rows ``tokens`` (flat ids block * block_size + offset) -> (n, d_qk) float32.
 
-    ``e4m3`` turns e4m3 bytes (uint8) into their float32 values (torch's cast here; a provider may pass
-    a faster decoder that gives the same values).
+    ``layout``: one of ``LAYOUT_BYTES`` (or a d_qk, 576 or 512, for V3.2 or V4). ``e4m3`` turns e4m3 bytes
+    (uint8) into their float32 values (torch's cast here; a provider may pass a faster decoder that gives
+    the same values).
 
-    ``cache`` is FlashMLA's (num_blocks, block_size, 1, bytes) FP8 view of either layout; the layout
-    follows from d_qk (576: V3.2, 512: MODEL1). Memory is O(len(tokens) * d_qk), never the whole cache.
-    Each dequantised value is rounded to bf16, the operand the kernels multiply (FlashMLA's tests
-    dequantise to bf16 too): with scales that are not powers of two the product is not exact.
+    ``cache`` is FlashMLA's (num_blocks, block_size, 1, bytes) view. Memory is O(len(tokens) * d_qk), never
+    the whole cache. Each dequantised value is rounded to bf16, the operand the kernels multiply (FlashMLA's
+    tests dequantise to bf16 too): with scales that are not powers of two the product is not exact.
     """
+    layout = {576: "V32", 512: "V4"}.get(layout, layout)  # type: ignore[call-overload]
     num_blocks, block_size = cache.shape[0], cache.shape[1]
     raw = cache.view(torch.uint8).reshape(num_blocks, -1)  # each block's bytes (block stride kept)
     blocks, offsets = (tokens // block_size).long(), (tokens % block_size).long()
-    if d_qk == 576:
-        rows = raw[:, : block_size * V32_TOKEN_BYTES].reshape(num_blocks, block_size, V32_TOKEN_BYTES)[blocks, offsets]
+    if layout in ("V32", "V32_NO_ROPE"):
+        width = LAYOUT_BYTES[layout]
+        rows = _block_rows(raw, block_size, 0, width)[blocks, offsets]
         scales = rows[:, V32_SCALES_AT:V32_ROPE_AT].contiguous().view(torch.float32)  # (n, 4)
-        nope = _as_bf16(e4m3(rows[:, :V32_SCALES_AT]).view(-1, 4, 128) * scales[:, :, None])
-        return torch.cat([nope.reshape(-1, 512), _bf16(rows[:, V32_ROPE_AT:V32_TOKEN_BYTES])], dim=-1)
-    if d_qk == 512:
-        data = raw[:, : block_size * MODEL1_ROW_BYTES].reshape(num_blocks, block_size, MODEL1_ROW_BYTES)
-        scale_rows = raw[:, block_size * MODEL1_ROW_BYTES : block_size * (MODEL1_ROW_BYTES + MODEL1_SCALE_BYTES)]
-        rows = data[blocks, offsets]
-        e8m0 = scale_rows.reshape(num_blocks, block_size, MODEL1_SCALE_BYTES)[blocks, offsets, :7]
+        nope = _as_bf16(e4m3(rows[:, :V32_SCALES_AT]).view(-1, 4, 128) * scales[:, :, None]).reshape(-1, 512)
+        return torch.cat([nope, _bf16(rows[:, V32_ROPE_AT:V32_TOKEN_BYTES])], dim=-1) if layout == "V32" else nope
+    if layout == "V4":
+        rows = _block_rows(raw, block_size, 0, MODEL1_ROW_BYTES)[blocks, offsets]
+        e8m0 = _block_rows(raw, block_size, block_size * MODEL1_ROW_BYTES, MODEL1_SCALE_BYTES)[blocks, offsets, :7]
         scales = torch.exp2(e8m0.float() - 127.0)  # e8m0: a power of two, 2**(byte - 127)
         nope = _as_bf16(e4m3(rows[:, :448]).view(-1, 7, 64) * scales[:, :, None])
         return torch.cat([nope.reshape(-1, 448), _bf16(rows[:, 448:576])], dim=-1)
-    raise ValueError(f"no FP8 sparse KV-cache layout has d_qk {d_qk} (576: DeepSeek V3.2, 512: V4 MODEL1)")
+    if layout == "V41":
+        rows = _block_rows(raw, block_size, 0, 512)[blocks, offsets]
+        e8m0 = _block_rows(raw, block_size, block_size * 512, 16)[blocks, offsets]
+        scales = torch.exp2(e8m0.float() - 127.0)
+        return _as_bf16(e4m3(rows).view(-1, 16, 32) * scales[:, :, None]).reshape(-1, 512)
+    if layout == "V41_FP4":
+        packed = _block_rows(raw, block_size, 0, 256)[blocks, offsets]
+        scales = e4m3(_block_rows(raw, block_size, block_size * 256, 32)[blocks, offsets])  # (n, 32)
+        codes = torch.stack([packed & 15, packed >> 4], dim=-1).reshape(-1, 32, 16)
+        return _as_bf16(e2m1(codes) * scales[:, :, None]).reshape(-1, 512)
+    raise ValueError(f"no sparse KV-cache layout {layout!r}; layouts: {', '.join(LAYOUT_BYTES)}")
 
 
-def _sparse_scope(cache, indices, topk_length, b: int, d_qk: int, fp8: bool):
+def _sparse_scope(cache, indices, topk_length, b: int, d_qk: int, layout: str | None):
     """One cache's indexed keys for sequence b: (s_q, topk, d_qk) float32 and its invalid mask."""
     idx = indices[b].long()  # (s_q, topk)
     tokens = cache.shape[0] * cache.shape[1]
@@ -387,8 +438,8 @@ def _sparse_scope(cache, indices, topk_length, b: int, d_qk: int, fp8: bool):
     if topk_length is not None:
         invalid |= torch.arange(idx.shape[-1], device=idx.device)[None, :] >= int(topk_length[b])
     flat = idx.clamp(0, max(tokens - 1, 0)).flatten()
-    if fp8:
-        keys = gather_fp8_tokens(cache, flat, d_qk)
+    if layout is not None:
+        keys = gather_fp8_tokens(cache, flat, layout)
     else:
         keys = cache.reshape(-1, cache.shape[-1])[flat].float()
     keys = keys.view(*idx.shape, d_qk)
@@ -426,12 +477,14 @@ def flash_mla_with_kvcache(
     extra_indices_in_kvcache=None,
     topk_length=None,
     extra_topk_length=None,
+    kv_format=None,
 ):
     """FlashMLA decode: q (B, Sq, Hq, D) against a paged latent cache; V is the cache's first ``head_dim_v`` dims.
 
     Dense (``indices`` None): block_table/cache_seqlens pick each sequence's keys; FP8 q and cache are
     dequantised with the scalar ``descale_q``/``descale_k``. Sparse (``indices`` (B, Sq, topk)
-    positions, -1 invalid; FP8 cache in FlashMLA's layouts): only the indexed tokens are gathered,
+    positions, -1 invalid; FP8 cache in one of FlashMLA's layouts, named by ``kv_format`` or told by
+    ``kv_layout``'s rule, an extra cache's its own): only the indexed tokens are gathered,
     ``topk_length`` cuts each sequence's list, an ``extra_k_cache`` adds a second list, ``attn_sink``
     scales out by 1/(1+exp(sink-lse)). Returns (out (B, Sq, Hq, Dv), lse (B, Hq, Sq)); a query that
     sees no key gives out 0 and lse +inf, as FlashMLA's kernels do.
@@ -442,11 +495,13 @@ def flash_mla_with_kvcache(
     lse = torch.full((batch, hq, sq), float("inf"), dtype=torch.float32, device=q.device)
     qf = q.float() * (descale_q.float() if descale_q is not None else 1.0)
     if indices is not None:
+        layouts = [kv_layout(kv_format, d, c.shape[-1], tile_scheduler_metadata) if is_fp8_kvcache else None
+                   for c in (k_cache, k_cache if extra_k_cache is None else extra_k_cache)]  # fmt: skip
         for b in range(batch):
-            keys, invalid = _sparse_scope(k_cache, indices, topk_length, b, d, is_fp8_kvcache)
+            keys, invalid = _sparse_scope(k_cache, indices, topk_length, b, d, layouts[0])
             if extra_k_cache is not None:
                 k2, inv2 = _sparse_scope(extra_k_cache, extra_indices_in_kvcache, extra_topk_length, b, d,
-                                         is_fp8_kvcache)  # fmt: skip
+                                         layouts[1])  # fmt: skip
                 keys, invalid = torch.cat([keys, k2], dim=1), torch.cat([invalid, inv2], dim=1)
             scores = torch.einsum("shd,std->sht", qf[b], keys) * scale  # (sq, hq, topk)
             scores = scores.masked_fill(invalid[:, None, :], float("-inf"))

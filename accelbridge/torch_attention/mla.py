@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from accelbridge.ops.reference import LOG2E, gather_fp8_tokens
+from accelbridge.ops.reference import LOG2E, gather_fp8_tokens, kv_layout
 from accelbridge.ops.reference import get_mla_metadata as get_mla_metadata  # nothing to schedule: the same (None, None)
 from accelbridge.ops.spec import FP8_DTYPES, out_dtype
 from accelbridge.torch_attention import capabilities, fp8_cache, mla_decode
@@ -21,17 +21,19 @@ from accelbridge.torch_attention.layout import gather_pages
 _GATHER_BYTES = 512 << 20  # float32 gathered keys held at once
 
 
-def _tokens(cache: torch.Tensor, idx: torch.Tensor, d: int, fp8: bool, unused: torch.Tensor) -> torch.Tensor:
-    """Keys of flat token ids idx (...,) -> (..., d) float32; where ``unused``, zeros (never a token's values)."""
+def _tokens(cache: torch.Tensor, idx: torch.Tensor, d: int, layout: str | None, unused: torch.Tensor) -> torch.Tensor:
+    """Keys of flat token ids idx (...,) -> (..., d) float32; where ``unused``, zeros (never a token's values).
+
+    ``layout``: the cache's FlashMLA layout (``reference.LAYOUT_BYTES``), None for a bf16/fp16 cache."""
     tokens = cache.shape[0] * cache.shape[1]
     if tokens == 0:
         return torch.zeros(*idx.shape, d, dtype=torch.float32, device=idx.device)
     flat = idx.reshape(-1).long().clamp(0, tokens - 1)
-    rows = fp8_cache.token_rows(cache, flat, unused) if fp8 and d == 576 else None
+    rows = fp8_cache.token_rows(cache, flat, unused) if layout == "V32" else None
     if rows is not None:
         keys = fp8_cache.v32_keys(rows)
-    elif fp8:
-        keys = gather_fp8_tokens(cache, flat, d, fp8_bytes.e4m3).masked_fill_(unused.reshape(-1, 1), 0.0)
+    elif layout is not None:
+        keys = gather_fp8_tokens(cache, flat, layout, fp8_bytes.e4m3).masked_fill_(unused.reshape(-1, 1), 0.0)
     else:
         keys = cache.reshape(tokens, -1).index_select(0, flat).masked_fill_(unused.reshape(-1, 1), 0).float()
     return keys.view(*idx.shape, d)
@@ -88,7 +90,8 @@ def _sparse(q, scope_of, n_rows: int, dv: int, scale: float, sink, topk: int):
 def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata=None,
                            num_splits=None, softmax_scale=None, causal=False, descale_q=None, descale_k=None,
                            is_fp8_kvcache=False, indices=None, attn_sink=None, extra_k_cache=None,
-                           extra_indices_in_kvcache=None, topk_length=None, extra_topk_length=None):  # fmt: skip
+                           extra_indices_in_kvcache=None, topk_length=None, extra_topk_length=None,
+                           kv_format=None):  # fmt: skip
     """FlashMLA decode, dense or sparse, vectorised: (out (B, Sq, Hq, Dv), lse (B, Hq, Sq)); lonely rows lse +inf."""
     b, sq, hq, d = q.shape
     scale = softmax_scale if softmax_scale is not None else d**-0.5
@@ -104,9 +107,12 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, t
             extra_len = None if extra_topk_length is None else extra_topk_length.repeat_interleave(sq)
             parts.append((extra_k_cache, extra_indices_in_kvcache.reshape(b * sq, -1), extra_len))
 
+        layouts = [kv_layout(kv_format, d, c.shape[-1], tile_scheduler_metadata) if is_fp8_kvcache else None
+                   for c, _, _ in parts]  # fmt: skip
+
         def scope_of(rows):
             bad = [_invalid(i[rows], None if n is None else n[rows], c.shape[0] * c.shape[1]) for c, i, n in parts]
-            keys = [_tokens(c, i[rows], d, is_fp8_kvcache, u) for (c, i, _), u in zip(parts, bad)]
+            keys = [_tokens(c, i[rows], d, lay, u) for (c, i, _), u, lay in zip(parts, bad, layouts)]
             return _joined(keys), _joined(bad)
 
         topk = sum(i.shape[-1] for _, i, _ in parts)
@@ -153,7 +159,7 @@ def flash_mla_sparse_fwd(q, kv, indices, sm_scale, d_v=512, attn_sink=None, topk
 
     def scope_of(rows):
         bad = _invalid(idx[rows], None if topk_length is None else topk_length[rows], s_kv)
-        return _tokens(kv[:, None], idx[rows], d_qk, False, bad), bad
+        return _tokens(kv[:, None], idx[rows], d_qk, None, bad), bad
 
     o, lse_sinkless, maxes = _sparse(q, scope_of, s_q, d_v, sm_scale, attn_sink, idx.shape[-1])
     lse = torch.where(torch.isneginf(lse_sinkless), float("inf"), lse_sinkless * LOG2E)

@@ -183,26 +183,61 @@ def _bf16(byte_rows):
     return byte_rows.contiguous().view(torch.bfloat16).double()
 
 
-def fp8_token(cache, token, d_qk):
-    """Decode one token of FlashMLA's FP8 cache layouts to bf16 values (as the kernels round them).
+def _e2m1(code):
+    """One FP4 e2m1 code: sign bit 3, exponent bits 2..1 (bias 1), mantissa bit 0; exponent 0 is subnormal."""
+    sign = -1.0 if code & 8 else 1.0
+    exponent, mantissa = (code >> 1) & 3, code & 1
+    return sign * (mantissa * 0.5 if exponent == 0 else 2.0 ** (exponent - 1) * (1 + mantissa / 2))
 
-    d_qk 576 (V3.2): 512 e4m3, 4 float32 scales (one per 128), 64 bf16 rope = 656 bytes a token.
-    d_qk 512 (V4): per block, the tokens' 448 e4m3 + 64 bf16 (576 bytes each), then each token's
+
+def cache_layout(kw, cache):
+    """Which of FlashMLA's layouts ``cache`` holds, told as sglang-kernel 0.4.10 tells it (bytes per token; 528
+    bytes: kv_format, else V3.2-no-RoPE under tensor metadata, V4.1 otherwise)."""
+    width, d_qk = cache.shape[-1], kw["q"].shape[-1]
+    if width == 288:
+        return "V41_FP4"
+    if kw.get("kv_format") is not None:
+        return kw["kv_format"]
+    if width == 528:
+        return "V32_NO_ROPE" if isinstance(kw.get("tile_scheduler_metadata"), torch.Tensor) else "V41"
+    return "V32" if d_qk == 576 else "V4"
+
+
+def fp8_token(cache, token, layout):
+    """Decode one token of FlashMLA's sparse cache layouts to bf16 values (as the kernels round them).
+
+    V32 (d_qk 576): 512 e4m3, 4 float32 scales (one per 128), 64 bf16 rope = 656 bytes a token.
+    V32_NO_ROPE (d_qk 512): the same without the rope, 528 bytes.
+    V4 (d_qk 512): per block, the tokens' 448 e4m3 + 64 bf16 (576 bytes each), then each token's
     7 e8m0 scales (one per 64) and a pad byte; blocks padded to a multiple of 576 bytes.
+    V41 (d_qk 512): per block, the tokens' 512 e4m3, then each token's 16 e8m0 scales (one per 32).
+    V41_FP4 (d_qk 512): per block, the tokens' 256 bytes of e2m1 pairs (low nibble first), then each
+    token's 32 e4m3 scales (one per 16).
     """
     raw = cache.view(torch.uint8)
-    page = cache.shape[1]
+    page, width = cache.shape[1], cache.shape[-1]
     blk, pos = divmod(int(token), page)
-    if d_qk == 576:
+    if layout in ("V32", "V32_NO_ROPE"):
         t = raw[blk, pos, 0]
         scales = t[512:528].contiguous().view(torch.float32).double()
-        nope = _e4m3(t[:512]).view(4, 128) * scales[:, None]
-        return torch.cat([nope.flatten().to(torch.bfloat16).double(), _bf16(t[528:656])])
-    base = torch.as_strided(raw, (raw.shape[0], page * 584), (raw.stride(0), 1))[blk]  # the block's bytes
-    t = base[pos * 576 : pos * 576 + 576]
-    e8m0 = base[page * 576 + pos * 8 : page * 576 + pos * 8 + 7].double()
-    nope = _e4m3(t[:448]).view(7, 64) * torch.exp2(e8m0 - 127)[:, None]
-    return torch.cat([nope.flatten().to(torch.bfloat16).double(), _bf16(t[448:576])])
+        nope = (_e4m3(t[:512]).view(4, 128) * scales[:, None]).flatten().to(torch.bfloat16).double()
+        return torch.cat([nope, _bf16(t[528:656])]) if layout == "V32" else nope
+    base = torch.as_strided(raw, (raw.shape[0], page * width), (raw.stride(0), 1))[blk]  # the block's bytes
+    if layout == "V4":
+        t = base[pos * 576 : pos * 576 + 576]
+        e8m0 = base[page * 576 + pos * 8 : page * 576 + pos * 8 + 7].double()
+        nope = _e4m3(t[:448]).view(7, 64) * torch.exp2(e8m0 - 127)[:, None]
+        return torch.cat([nope.flatten().to(torch.bfloat16).double(), _bf16(t[448:576])])
+    if layout == "V41":
+        e8m0 = base[page * 512 + pos * 16 : page * 512 + pos * 16 + 16].double()
+        values = _e4m3(base[pos * 512 : pos * 512 + 512]).view(16, 32) * torch.exp2(e8m0 - 127)[:, None]
+        return values.flatten().to(torch.bfloat16).double()
+    assert layout == "V41_FP4", layout
+    packed = base[pos * 256 : pos * 256 + 256].long()
+    scales = _e4m3(base[page * 256 + pos * 32 : page * 256 + pos * 32 + 32])
+    codes = torch.stack([packed % 16, packed // 16], dim=-1).flatten()  # element 2i low nibble, 2i+1 high
+    values = torch.tensor([_e2m1(c) for c in range(16)], dtype=torch.float64)[codes].view(32, 16) * scales[:, None]
+    return values.flatten().to(torch.bfloat16).double()
 
 
 def _mla_lse(lse):
@@ -231,9 +266,9 @@ def mla_decode(kw):
         for s in range(sq):
             keys = []
             for cache, indices, lengths in lists:
-                tokens = cache.shape[0] * cache.shape[1]
+                tokens, layout = cache.shape[0] * cache.shape[1], cache_layout(kw, cache)
                 n = indices.shape[-1] if lengths is None else int(lengths[b])
-                keys += [fp8_token(cache, t, d) for t in indices[b, s, :n].tolist() if 0 <= t < tokens]
+                keys += [fp8_token(cache, t, layout) for t in indices[b, s, :n].tolist() if 0 <= t < tokens]
             k = torch.stack(keys)[:, None] if keys else torch.zeros(0, 1, d, dtype=torch.float64)
             o, lr, _ = row(q[b, s], k, k[..., :dv], scale, sinks=kw.get("attn_sink"))
             out[b, s], lse[b, :, s] = o, _mla_lse(lr)

@@ -94,10 +94,12 @@ def mla_dense_case(r: random.Random) -> Case:
 
 
 def mla_sparse_case(r: random.Random) -> Case:
-    b, sq, d = r.randint(1, 3), r.choice([1, 2]), r.choice([576, 512])
+    b, sq, layout = r.randint(1, 3), r.choice([1, 2]), r.choice(["V32", "V4", "V41", "V32_NO_ROPE"])
     sinks = r.random() < 0.5
+    extra_layout = "V41_FP4" if layout == "V41" and r.random() < 0.5 else ""  # FlashMLA's V4.1 extra cache
     return Case("flashmla.kvcache", "fuzz", lens_q=(sq,) * b, lens_k=_lens(r, b, 150), hq=r.choice([1, 4, 16]),
-                hk=1, d=d, dv=512, page_size=r.choice([64, 61, 53]), causal=False, with_out=False, tol="flashmla",
+                hk=1, d=576 if layout == "V32" else 512, dv=512, kv_format=layout, extra_kv_format=extra_layout,
+                page_size=r.choice([64, 61, 53]), causal=False, with_out=False, tol="flashmla",
                 topk=r.choice([64, 128]), topk_length=r.random() < 0.5, sinks=sinks,
                 sink_inf=sinks and r.random() < 0.5, invalid=r.choice([(), (-1,), (-1, SENTINEL, -7)]),
                 extra_topk=r.choice([0, 0, 64]), extra_page_size=r.choice([0, 2, 64]),

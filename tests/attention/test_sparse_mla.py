@@ -171,15 +171,16 @@ def test_bugged_sparse_providers_are_caught(tmp_path, monkeypatch, bug, case):
 def test_sparse_calls_a_kernel_refuses_go_to_the_next_provider(fixture_providers):
     """sgl-kernel's V3.2 kernel has no topk_length and no extra cache (H200): the catalog says so, such calls go on."""
     with platforms.simulated("cuda:sm90"):
-        for head_dim in (576, 512):
-            assert attention.resolve("flashmla.kvcache", indices=True, head_dim=head_dim).selected == "sgl-kernel"
+        assert attention.resolve("flashmla.kvcache", indices=True, head_dim=576).selected == "sgl-kernel"
+        assert attention.resolve("flashmla.kvcache", indices=True, head_dim=512, kv_format="V4").selected == (
+            "sgl-kernel"
+        )
         r = attention.resolve("flashmla.kvcache", indices=True, topk_length=True, head_dim=576)
         assert r.selected == "torch"
         (row,) = [c for c in r.candidates if c["provider"] == "sgl-kernel"]
         assert "cannot honour topk_length= when indices is not None and q.shape[-1] == 576" in row["reasons"][0]
-        assert attention.resolve("flashmla.kvcache", indices=True, topk_length=True, head_dim=512).selected == (
-            "sgl-kernel"
-        )
+        r = attention.resolve("flashmla.kvcache", indices=True, topk_length=True, head_dim=512, kv_format="V4")
+        assert r.selected == "sgl-kernel"
 
 
 def test_sparse_prefill_list_return_becomes_the_canonical_tuple(fixture_providers):

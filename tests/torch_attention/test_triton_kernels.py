@@ -36,7 +36,8 @@ print(json.dumps(result))
 
 
 _NOT_MLA = {"fp8-dense", "fp8-dense-sentinel-nan", "sparse-v4", "sparse-v4-topk-length", "sparse-v4-extra-cache",
-            "sparse-v4-conventions"}  # fmt: skip
+            "sparse-v4-conventions", "sparse-v32-no-rope", "sparse-v41", "sparse-v41-fp4-extra",
+            "sparse-v32-no-rope-conventions", "sparse-v41-conventions"}  # fmt: skip  # the kernel reads V3.2 only
 # one output block of 512 and pointer loads (no TMA descriptors)
 _WHOLE_OUTPUT = (
     "kernel._configs = lambda device, heads: ((16, 16, 4, 1, 512),); kernel._tma_kernel_for = lambda *a: None"
