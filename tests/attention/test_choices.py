@@ -63,7 +63,13 @@ def test_strict_mode_refuses_the_slow_path(monkeypatch, without_torch):
 
 
 @pytest.mark.filterwarnings("ignore::accelbridge.attention.ProviderLoadWarning")  # simulated GPU, no kernels
-def test_an_accelerator_without_vendor_kernels_is_served_by_torch_quietly(caplog):
+def test_an_accelerator_without_vendor_kernels_is_served_by_torch_quietly(caplog, tmp_path, monkeypatch):
+    """Pinned whatever this machine has installed: no sgl_kernel (a GPU user's real one, or the fixture module on
+    the path, would serve the call) and no hub kernels (a filled Hugging Face cache would) ahead of torch."""
+    monkeypatch.setitem(sys.modules, "sgl_kernel", None)  # import fails as if not installed
+    overlay = tmp_path / "no-hub.yaml"
+    overlay.write_text("schema: 1\nplatform: cuda\norder:\n  fa3.varlen: [sgl-kernel, torch, reference]\n")
+    monkeypatch.setenv("ACCELBRIDGE_CATALOG_PATH", str(overlay))
     caplog.set_level(logging.INFO, logger="accelbridge")
     with platforms.simulated("cuda:sm90"), warnings.catch_warnings():
         warnings.simplefilter("error", ReferenceFallbackWarning)

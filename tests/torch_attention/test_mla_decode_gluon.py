@@ -121,7 +121,7 @@ print(json.dumps({"said": said, "tried": len(tried), "diffs": diffs}))
 """
 
 
-@pytest.mark.skipif(interpreted.not_ready() or _gluon(), reason=str(interpreted.not_ready() or _gluon()))
+@pytest.mark.skipif(bool(interpreted.not_ready() or _gluon()), reason=str(interpreted.not_ready() or _gluon()))
 def test_a_gluon_kernel_this_triton_cannot_compile_hands_over_to_the_triton_one_and_says_so():
     """Under the interpreter, with sm90 pretended and the Gluon launch failing as Gluon's API drift fails it: the
     call still answers (the Triton TMA kernel), one warning names the triton and the error, and the Gluon kernel
