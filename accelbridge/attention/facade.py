@@ -19,6 +19,7 @@ from accelbridge import ops, platforms
 from accelbridge.attention import checks, compiled
 from accelbridge.attention.errors import ResolutionError
 from accelbridge.attention.resolver import Chain, Resolution, describe, feature_values
+from accelbridge.kernels_catalog.schema import did_you_mean
 
 _chains: dict[str, Chain] = {}
 _tables: dict[str, dict[Any, Callable[..., Any]]] = {}  # facade name -> selector value -> call
@@ -110,6 +111,12 @@ def _resolver(facade: str, selector: str | None) -> Callable[[Any], Callable[...
     return resolve_call
 
 
+def _misspelt(facade: str, names: list[str], unknown: dict[str, Any]) -> None:
+    """Python's own TypeError, with the closest parameter: the catalogs and pytest markers suggest one too."""
+    name = next(iter(unknown))
+    raise TypeError(f"{facade}() got an unexpected keyword argument {name!r}{did_you_mean(name, names)}")
+
+
 def build_function(spec: ops.OpSpec) -> Callable[..., Any]:
     """The facade function of ``spec`` (and of the ops sharing its signature function)."""
     sig = inspect.signature(spec.signature)
@@ -118,7 +125,8 @@ def build_function(spec: ops.OpSpec) -> Callable[..., Any]:
     call_args = ", ".join(n for n in names if n != selector)
     key = selector or "None"
     code = (
-        f"def {spec.facade}({', '.join(names)}):\n"
+        f"def {spec.facade}({', '.join(names)}, **_unknown):\n"
+        f"    if _unknown:\n        _misspelt(_unknown)\n"
         f"    if _compiling():\n        return _traced.get({key}, _invalid)({call_args})\n"
         f"    try:\n        fn = _table[{key}]\n"
         f"    except (KeyError, TypeError):\n        fn = _resolve({key})\n"
@@ -127,6 +135,7 @@ def build_function(spec: ops.OpSpec) -> Callable[..., Any]:
     resolver = _resolver(spec.facade, selector)
     traced = {value: compiled.compiled(op, function).traced for value, op in _ops_of(spec.facade).items()}
     g = {"_table": _tables.setdefault(spec.facade, {}), "_resolve": resolver, "_traced": traced,
+         "_misspelt": lambda unknown: _misspelt(spec.facade, names, unknown),
          "_compiling": torch.compiler.is_compiling,  # under torch.compile: the op's custom op (attention.compiled)
          "_invalid": lambda *a: resolver(a[names.index(selector)] if selector else None)}  # fmt: skip
     exec(compile(code, f"<accelbridge facade {spec.facade}>", "exec"), g)  # noqa: S102
