@@ -375,7 +375,8 @@ KVCACHE_CHECKS = (
     _SINKS,
     _WINDOW,
     Check("cache_seqlens", "cache_seqlens is None or cache_seqlens.__class__ is int or "
-                           "(cache_seqlens.get_device() == q.get_device() and (not _EXACT or cache_seqlens.device == q.device))",
+                           "(cache_seqlens.get_device() == q.get_device() "
+                           "and (not _EXACT or cache_seqlens.device == q.device))",
           "is on {cache_seqlens.device} but q is on {q.device}", _SAME_DEVICE, what="device"),
     *map(on_q_device, ("qv", "rotary_cos", "rotary_sin")),
     *map(on_q_device, ("page_table", "cache_batch_idx", "cache_leftpad", "cu_seqlens_q", "cu_seqlens_k_new",

@@ -123,8 +123,8 @@ MLA_CHECKS = (
           "{'is None' if extra_k_cache is None else 'is given'}", "both, or neither"),
     Check("topk_length", "topk_length is None or (topk_length.dtype is _I32 and topk_length.shape == q.shape[:1])",
           "{_index(topk_length)}", "an int32 tensor (batch,) of valid index counts"),
-    Check("extra_k_cache", "extra_k_cache is None or (extra_k_cache.dtype is k_cache.dtype and extra_k_cache.dim() == 4 "
-                           "and extra_k_cache.shape[2:] == k_cache.shape[2:])",
+    Check("extra_k_cache", "extra_k_cache is None or (extra_k_cache.dtype is k_cache.dtype "
+                           "and extra_k_cache.dim() == 4 and extra_k_cache.shape[2:] == k_cache.shape[2:])",
           "{_tensor(extra_k_cache)}", "k_cache's dtype, rank, heads and row width"),
     Check("extra_indices_in_kvcache", "extra_indices_in_kvcache is None or (extra_indices_in_kvcache.dtype is _I32 "
                                       "and extra_indices_in_kvcache.dim() == 3 "
