@@ -49,7 +49,7 @@ checks.on_change(_forget_calls)
 def chain(op: str) -> Chain:
     """The (cached) candidate chain of ``op`` on the current platform."""
     if op not in ops.OPS:
-        raise ResolutionError(f"unknown op {op!r}; valid: {', '.join(ops.ids())}")
+        raise ResolutionError(f"unknown op {op!r}{did_you_mean(op, ops.ids())}; valid: {', '.join(ops.ids())}")
     with _lock:
         c = _chains.get(op)
         if c is None:
@@ -153,7 +153,7 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {}
 def function(op: str) -> Callable[..., Any]:
     """The facade function serving ``op`` (built on first request for ops declared later, e.g. a vendor's)."""
     if op not in ops.OPS:
-        raise ResolutionError(f"unknown op {op!r}; valid: {', '.join(ops.ids())}")
+        raise ResolutionError(f"unknown op {op!r}{did_you_mean(op, ops.ids())}; valid: {', '.join(ops.ids())}")
     spec = ops.get(op)
     with _lock:
         fn = _FUNCTIONS.get(spec.facade)
