@@ -104,3 +104,15 @@ def test_each_distinct_move_to_another_provider_is_logged_once_with_its_reason(c
     moves = [r.getMessage() for r in caplog.records if "moved" in r.getMessage()]
     assert moves == ["fa3.varlen on cpu: a call moved from spy to torch (spy: cannot honour sinks= (the catalog "
                      "marks it ignored by tests.attention.spy_provider.flash_attn_varlen_func))"]  # fmt: skip
+
+
+def test_strict_mode_with_the_reference_pinned_names_the_pin_and_strict_mode_not_an_argument(monkeypatch):
+    monkeypatch.setenv("ACCELBRIDGE_STRICT", "1")
+    monkeypatch.setenv("ACCELBRIDGE_PROVIDERS", "fa3=reference")
+    attention.set_strict(None)
+    with platforms.simulated("cuda:sm90"), pytest.raises(UnsupportedFeatureError) as e:
+        _call()
+    text = str(e.value)
+    assert "no provider can serve this call; candidates:" in text and "argument" not in text
+    assert "pin another provider in ACCELBRIDGE_PROVIDERS, or turn strict mode off (ACCELBRIDGE_STRICT)" in text
+    attention.set_strict(False)
