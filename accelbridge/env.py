@@ -11,6 +11,8 @@ import os
 import warnings
 from dataclasses import dataclass
 
+from accelbridge.errors import caller_stacklevel
+
 
 @dataclass(frozen=True)
 class Variable:
@@ -59,5 +61,5 @@ def warn_unknown() -> list[str]:
         close = difflib.get_close_matches(name, own, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else f"; accelbridge reads {', '.join(own)}"
         warnings.warn(f"accelbridge: environment variable {name} is not one accelbridge reads, ignored{hint}",
-                      RuntimeWarning, stacklevel=3)  # fmt: skip
+                      RuntimeWarning, stacklevel=caller_stacklevel())  # fmt: skip
     return unknown

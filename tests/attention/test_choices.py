@@ -116,3 +116,10 @@ def test_strict_mode_with_the_reference_pinned_names_the_pin_and_strict_mode_not
     assert "no provider can serve this call; candidates:" in text and "argument" not in text
     assert "pin another provider in ACCELBRIDGE_PROVIDERS, or turn strict mode off (ACCELBRIDGE_STRICT)" in text
     attention.set_strict(False)
+
+
+def test_warnings_name_the_callers_line(without_torch):
+    with platforms.simulated("cuda:sm90"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _call()
+    assert caught and {w.filename for w in caught} == {__file__}, [(w.filename, w.lineno) for w in caught]
