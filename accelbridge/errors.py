@@ -43,4 +43,5 @@ class InvalidArgumentError(AccelbridgeError, ValueError):
 
 
 class DeclarationError(AccelbridgeError, ValueError):
-    """An op declaration (accelbridge.ops) that cannot be right: a bug of the declaration, raised at import."""
+    """An op declaration (accelbridge.ops) that cannot be right: a bug of the declaration, raised when it is built
+    or registered."""
