@@ -274,11 +274,14 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     import torch
 
     from accelbridge import platforms
+    from accelbridge.kernels_catalog.schema import did_you_mean
     from accelbridge.testing import conformance
 
     checked = conformance.checked_ops()
     if args.op and args.op not in checked:
-        raise AccelbridgeError(f"selftest: no checks for op {args.op!r}; valid: {', '.join(checked)}")
+        raise AccelbridgeError(
+            f"selftest: no checks for op {args.op!r}{did_you_mean(args.op, checked)}; valid: {', '.join(checked)}"
+        )
     seed = conformance.new_seed() if args.seed is None else args.seed
     _use_standins(args)
     with platforms.simulated(args.simulate) if args.simulate else contextlib.nullcontext():
@@ -287,7 +290,10 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
         if args.provider and args.provider not in kernels_catalog.load(p).providers:
             valid = ", ".join(kernels_catalog.load(p).providers)
-            raise AccelbridgeError(f"selftest: no provider {args.provider!r} in the {p.name} catalog; valid: {valid}")
+            hint = did_you_mean(args.provider, kernels_catalog.load(p).providers)
+            raise AccelbridgeError(
+                f"selftest: no provider {args.provider!r} in the {p.name} catalog{hint}; valid: {valid}"
+            )
         where = f"{p.name} {p.arch().name}" + (f" (simulated {p.spec})" if p.simulated else "")
         if not args.json:
             print(f"accelbridge selftest on {where}, device {conformance.device()}, torch {torch.__version__}, "
@@ -360,8 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = sub.add_parser("explain", help="why each provider of an op is or is not used here")
     explain.add_argument("op", metavar="OP", help=", ".join(ops.ids()))
-    explain.add_argument("--simulate", metavar="SPEC")
-    explain.add_argument("--json", action="store_true")
+    explain.add_argument(
+        "--simulate", metavar="SPEC", help="explain on a simulated platform, e.g. cuda:sm90, rocm:gfx942"
+    )
+    explain.add_argument("--json", action="store_true", help="print resolve(OP).to_dict() as JSON")
     _standins_flag(explain)
     explain.set_defaults(func=cmd_explain)
 
@@ -388,8 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--provider", metavar="P", help="one provider id of the current catalog (default: all)")
     selftest.add_argument("--full", action="store_true", help="add the dtype x GQA x head dim x mask cross product")
     selftest.add_argument("--seed", type=int, help="reuse the inputs of an earlier run (printed in its header)")
-    selftest.add_argument("--simulate", metavar="SPEC")
-    selftest.add_argument("--json", action="store_true")
+    selftest.add_argument(
+        "--simulate",
+        metavar="SPEC",
+        help="run on a simulated platform's catalog (tensors stay on the CPU), e.g. cuda:sm90",
+    )
+    selftest.add_argument("--json", action="store_true", help="print each result as JSON (conformance.Result)")
     _standins_flag(selftest)
     selftest.set_defaults(func=cmd_selftest)
     lock = sub.add_parser("lock", help="pin the catalogs' hub kernels to commits in the kernels.lock of the cache dir")
@@ -414,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:  # without the parser's imports (torch: ~1.5 s)
+        print(f"accelbridge {__version__}")
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     # load failures are reported in the tables and explain output; no duplicate warning lines

@@ -6,8 +6,12 @@ is never read under two spellings or with two defaults.
 
 from __future__ import annotations
 
+import difflib
 import os
+import warnings
 from dataclasses import dataclass
+
+from accelbridge.errors import caller_stacklevel
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,27 @@ VARIABLES: dict[str, Variable] = {
 }
 
 
+_looked = False  # whether the environment was searched for misspelt names (once per process)
+
+
 def get(name: str) -> str:
     """The variable's stripped value, or its declared default when unset or empty."""
+    if not _looked:
+        warn_unknown()
     var = VARIABLES[name]
     return os.environ.get(name, "").strip() or var.default
+
+
+def warn_unknown() -> list[str]:
+    """Warn once per process about each ``ACCELBRIDGE_*`` variable accelbridge does not read (a misspelling is
+    otherwise silently ignored), with the closest declared name. Returns the unknown names."""
+    global _looked
+    _looked = True
+    own = [n for n, v in VARIABLES.items() if v.own]
+    unknown = sorted(n for n in os.environ if n.startswith("ACCELBRIDGE_") and n not in VARIABLES)
+    for name in unknown:
+        close = difflib.get_close_matches(name, own, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else f"; accelbridge reads {', '.join(own)}"
+        warnings.warn(f"accelbridge: environment variable {name} is not one accelbridge reads, ignored{hint}",
+                      RuntimeWarning, stacklevel=caller_stacklevel())  # fmt: skip
+    return unknown

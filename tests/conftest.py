@@ -69,3 +69,16 @@ def fixture_providers(monkeypatch):
     for name in list(sys.modules):
         if name.split(".")[0] in FIXTURE_MODULES:
             del sys.modules[name]
+
+
+def pytest_collection_modifyitems(items):
+    """A string skipif/xfail condition is evaluated as Python in the test's module, so a reason passed as the
+    condition ("triton is not installed") is a NameError on exactly the machines it was meant to skip on.
+    Conditions here are booleans: fail at collection, wherever the test runs."""
+    for item in items:
+        for mark in (*item.iter_markers("skipif"), *item.iter_markers("xfail")):
+            if any(isinstance(c, str) for c in mark.args):
+                raise pytest.UsageError(
+                    f"{item.nodeid}: @pytest.mark.{mark.name} has a string condition {mark.args!r}; pass a bool "
+                    "(e.g. `why is not None`) and the text as reason="
+                )

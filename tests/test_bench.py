@@ -13,7 +13,10 @@ def test_overhead_reports_a_provider_without_validates_and_cpu_tensors():
         assert set(levels) == {"off", "cheap", "cheap, CPU tensors", "full"}
         assert all(r["facade_us"] > 0 for r in levels.values())
     text = bench.format_result("overhead", result)
-    assert "no validates           ACCELBRIDGE_CHECKS=cheap" in text and "default level (cheap), any provider" in text
+    assert "no validates, ACCELBRIDGE_CHECKS=cheap " in text and "default level (cheap), any provider" in text
+    assert "OVER" not in text and ("within the 1.0 us goal" in text or "above the 1.0 us goal on this machine" in text)
+    rows = text.splitlines()[1:-1]  # one column of times: every " us" at the same place
+    assert len({row.index(" us") for row in rows}) == 1, rows
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the vendor comparison runs where CUDA is")

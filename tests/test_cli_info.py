@@ -106,3 +106,29 @@ def test_explain_takes_the_stand_ins_as_selftest_does(capsys, monkeypatch):
     code, out, _ = run(capsys, "explain", "fa3.varlen", "--simulate", "musa:mp31", "--standins")
     assert code == 0 and "selected mate" in out
     sys.modules.pop("mate", None)
+
+
+def test_misspelt_names_on_the_command_line_get_a_did_you_mean(capsys):
+    code, _, err = run(capsys, "explain", "fa3.kvcahce")
+    assert code == 2 and "unknown op 'fa3.kvcahce' (did you mean 'fa3.kvcache'?)" in err
+    code, _, err = run(capsys, "selftest", "--provider", "torhc")
+    assert code == 2 and "no provider 'torhc' in the cpu catalog (did you mean 'torch'?)" in err
+
+
+def test_version_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys\nfrom accelbridge import cli\ncli.main(['--version'])\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["accelbridge", "0.1.0", "False"]
+
+
+def test_every_option_has_help(capsys):
+    for command in ("info", "explain", "selftest"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        lines = [x.strip() for x in capsys.readouterr().out.splitlines()]
+        for option in ("--simulate SPEC", "--json"):
+            line = next((x for x in lines if x.startswith(option)), "")
+            assert len(line) > len(option) + 2, f"{command} {option}: no help text"

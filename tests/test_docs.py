@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from accelbridge import cli
+from accelbridge import cli, env
 
 ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"
@@ -98,3 +98,16 @@ def test_porting_guide_part2_plugin_installs_non_editable_and_works(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "fa3.varlen on acme xpu12" in run.stdout and "selected torch" in run.stdout  # no vendor kernel: torch
     assert "module 'acme_attn' not installed (install: pip install acme-attn)" in run.stdout
+
+
+def test_a_misspelt_variable_is_warned_once_with_the_closest_name(monkeypatch):
+    monkeypatch.setenv("ACCELBRIDGE_PROVIDER", "fa3=reference")
+    monkeypatch.setenv("ACCELBRIDGE_SIMULATED", "cuda:sm90")
+    monkeypatch.setattr(env, "_looked", False)
+    with pytest.warns(RuntimeWarning) as caught:
+        env.get("ACCELBRIDGE_CHECKS")
+        env.get("ACCELBRIDGE_CHECKS")  # once per process
+    said = sorted(str(w.message) for w in caught)
+    assert len(said) == 2
+    assert "ACCELBRIDGE_PROVIDER is not one accelbridge reads, ignored; did you mean ACCELBRIDGE_PROVIDERS?" in said[0]
+    assert "ACCELBRIDGE_SIMULATED is not one accelbridge reads, ignored; did you mean ACCELBRIDGE_SIMULATE?" in said[1]

@@ -44,3 +44,27 @@ def test_a_first_cpu_call_through_the_torch_provider_does_not_import_dynamo():
         "with platforms.simulated('cpu'):", "    attention.flash_attn_varlen_func(q, q, q, cu, cu, 4, 4, causal=True)",
     ])  # fmt: skip
     assert "torch._dynamo" not in _modules_after(code)
+
+
+def test_the_built_in_declarations_read_only_known_names():
+    """Checked here rather than at every import (``ops.register`` validates a vendor's own at once)."""
+    from accelbridge import ops
+
+    for spec in ops.OPS.values():
+        spec.validate()
+
+
+def test_a_declaration_reading_an_unknown_name_is_refused_when_registered():
+    import pytest
+
+    from accelbridge import ops
+    from accelbridge.errors import DeclarationError
+    from accelbridge.ops.spec import Check, Data, OpSpec
+
+    def toy(q: Data):
+        """A toy op."""
+
+    spec = OpSpec("toy.op", toy, checks=(Check("q", "q.dim() == rank", "", ""),), features={})
+    with pytest.raises(DeclarationError, match=r"toy.op: check on q reads unknown name\(s\) \['rank'\]"):
+        ops.register(spec)
+    assert "toy.op" not in ops.OPS

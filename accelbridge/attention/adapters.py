@@ -229,6 +229,7 @@ def compile_call(b: Binding, level: str, reroute: Callable[[str, tuple[Any, ...]
         if level == "full":
             body.append(f"if not _capturing({first}): _values({args})")
         else:  # CPU tensors: the host read is free (no device copy, no sync), so the values are checked too
+            g["_values"] = _host_values(spec)
             body.append(f"if {device} < 0 and {first}.is_cpu: _values({args})")
     for name in b.unsupported:
         body.append(f"if {spec.params[name].passed}: return _reroute({name!r}, {pack})")
@@ -274,6 +275,23 @@ def compile_call(b: Binding, level: str, reroute: Callable[[str, tuple[Any, ...]
     fn = g["adapter"]
     fn.__accelbridge_source__ = code
     return fn
+
+
+def _host_values(spec: OpSpec) -> Callable[..., None]:
+    """The values checks of a call whose first data tensor is on the host (the cheap level's free host read).
+
+    Device indices cannot tell the host from the meta device (both -1): a tensor elsewhere than the host is
+    named by the whole-device comparisons first, so no value is read from a device that cannot give it."""
+    names = spec.names
+    tensors = [i for i, n in enumerate(names) if spec.params[n].role in ("data", "index", "out")]
+
+    def values(*a: Any) -> None:
+        call = dict(zip(names, a))
+        if not all(a[i].is_cpu for i in tensors if isinstance(a[i], torch.Tensor)):
+            spec.explain_metadata(call)
+        spec.check_values(call)
+
+    return values
 
 
 def _call_arguments(b: Binding, g: dict[str, Any]) -> list[str]:

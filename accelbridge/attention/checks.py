@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable
 
 from accelbridge import env
-from accelbridge.errors import InvalidArgumentError
+from accelbridge.errors import InvalidArgumentError, caller_stacklevel
 
 LEVELS = ("full", "cheap", "off")
 _level: str | None = None
@@ -35,7 +35,7 @@ def set_level(level: str | None = None) -> str:
         level = env.get("ACCELBRIDGE_CHECKS").lower()
         if level not in LEVELS:  # from the environment: warn and keep the safest level
             warnings.warn(f"accelbridge: ACCELBRIDGE_CHECKS={level!r} is not one of {', '.join(LEVELS)}; using full",
-                          RuntimeWarning, stacklevel=2)  # fmt: skip
+                          RuntimeWarning, stacklevel=caller_stacklevel())  # fmt: skip
             level = "full"
     if level not in LEVELS:
         raise InvalidArgumentError(f"set_checks({level!r}): expected one of {', '.join(LEVELS)}")

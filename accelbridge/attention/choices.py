@@ -17,6 +17,7 @@ import warnings
 
 from accelbridge import env
 from accelbridge.attention.errors import UnsupportedFeatureError
+from accelbridge.errors import caller_stacklevel
 
 REFERENCE = "reference"
 log = logging.getLogger("accelbridge")
@@ -64,7 +65,7 @@ def chosen(platform, op: str, provider: str, passed_over: dict[str, list[str]], 
                f"{why or 'no other provider is listed'}; `accelbridge explain {op}` says more, "
                "ACCELBRIDGE_STRICT=1 makes this an error")  # fmt: skip
     log.warning(message)
-    warnings.warn(message, ReferenceFallbackWarning, stacklevel=4)
+    warnings.warn(message, ReferenceFallbackWarning, stacklevel=caller_stacklevel())
 
 
 def moved(platform, op: str, refused_by: str, provider: str, reasons: list[str]) -> None:

@@ -19,6 +19,7 @@ from accelbridge import ops, platforms
 from accelbridge.attention import checks, compiled
 from accelbridge.attention.errors import ResolutionError
 from accelbridge.attention.resolver import Chain, Resolution, describe, feature_values
+from accelbridge.kernels_catalog.schema import did_you_mean
 from accelbridge.platforms import devices
 
 _chains: dict[tuple[str, int], Chain] = {}  # (op, device index) -> chain
@@ -49,7 +50,7 @@ checks.on_change(_forget_calls)
 def chain(op: str, device: int | None = None) -> Chain:
     """The (cached) candidate chain of ``op`` on ``device`` (default: this process's) of the current platform."""
     if op not in ops.OPS:
-        raise ResolutionError(f"unknown op {op!r}; valid: {', '.join(ops.ids())}")
+        raise ResolutionError(f"unknown op {op!r}{did_you_mean(op, ops.ids())}; valid: {', '.join(ops.ids())}")
     platform = platforms.current()
     index = platform.device_index(device)
     with _lock:
@@ -140,6 +141,12 @@ def _resolver(facade: str, selector: str | None) -> Callable[..., Callable[..., 
     return resolve_call
 
 
+def _misspelt(facade: str, names: list[str], unknown: dict[str, Any]) -> None:
+    """Python's own TypeError, with the closest parameter: the catalogs and pytest markers suggest one too."""
+    name = next(iter(unknown))
+    raise TypeError(f"{facade}() got an unexpected keyword argument {name!r}{did_you_mean(name, names)}")
+
+
 def build_function(spec: ops.OpSpec) -> Callable[..., Any]:
     """The facade function of ``spec`` (and of the ops sharing its signature function)."""
     sig = inspect.signature(spec.signature)
@@ -148,7 +155,8 @@ def build_function(spec: ops.OpSpec) -> Callable[..., Any]:
     call_args = ", ".join(n for n in names if n != selector)
     key = selector or "None"
     code = (
-        f"def {spec.facade}({', '.join(names)}):\n"
+        f"def {spec.facade}({', '.join(names)}, **_unknown):\n"
+        f"    if _unknown:\n        _misspelt(_unknown)\n"
         f"    if _compiling():\n        return _traced.get({key}, _invalid)({call_args})\n"
         f"    try:\n        fn = _table[{key}]\n"
         f"    except (KeyError, TypeError):\n        fn = _resolve({key}, ({call_args},))\n"
@@ -157,6 +165,7 @@ def build_function(spec: ops.OpSpec) -> Callable[..., Any]:
     resolver = _resolver(spec.facade, selector)
     traced = {value: compiled.compiled(op, function).traced for value, op in _ops_of(spec.facade).items()}
     g = {"_table": _tables.setdefault(spec.facade, {}), "_resolve": resolver, "_traced": traced,
+         "_misspelt": lambda unknown: _misspelt(spec.facade, names, unknown),
          "_compiling": torch.compiler.is_compiling,  # under torch.compile: the op's custom op (attention.compiled)
          "_invalid": lambda *a: resolver(a[names.index(selector)] if selector else None)}  # fmt: skip
     exec(compile(code, f"<accelbridge facade {spec.facade}>", "exec"), g)  # noqa: S102
@@ -174,7 +183,7 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {}
 def function(op: str) -> Callable[..., Any]:
     """The facade function serving ``op`` (built on first request for ops declared later, e.g. a vendor's)."""
     if op not in ops.OPS:
-        raise ResolutionError(f"unknown op {op!r}; valid: {', '.join(ops.ids())}")
+        raise ResolutionError(f"unknown op {op!r}{did_you_mean(op, ops.ids())}; valid: {', '.join(ops.ids())}")
     spec = ops.get(op)
     with _lock:
         fn = _FUNCTIONS.get(spec.facade)

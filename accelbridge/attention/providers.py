@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from accelbridge.attention import hub, kernels_compat
-from accelbridge.errors import first_line
+from accelbridge.errors import caller_stacklevel, first_line
 from accelbridge.kernels_catalog import Source
 
 
@@ -178,7 +178,7 @@ def warn_unavailable(provider_id: str, cause: str) -> None:
             return
         _warned.add((provider_id, cause))
     warnings.warn(f"accelbridge: provider {provider_id!r} unavailable: {cause}; trying the next candidate",
-                  ProviderLoadWarning, stacklevel=3)  # fmt: skip
+                  ProviderLoadWarning, stacklevel=caller_stacklevel())  # fmt: skip
 
 
 def resolve_function(module: ModuleType, path: str) -> Callable[..., Any]:

@@ -274,6 +274,12 @@ def order_warnings(path: Path | str) -> list[Issue]:
             warnings.append(doc.at(("order", op), f"order of {op} does not name {names}, so {names} {are} never "
                                    f"tried for {op} (a list is the whole order): add {names} at the end of the list, "
                                    f"or say it with providers: {{{missing[0]}: {{ops: {{{op}: null}}}}}}"))  # fmt: skip
+        after = list(ids or ())[list(ids or ()).index("reference") + 1 :] if "reference" in (ids or ()) else []
+        if after:  # the reference serves every call it is asked: nothing after it is ever tried
+            names = " and ".join(after)
+            warnings.append(doc.at(("order", op), f"order of {op} lists {names} after reference, which serves every "
+                                   f"call, so {names} {'are' if len(after) > 1 else 'is'} never tried: put reference "
+                                   "last"))  # fmt: skip
     return warnings
 
 

@@ -20,6 +20,17 @@ non-viable. Catalog `adapt.rename`, `ignores` and `refuses` name these parameter
 """
 
 
+# private helpers of the expressions, as a reader says them
+_READABLE = {"_window_inert({})": "{} is (-1, -1), (None, None) or None"}
+
+
+def _inert(name: str, expr: str) -> str:
+    for private, readable in _READABLE.items():
+        if expr == private.format(name):
+            return readable.format(f"`{name}`")
+    return f"`{expr}`"
+
+
 def _default(p: inspect.Parameter) -> str:
     return "required" if p.default is p.empty else f"`{p.default!r}`"
 
@@ -40,7 +51,7 @@ def markdown() -> str:
         for name, p in sig.items():
             param = spec.params.get(name)
             role = param.role if param else "selector"
-            inert = f"`{param.inert}`" if param and param.inert else "-"
+            inert = _inert(name, param.inert) if param and param.inert else "-"
             missing = ", ".join(r.name for r in releases.lacking(spec.facade, name)) or "-"
             lines.append(f"| `{name}` | {role} | {_default(p)} | {inert} | {missing} |")
     lines += ["\n## Releases\n", "| release | what it changed |", "| --- | --- |"]

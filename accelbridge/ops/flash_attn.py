@@ -176,6 +176,12 @@ def _out(v: str) -> Check:
     )
 
 
+_WINDOW = Check(
+    "window_size",
+    "window_size is None or (window_size.__class__ in (tuple, list) and len(window_size) == 2)",
+    "is {window_size!r}",
+    "a pair (left, right), -1 or None for no limit on that side",
+)
 _FLOAT_Q = Check("q", "q.dtype in _F", "has dtype {q.dtype}", "a floating dtype (bf16, fp16, fp32, fp8)", what="dtype")
 _QV = Check("qv", "qv is None or (qv.dtype is q.dtype and qv.shape[:-1] == q.shape[:-1])", "{_tensor(qv)}",
             "q's dtype and shape but for the last dim (v's head dim)")  # fmt: skip
@@ -257,13 +263,15 @@ VARLEN_CHECKS = (
           "have {page_table.shape[0]}/{seqused_k.shape[0]} rows",
           "one row per sequence: {cu_seqlens_q.shape[0] - 1}, from cu_seqlens_q"),
     _SINKS,
-    *map(on_q_device, ("cu_seqlens_q", "cu_seqlens_k", "seqused_k", "page_table", "sinks")),
+    _WINDOW,
+    *map(on_q_device, ("cu_seqlens_q", "cu_seqlens_k", "seqused_k", "page_table", "sinks", "qv")),
     _out("v"),
     _OUT_DEVICE,
     Check("cu_seqlens_q", _varlen_values, kind="values"),
 )  # fmt: skip
 
 _BATCH = "(q.shape[0] if cu_seqlens_q is None else cu_seqlens_q.shape[0] - 1)"
+_BATCH_FROM = "{'' if cu_seqlens_q is None else ' (cu_seqlens_q has ' + str(cu_seqlens_q.shape[0]) + ' entries)'}"
 _CAPACITY = "(k_cache.shape[1] if page_table is None else page_table.shape[1] * k_cache.shape[1])"
 
 
@@ -280,9 +288,15 @@ def _kvcache_values(a) -> None:
         new = [y - x for x, y in zip(c, c[1:])]
     else:
         new = [k.shape[1]] * batch
+    if a["cu_seqlens_q"] is not None:
+        _cumulative(a, "cu_seqlens_q", q.shape[0], "max_seqlen_q")
     lengths = [cache_seqlens] * batch if isinstance(cache_seqlens, int) else cache_seqlens.tolist()
     if min(lengths, default=0) < 0:
         fail("cache_seqlens", f"is {lengths[:8]}", "lengths >= 0")
+    if a["cache_leftpad"] is not None:
+        pads = a["cache_leftpad"].tolist()
+        if any(not 0 <= p <= n for p, n in zip(pads, lengths)):
+            fail("cache_leftpad", f"is {pads[:8]}", "0 <= padding <= the sequence's cache_seqlens")
     if a["page_table"] is not None:
         table = a["page_table"] if a["cache_batch_idx"] is None else a["page_table"][a["cache_batch_idx"].long()]
         _pages(table, [n + m for n, m in zip(lengths, new)], k_cache.shape[1], k_cache.shape[0], "page_table")
@@ -302,6 +316,7 @@ KVCACHE_CHECKS = (
     Check("q", "q.dim() == (4 if cu_seqlens_q is None else 3)", "{_shape(q)}",
           "a tensor (batch, seqlen_q, num_heads, head_dim), or (total_q, num_heads, head_dim) with cu_seqlens_q"),
     _FLOAT_Q,
+    _index("cu_seqlens_q", 1, "(batch + 1,) of cumulative query lengths"),  # before the checks counting with it
     Check("k_cache", "k_cache.dim() == 4", "{_shape(k_cache)}",
           "a tensor {'(batch_cache, seqlen_cache, num_heads_k, head_dim)' if page_table is None else '"
           + _PAGED + "'}"),
@@ -321,7 +336,7 @@ KVCACHE_CHECKS = (
           "a tensor (batch, seqlen_new, num_heads_k, head_dim), or packed with cu_seqlens_k_new"),
     Check("k", "k is None or (k.dtype is q.dtype and v.dtype is q.dtype)",
           "has dtype {k.dtype} (v {v.dtype}) but q has {q.dtype}", "q, k and v to share one dtype", what="dtype"),
-    Check("k", "k is None or q.device == k.device == v.device", "is on {k.device} but q is on {q.device}",
+    Check("k/v", "k is None or q.device == k.device == v.device", "are on {k.device}/{v.device} but q is on {q.device}",
           _SAME_DEVICE, what="device"),
     Check("k/v", "k is None or (k.shape[-2:] == k_cache.shape[-2:] and v.shape[:-1] == k.shape[:-1] "
                  "and v.shape[-1] == v_cache.shape[-1] and (cu_seqlens_k_new is not None or k.shape[0] == "
@@ -333,26 +348,37 @@ KVCACHE_CHECKS = (
           "{_index(cache_seqlens)}", "an int32 tensor (" + "{" + _BATCH + "}" + ",) of cached lengths, or an int"),
     Check("cache_seqlens", "cache_seqlens is None or cache_seqlens.__class__ is int or "
                            "cache_seqlens.shape[0] == " + _BATCH,
-          "has {cache_seqlens.shape[0]} entries", "one per sequence: {" + _BATCH + "}"),
+          "has {cache_seqlens.shape[0]} entries", "one per sequence: {" + _BATCH + "}" + _BATCH_FROM),
     _index("page_table", 2, "(batch, max_pages_per_seq) of block ids"),
     Check("page_table", "page_table is None or cache_batch_idx is not None or page_table.shape[0] == " + _BATCH,
-          "has {page_table.shape[0]} rows", "one per sequence: {" + _BATCH + "}"),
+          "has {page_table.shape[0]} rows", "one per sequence: {" + _BATCH + "}" + _BATCH_FROM),
     # without cache_seqlens every sequence fills its cache row (FA3: the whole page-table row), but new keys
     # need a position to go to
     Check("cache_seqlens", "k is None or cache_seqlens is not None", "is None with new k/v to append",
           "an int32 tensor (batch,) of cached lengths (where the new keys go)"),
     _index("cache_batch_idx", 1, "(batch,) of cache rows"),
     _index("cache_leftpad", 1, "(batch,) of left padding per cache row"),
-    _index("cu_seqlens_q", 1, "(batch + 1,) of cumulative query lengths"),
+    *(Check(n, f"{n} is None or {n}.shape[0] == " + _BATCH, f"has {{{n}.shape[0]}} entries",
+            "one per sequence: {" + _BATCH + "}" + _BATCH_FROM) for n in ("cache_batch_idx", "cache_leftpad")),
     _index("cu_seqlens_k_new", 1, "(batch + 1,) of cumulative new-key lengths"),
     Check("rotary_cos", "rotary_cos is None or k is not None", "is given without new k/v",
           "new k and v to append: FA3 rotates q and the appended keys together"),
-    Check("rotary_sin", "rotary_cos is None or (rotary_sin is not None and rotary_sin.shape == rotary_cos.shape)",
-          "{_shape(rotary_sin)}", "the shape of rotary_cos (seqlen_ro, rotary_dim / 2)"),
+    Check("rotary_cos", "rotary_cos is None or (rotary_cos.dim() == 2 and rotary_cos.dtype in _F "
+                        "and 0 < 2 * rotary_cos.shape[1] <= q.shape[-1])",
+          "{_tensor(rotary_cos)}", "a floating tensor (seqlen_ro, rotary_dim / 2), rotary_dim <= {q.shape[-1]}"),
+    Check("rotary_sin", "rotary_cos is None or (rotary_sin is not None and rotary_sin.shape == rotary_cos.shape "
+                        "and rotary_sin.dtype is rotary_cos.dtype)",
+          "{_tensor(rotary_sin)}", "the shape and dtype of rotary_cos (seqlen_ro, rotary_dim / 2)"),
     # FA3 refuses a table shorter than the cache ("cos/sin seqlen must be at least the seqlen of KV cache")
     Check("rotary_cos", "rotary_cos is None or rotary_cos.shape[0] >= " + _CAPACITY, "has {rotary_cos.shape[0]} rows",
           "at least the cache's capacity, {" + _CAPACITY + "} positions"),
     _SINKS,
+    _WINDOW,
+    Check("cache_seqlens", "cache_seqlens is None or cache_seqlens.__class__ is int or "
+                           "(cache_seqlens.get_device() == q.get_device() "
+                           "and (not _EXACT or cache_seqlens.device == q.device))",
+          "is on {cache_seqlens.device} but q is on {q.device}", _SAME_DEVICE, what="device"),
+    *map(on_q_device, ("qv", "rotary_cos", "rotary_sin")),
     *map(on_q_device, ("page_table", "cache_batch_idx", "cache_leftpad", "cu_seqlens_q", "cu_seqlens_k_new",
                        "sinks")),
     _out("v_cache"),

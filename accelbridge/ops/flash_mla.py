@@ -28,6 +28,7 @@ from accelbridge.ops.spec import (
     Option,
     Plan,
     PlanRelation,
+    fail,
     on_q_device,
 )
 
@@ -100,9 +101,19 @@ def flash_mla_sparse_fwd(
 def _mla_values(a) -> None:
     from accelbridge.ops.flash_attn import _pages
 
+    for name in ("cache_seqlens", "topk_length", "extra_topk_length"):
+        lengths = [] if a[name] is None else a[name].tolist()
+        if min(lengths, default=0) < 0:
+            fail(name, f"is {lengths[:8]}", "lengths >= 0")
     if a["indices"] is None:
         k_cache = a["k_cache"]
         _pages(a["block_table"], a["cache_seqlens"].tolist(), k_cache.shape[1], k_cache.shape[0], "block_table")
+
+
+def _prefill_values(a) -> None:
+    lengths = [] if a["topk_length"] is None else a["topk_length"].tolist()
+    if lengths and not 0 <= min(lengths) <= max(lengths) <= a["indices"].shape[-1]:
+        fail("topk_length", f"is {lengths[:8]}", f"counts in [0, {a['indices'].shape[-1]}] (the indices' topk)")
 
 
 _SPARSE = "(None only in sparse mode, with indices)"
@@ -122,6 +133,8 @@ MLA_CHECKS = (
           "every tensor on q's device", what="device"),
     Check("q", "q.shape[2] % k_cache.shape[2] == 0", "has {q.shape[2]} heads and k_cache {k_cache.shape[2]}",
           "q heads to be a multiple of kv heads (MHA, GQA or MQA)"),
+    Check("k_cache", "is_fp8_kvcache or k_cache.shape[-1] == q.shape[-1]",
+          "has head_dim {k_cache.shape[-1]} but q has {q.shape[-1]}", "q's head_dim (or is_fp8_kvcache=True)"),
     Check("block_table", "block_table is not None or indices is not None", "is None",
           "an int32 tensor (batch, max_pages_per_seq) of block ids " + _SPARSE),
     Check("block_table", "block_table is None or (block_table.dtype is _I32 and block_table.dim() == 2)",
@@ -130,9 +143,13 @@ MLA_CHECKS = (
           "an int32 tensor (batch,) of cached lengths " + _SPARSE),
     Check("cache_seqlens", "cache_seqlens is None or (cache_seqlens.dtype is _I32 and cache_seqlens.dim() == 1)",
           "{_index(cache_seqlens)}", "an int32 tensor (batch,) of cached lengths"),
+    *(Check(n, f"{n} is None or {n}.shape[0] == q.shape[0]", f"has {{{n}.shape[0]}} rows",
+            "one per sequence: {q.shape[0]}, q's batch") for n in ("block_table", "cache_seqlens")),
     Check("head_dim_v", "head_dim_v.__class__ is int and 0 < head_dim_v and "
                         "(is_fp8_kvcache or head_dim_v <= k_cache.shape[-1])",
           "is {head_dim_v!r}", "an int in (0, {k_cache.shape[-1]}] (V is the cache's first dims)"),
+    Check("head_dim_v", "is_fp8_kvcache or k_cache.shape[-1] != 576 or head_dim_v == 512",
+          "is {head_dim_v!r} on a 576-wide cache", "512: DeepSeek's layout, 512 latent dims (V) then 64 rope dims"),
     Check("indices", "indices is None or (indices.dtype is _I32 and indices.dim() == 3 "
                      "and indices.shape[:2] == q.shape[:2])",
           "{_index(indices)}", "an int32 tensor (batch, seqlen_q, topk) of token positions (-1: none)"),
@@ -157,6 +174,16 @@ MLA_CHECKS = (
           "{'is None' if extra_k_cache is None else 'is given'}", "both, or neither"),
     Check("topk_length", "topk_length is None or (topk_length.dtype is _I32 and topk_length.shape == q.shape[:1])",
           "{_index(topk_length)}", "an int32 tensor (batch,) of valid index counts"),
+    Check("extra_k_cache", "extra_k_cache is None or (extra_k_cache.dtype is k_cache.dtype "
+                           "and extra_k_cache.dim() == 4 and extra_k_cache.shape[2] == k_cache.shape[2])",
+          "{_tensor(extra_k_cache)}", "k_cache's dtype, rank and heads (its row width: see the layout check)"),
+    Check("extra_indices_in_kvcache", "extra_indices_in_kvcache is None or (extra_indices_in_kvcache.dtype is _I32 "
+                                      "and extra_indices_in_kvcache.dim() == 3 "
+                                      "and extra_indices_in_kvcache.shape[:2] == q.shape[:2])",
+          "{_index(extra_indices_in_kvcache)}", "an int32 tensor (batch, seqlen_q, extra_topk) of token positions"),
+    Check("extra_topk_length", "extra_topk_length is None or (extra_topk_length.dtype is _I32 "
+                               "and extra_topk_length.shape == q.shape[:1])",
+          "{_index(extra_topk_length)}", "an int32 tensor (batch,) of valid extra index counts"),
     Check("attn_sink", "attn_sink is None or (attn_sink.shape == q.shape[2:3] and attn_sink.dtype in _F)",
           "{_tensor(attn_sink)}", "a float32 tensor (num_heads,) of sink logits"),
     Check("k_cache", "not _EXACT or q.device == k_cache.device", "is on {k_cache.device} but q is on {q.device}",
@@ -179,6 +206,12 @@ PREFILL_CHECKS = (
     Check("d_v", "d_v.__class__ is int and 0 < d_v <= q.shape[-1]", "is {d_v!r}", "an int in (0, d_qk]"),
     Check("topk_length", "topk_length is None or (topk_length.dtype is _I32 and topk_length.shape == q.shape[:1])",
           "{_index(topk_length)}", "an int32 tensor (s_q,)"),
+    Check("attn_sink", "attn_sink is None or (attn_sink.shape == q.shape[1:2] and attn_sink.dtype in _F)",
+          "{_tensor(attn_sink)}", "a float32 tensor (num_heads,) of sink logits"),
+    Check("kv", "not _EXACT or q.device == kv.device == indices.device", "is on {kv.device} (indices on "
+          "{indices.device}) but q is on {q.device}", "every tensor on q's device", what="device"),
+    *map(on_q_device, ("topk_length", "attn_sink")),
+    Check("topk_length", _prefill_values, kind="values"),
 )  # fmt: skip
 
 

@@ -247,8 +247,6 @@ class OpSpec:
     result_shapes: tuple[tuple[str, str], ...] = ()
     family: str = ""
     params: dict[str, Param] = field(init=False)
-    _inert_code: dict[str, Any] = field(init=False, repr=False)
-    _check_code: list[tuple[Any, Any, Any, Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.family = self.family or self.id.split(".")[0]
@@ -263,25 +261,34 @@ class OpSpec:
             params[p.name] = Param(p.name, ann.role, p.default, ann.inert or default_inert(p.name, p.default),
                                    ann.schema, ann.mutated_when)  # fmt: skip
         self.params = params
-        self._inert_code = {
-            n: compile(p.inert, f"<{self.id} inert {n}>", "eval") for n, p in params.items() if p.inert is not None
-        }
-        self._check_code = []
-        for c in self.checks:
-            if c.kind == "metadata":
-                _names_known(self, c.ok, f"check on {c.arg}")  # type: ignore[arg-type]
-                code = compile(c.ok, f"<{self.id} check {c.arg}>", "eval")
-                self._check_code.append((code, _fstring(c.arg), _fstring(c.got), _fstring(c.expected)))
-        for n, p in params.items():
+        if self.result_shapes and len(self.result_shapes) > len(self.results):
+            raise DeclarationError(f"{self.id}: {len(self.result_shapes)} result shapes for results {self.results}")
+
+    def validate(self) -> None:
+        """Every expression of the declaration reads only known names: a bug of the declaration, found when it is
+        registered (``ops.register``; the built-in ones in tests/test_import.py, not at each import)."""
+        for c in self.metadata_checks:
+            _names_known(self, c.ok, f"check on {c.arg}")  # type: ignore[arg-type]
+        for n, p in self.params.items():
             if p.inert is not None:
                 _names_known(self, p.inert, f"inert value of {n}")
             if p.mutated_when is not None:
                 _names_known(self, p.mutated_when, f"mutation condition of {n}")
-        if self.result_shapes and len(self.result_shapes) > len(self.results):
-            raise DeclarationError(f"{self.id}: {len(self.result_shapes)} result shapes for results {self.results}")
         for name, (shape, dtype) in zip(self.results, self.result_shapes):
             _names_known(self, shape, f"shape of result {name}")
             _names_known(self, dtype, f"dtype of result {name}")
+
+    @functools.cached_property
+    def _inert_code(self) -> dict[str, Any]:
+        """Compiled at first use, not at import."""
+        return {n: compile(p.inert, f"<{self.id} inert {n}>", "eval") for n, p in self.params.items()
+                if p.inert is not None}  # fmt: skip
+
+    @functools.cached_property
+    def _check_code(self) -> list[tuple[Any, Any, Any, Any]]:
+        """The metadata checks and their messages, compiled at the first call that fails one."""
+        return [(compile(c.ok, f"<{self.id} check {c.arg}>", "eval"), _fstring(c.arg), _fstring(c.got),
+                 _fstring(c.expected)) for c in self.metadata_checks]  # fmt: skip
 
     # -- derived facts ----------------------------------------------------------------------
     @property
@@ -514,7 +521,7 @@ def _render(code: Any, env: Mapping[str, Any]) -> str:
 
 
 def _names_known(spec: OpSpec, expr: str, what: str) -> None:
-    """A declaration reading an unknown name is a bug of the declaration: fail at import, not per call."""
+    """A declaration reading an unknown name is a bug of the declaration: fail when it is registered, not per call."""
     tree = ast.parse(expr, mode="eval")
     bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}

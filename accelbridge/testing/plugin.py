@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 
@@ -94,43 +95,41 @@ def _did_you_mean(got: object, valid) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _misspelled_markers(item: pytest.Item) -> None:
+def _misspelled_markers(item: pytest.Item) -> Iterator[str]:
     """A marker one typo away from platform/arch/op would otherwise be silently ignored: the test would
     run everywhere."""
     for mark in item.iter_markers():
         if mark.name not in _MARKERS:
             close = difflib.get_close_matches(mark.name, _MARKERS, n=1, cutoff=0.75)
             if close:
-                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{mark.name} is not an accelbridge marker "
-                                        f"(did you mean @pytest.mark.{close[0]}?)")  # fmt: skip
+                yield f"@pytest.mark.{mark.name} is not an accelbridge marker (did you mean @pytest.mark.{close[0]}?)"
 
 
-def _validate_markers(item: pytest.Item) -> None:
-    """Unknown platform, arch, op or provider ids in markers are usage errors listing the valid ones."""
+def _validate_markers(item: pytest.Item) -> Iterator[str]:
+    """Unknown platform, arch, op or provider ids in markers: each a usage error listing the valid ones."""
     from accelbridge import kernels_catalog, ops, platforms
 
-    where = f"{item.nodeid}: "
     for mark in item.iter_markers("platform"):
         known = platforms.known_platforms()
         bad = [name for name in mark.args if name not in known]
         if bad or not mark.args:
             name = bad[0] if bad else ""
-            raise pytest.UsageError(f"{where}@pytest.mark.platform{mark.args}: unknown platform {name!r}"
-                                    f"{_did_you_mean(name, known)}; valid: {', '.join(known)}")  # fmt: skip
+            yield (f"@pytest.mark.platform{mark.args}: unknown platform {name!r}{_did_you_mean(name, known)}; "
+                   f"valid: {', '.join(known)}")  # fmt: skip
     for mark in item.iter_markers("arch"):
         try:
             platforms.ArchRule.parse(list(mark.args))
         except Exception as e:
-            raise pytest.UsageError(f"{where}@pytest.mark.arch{mark.args}: {e}") from None
+            yield f"@pytest.mark.arch{mark.args}: {e}"
     for mark in item.iter_markers("op"):
         if not mark.args or mark.args[0] not in ops.OPS:
             got = mark.args[0] if mark.args else None
-            raise pytest.UsageError(f"{where}@pytest.mark.op({got!r}): unknown op{_did_you_mean(got, ops.ids())}; "
-                                    f"valid: {', '.join(ops.ids())}")  # fmt: skip
+            yield f"@pytest.mark.op({got!r}): unknown op{_did_you_mean(got, ops.ids())}; valid: {', '.join(ops.ids())}"
+            continue
         try:
             _op_features(mark.args[0], mark.kwargs)
         except pytest.UsageError as e:
-            raise pytest.UsageError(f"{where}{e}") from None
+            yield str(e)
         wanted = mark.kwargs.get("provider")
         if wanted is not None:
             known = sorted(
@@ -138,15 +137,18 @@ def _validate_markers(item: pytest.Item) -> None:
             )
             if wanted not in known:
                 hint = _did_you_mean(wanted, known)
-                raise pytest.UsageError(f"{where}@pytest.mark.op({mark.args[0]!r}, provider={wanted!r}): unknown "
-                                        f"provider{hint}; valid: {', '.join(known)}")  # fmt: skip
+                yield (f"@pytest.mark.op({mark.args[0]!r}, provider={wanted!r}): unknown provider{hint}; "
+                       f"valid: {', '.join(known)}")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every bad marker of a test at once (one run to fix them all), as one usage error."""
     for item in items:
-        _misspelled_markers(item)
+        errors = list(_misspelled_markers(item))
         if any(item.iter_markers(name) for name in _MARKERS):
-            _validate_markers(item)
+            errors += _validate_markers(item)
+        if errors:
+            raise pytest.UsageError("\n".join(f"{item.nodeid}: {e}" for e in errors))
 
 
 def skip_reason(item: pytest.Item) -> str | None:

@@ -93,6 +93,8 @@ def flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, t
                            extra_indices_in_kvcache=None, topk_length=None, extra_topk_length=None,
                            kv_format=None):  # fmt: skip
     """FlashMLA decode, dense or sparse, vectorised: (out (B, Sq, Hq, Dv), lse (B, Hq, Sq)); lonely rows lse +inf."""
+    if q.device != k_cache.device:  # the host and the meta device share index -1: the facade's fast path can't tell
+        raise ValueError(f"k_cache is on {k_cache.device} but q is on {q.device}")
     b, sq, hq, d = q.shape
     scale = softmax_scale if softmax_scale is not None else d**-0.5
     if mla_decode.fits(q, k_cache, head_dim_v, indices, is_fp8_kvcache, capabilities.of(q.device), descale_q,
@@ -153,6 +155,8 @@ def _dense(q, k_cache, block_table, cache_seqlens, head_dim_v, scale, causal, de
 
 def flash_mla_sparse_fwd(q, kv, indices, sm_scale, d_v=512, attn_sink=None, topk_length=None):
     """Sparse prefill: (out (s_q, h_q, d_v) bf16, max_logits (s_q, h_q), lse (s_q, h_q)), both in base 2."""
+    if not q.device == kv.device == indices.device:  # as in flash_mla_with_kvcache
+        raise ValueError(f"kv/indices are on {kv.device}/{indices.device} but q is on {q.device}")
     s_q, h_q, d_qk = q.shape
     s_kv = kv.shape[0]
     idx = indices[:, 0]

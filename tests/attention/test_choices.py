@@ -63,7 +63,13 @@ def test_strict_mode_refuses_the_slow_path(monkeypatch, without_torch):
 
 
 @pytest.mark.filterwarnings("ignore::accelbridge.attention.ProviderLoadWarning")  # simulated GPU, no kernels
-def test_an_accelerator_without_vendor_kernels_is_served_by_torch_quietly(caplog):
+def test_an_accelerator_without_vendor_kernels_is_served_by_torch_quietly(caplog, tmp_path, monkeypatch):
+    """Pinned whatever this machine has installed: no sgl_kernel (a GPU user's real one, or the fixture module on
+    the path, would serve the call) and no hub kernels (a filled Hugging Face cache would) ahead of torch."""
+    monkeypatch.setitem(sys.modules, "sgl_kernel", None)  # import fails as if not installed
+    overlay = tmp_path / "no-hub.yaml"
+    overlay.write_text("schema: 1\nplatform: cuda\norder:\n  fa3.varlen: [sgl-kernel, torch, reference]\n")
+    monkeypatch.setenv("ACCELBRIDGE_CATALOG_PATH", str(overlay))
     caplog.set_level(logging.INFO, logger="accelbridge")
     with platforms.simulated("cuda:sm90"), warnings.catch_warnings():
         warnings.simplefilter("error", ReferenceFallbackWarning)
@@ -98,3 +104,22 @@ def test_each_distinct_move_to_another_provider_is_logged_once_with_its_reason(c
     moves = [r.getMessage() for r in caplog.records if "moved" in r.getMessage()]
     assert moves == ["fa3.varlen on cpu: a call moved from spy to torch (spy: cannot honour sinks= (the catalog "
                      "marks it ignored by tests.attention.spy_provider.flash_attn_varlen_func))"]  # fmt: skip
+
+
+def test_strict_mode_with_the_reference_pinned_names_the_pin_and_strict_mode_not_an_argument(monkeypatch):
+    monkeypatch.setenv("ACCELBRIDGE_STRICT", "1")
+    monkeypatch.setenv("ACCELBRIDGE_PROVIDERS", "fa3=reference")
+    attention.set_strict(None)
+    with platforms.simulated("cuda:sm90"), pytest.raises(UnsupportedFeatureError) as e:
+        _call()
+    text = str(e.value)
+    assert "no provider can serve this call; candidates:" in text and "argument" not in text
+    assert "pin another provider in ACCELBRIDGE_PROVIDERS, or turn strict mode off (ACCELBRIDGE_STRICT)" in text
+    attention.set_strict(False)
+
+
+def test_warnings_name_the_callers_line(without_torch):
+    with platforms.simulated("cuda:sm90"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _call()
+    assert caught and {w.filename for w in caught} == {__file__}, [(w.filename, w.lineno) for w in caught]

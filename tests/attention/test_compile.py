@@ -78,6 +78,7 @@ def _schema_args(op, kw, with_out=False):
 OPCHECK_CASES = [c for op in COMPILED_OPS for c in _cases(op, every=4)]
 
 
+@pytest.mark.deep  # torch.library.opcheck of every case: ~2 minutes on 2 cores
 @pytest.mark.parametrize("op, case", OPCHECK_CASES, ids=[f"{o}-{c.name}" for o, c in OPCHECK_CASES])
 def test_opcheck_passes_on_the_torch_provider(op, case):
     kw = _case_inputs(op, case)
@@ -111,6 +112,7 @@ def test_schemas_are_derived_from_the_declaration():
     assert "Tensor? tile_scheduler_metadata" in compiled._registered["accelbridge::flashmla_kvcache"]
 
 
+@pytest.mark.deep  # every conformance case through the reference
 def test_declared_result_shapes_are_the_references():
     """The fake implementation's shapes and dtypes, on every conformance case of every compiled op."""
     for op in COMPILED_OPS:

@@ -32,6 +32,7 @@ RANK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.deep  # eight processes importing torch
 def test_eight_ranks_load_the_same_local_kernel_at_once(tmp_path):
     kernel_dir = build_local_kernel(tmp_path)
     (tmp_path / "tp.yaml").write_text(textwrap.dedent(f"""

@@ -330,3 +330,13 @@ def test_an_order_that_says_it_drops_torch_does_not_warn(tmp_path, capsys):
     path.write_text(textwrap.dedent(said).lstrip("\n"))
     assert main(["catalog", "validate", str(path)]) == 0
     assert capsys.readouterr().out == "ok\n"
+
+
+def test_an_order_with_providers_after_the_reference_warns(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("schema: 1\nplatform: cpu\norder:\n  fa3.varlen: [reference, torch]\n")
+    assert main(["catalog", "validate", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "ok, 1 warning(s)"
+    assert out[0].endswith("order of fa3.varlen lists torch after reference, which serves every call, so torch is "
+                           "never tried: put reference last")  # fmt: skip

@@ -50,6 +50,7 @@ def test_reference_conforms_on_cpu(case):
     conformance.assert_conforms(case, "reference")
 
 
+@pytest.mark.deep  # every case of every op on every fixture provider
 @pytest.mark.filterwarnings("ignore::accelbridge.attention.providers.ProviderLoadWarning")
 @pytest.mark.parametrize("op", conformance.CHECKED_OPS)
 def test_fixture_providers_conform_under_simulation(fixture_providers, op):

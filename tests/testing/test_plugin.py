@@ -118,3 +118,16 @@ def test_a_bad_simulation_spec_is_a_usage_error_not_an_internal_error(pytester):
     result = pytester.runpytest(*LOAD, "--accel-simulate", "cuda:sm9")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--accel-simulate 'cuda:sm9'" in result.stderr.str() and "INTERNALERROR" not in result.stdout.str()
+
+
+def test_every_bad_marker_of_a_test_is_reported_at_once(pytester):
+    marks = ['platform("nvidia")', 'arch(">=hopper")', 'op("fa3.kvcahce")', 'platfrom("cpu")']
+    pytester.makepyfile(
+        "import pytest\n\n" + "".join(f"@pytest.mark.{m}\n" for m in marks) + "def test_x():\n    pass\n"
+    )
+    result = pytester.runpytest(*LOAD, "--accel-simulate", "cpu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    for said in ("unknown platform 'nvidia'", "@pytest.mark.arch", "unknown op (did you mean 'fa3.kvcache'?)",
+                 "@pytest.mark.platfrom is not an accelbridge marker"):  # fmt: skip
+        assert said in err, err

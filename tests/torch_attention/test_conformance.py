@@ -10,6 +10,7 @@ def test_torch_provider_conforms_on_cpu(case):
     conformance.assert_conforms(case, "torch")
 
 
+@pytest.mark.deep  # the dtype x GQA x head dim x mask cross product: 120 cases an op
 @pytest.mark.parametrize("op", ["fa3.varlen", "fa3.kvcache"])
 def test_torch_provider_conforms_across_the_cross_product(op):
     extra = [c for c in conformance.cases(op, full=True) if c not in conformance.cases(op)]

@@ -12,7 +12,10 @@ from accelbridge.torch_attention.layout import gather_pages
 
 from . import interpreted
 
-pytestmark = pytest.mark.skipif(interpreted.not_ready() is not None, reason=str(interpreted.not_ready()))
+pytestmark = [
+    pytest.mark.deep,
+    pytest.mark.skipif(interpreted.not_ready() is not None, reason=str(interpreted.not_ready())),
+]
 
 
 CASES = {

@@ -57,6 +57,7 @@ print(json.dumps({"shared": compiled.metadata.shared, "wgmma": "wgmma.mma_async"
 """
 
 
+@pytest.mark.deep  # a triton compile per case, in a fresh process
 @pytest.mark.skipif(_gluon() is not None, reason=str(_gluon()))
 @pytest.mark.parametrize("dtype, final", [("bf16", False), ("bf16", True), ("fp16", True)])
 def test_the_gluon_kernel_compiles_for_sm90_within_an_sms_shared_memory(dtype, final):
@@ -121,7 +122,8 @@ print(json.dumps({"said": said, "tried": len(tried), "diffs": diffs}))
 """
 
 
-@pytest.mark.skipif(interpreted.not_ready() or _gluon(), reason=str(interpreted.not_ready() or _gluon()))
+@pytest.mark.deep  # interpreted
+@pytest.mark.skipif(bool(interpreted.not_ready() or _gluon()), reason=str(interpreted.not_ready() or _gluon()))
 def test_a_gluon_kernel_this_triton_cannot_compile_hands_over_to_the_triton_one_and_says_so():
     """Under the interpreter, with sm90 pretended and the Gluon launch failing as Gluon's API drift fails it: the
     call still answers (the Triton TMA kernel), one warning names the triton and the error, and the Gluon kernel

@@ -10,7 +10,10 @@ import pytest
 
 from . import interpreted
 
-pytestmark = pytest.mark.skipif(interpreted.not_ready() is not None, reason=str(interpreted.not_ready()))
+pytestmark = [
+    pytest.mark.deep,
+    pytest.mark.skipif(interpreted.not_ready() is not None, reason=str(interpreted.not_ready())),
+]
 
 SEEDS = 100  # a draw (of 300): about 90 s for the four on the dev VM; the kernels serve 96 / 81 / 73 / 29 of them
 

@@ -11,7 +11,10 @@ import pytest
 
 from . import interpreted
 
-pytestmark = pytest.mark.skipif(interpreted.not_ready() is not None, reason=str(interpreted.not_ready()))
+pytestmark = [
+    pytest.mark.deep,
+    pytest.mark.skipif(interpreted.not_ready() is not None, reason=str(interpreted.not_ready())),
+]
 
 _CODE = """
 import json
