@@ -17,11 +17,13 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-
-import filelock
+from typing import TYPE_CHECKING
 
 from accelbridge import env
 from accelbridge.errors import AccelbridgeError
+
+if TYPE_CHECKING:  # imported with the first lock: nothing at import
+    import filelock
 
 log = logging.getLogger("accelbridge")
 PROGRESS_EVERY = 10.0  # seconds between a waiting process's progress lines
@@ -57,6 +59,8 @@ def holder(path: Path) -> str:
 @contextlib.contextmanager
 def held(path: Path, what: str, seconds: float | None = None) -> Iterator[Path]:
     """Hold the node-wide lock file ``path`` while fetching ``what``; waits (with progress lines) for its holder."""
+    import filelock
+
     limit = timeout() if seconds is None else seconds
     lock = filelock.FileLock(path)
     start = time.monotonic()
@@ -79,6 +83,8 @@ def held(path: Path, what: str, seconds: float | None = None) -> Iterator[Path]:
 
 
 def _wait(lock: filelock.FileLock, path: Path, what: str, start: float, limit: float) -> None:
+    import filelock
+
     log.info("waiting for %s: another process is fetching it (lock %s, held by %s)", what, path, holder(path))
     while True:
         waited = time.monotonic() - start
