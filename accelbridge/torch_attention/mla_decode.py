@@ -189,31 +189,27 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
             else:
                 o_strides, l_strides = o.stride()[:3], lse.stride()[:2]
             args = (qr[:, heads], cache)
-            if gluon:
+            if kernel is not None:  # TMA key tiles: the Gluon kernel on sm90, else the Triton one
                 from triton.compiler.errors import CompilationError
 
-                if not final:
+                if gluon and not final:
                     l_strides = (sq * l_strides[0], l_strides[0], l_strides[1], 1)
+                options = {"FINAL": final} if gluon else {"DOT_F32": triton_interpreted(), "num_stages": stages}
                 try:
                     kernel[0][(rows, blocks, splits)](
                         *args, *kernel[1], block_table, cache_seqlens, o, lse, qr.stride(0), qr.stride(1),
                         block_table.stride(0), *o_strides, *l_strides, scale_log2, page, num_blocks, cache.stride(1),
                         capacity, sq, group, split_len, BLOCK_H=block_h, BLOCK_N=block_n, CAUSAL=bool(causal),
-                        FINAL=final, num_warps=warps,
+                        num_warps=warps, **options,
                     )  # fmt: skip
                 except CompilationError as error:  # Gluon's API moves between triton releases: never a failed call
+                    if not gluon:
+                        raise
                     _GLUON_BROKEN.append(str(error).strip().splitlines()[-1])
                     log.warning("torch provider: the Gluon sm90 MLA decode kernel does not compile with triton %s "
                                 "(%s); the Triton TMA kernel runs instead",
                                 _triton_version(), _GLUON_BROKEN[0])  # fmt: skip
                     return launch(config)
-            elif kernel is not None:
-                kernel[0][(rows, blocks, splits)](
-                    *args, *kernel[1], block_table, cache_seqlens, o, lse, qr.stride(0), qr.stride(1),
-                    block_table.stride(0), *o_strides, *l_strides, scale_log2, page, num_blocks, cache.stride(1),
-                    capacity, sq, group, split_len, BLOCK_H=block_h, BLOCK_N=block_n, CAUSAL=bool(causal),
-                    DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
-                )  # fmt: skip
             else:
                 _kernel()[(rows, blocks, splits)](
                     *args, table, cache_seqlens if cache_seqlens is not None else qr, idx if sparse else qr,
