@@ -14,12 +14,13 @@ q and the appended k at ``rotary_seqlens`` (default ``cache_seqlens``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from accelbridge.ops.layout import dequantise, finish, gather_pages
+from accelbridge.ops.softmax import LOG2E, softmax_shift
 from accelbridge.ops.spec import FP8_DTYPES as _FP8_DTYPES
 from accelbridge.ops.spec import out_dtype, window_tuple
 
@@ -74,7 +75,7 @@ def attend(
         s = torch.cat([s, sinks.float()[:, None, None].expand(hq, lq, 1)], dim=-1)
     lse = torch.logsumexp(s, dim=-1)  # (Hq, Lq)
     finite = torch.isfinite(lse)
-    p = torch.exp(s - torch.where(finite, lse, torch.zeros_like(lse))[..., None])
+    p = torch.exp(s - softmax_shift(lse)[..., None])
     p = torch.where(finite[..., None], p, torch.zeros_like(p))[..., :lk]
     out = torch.einsum("hqk,khd->qhd", p, vf)
     return out, lse
@@ -115,18 +116,12 @@ def _lengths(t: Any) -> list[int] | None:
 
 def _gather_pages(cache: torch.Tensor, pages: torch.Tensor, length: int) -> torch.Tensor:
     """(num_blocks, page_size, H, D) + page ids of one sequence -> its first ``length`` rows."""
-    n = math.ceil(length / cache.shape[1])
-    return cache[pages[:n].long()].reshape(-1, *cache.shape[2:])[:length]
+    return gather_pages(cache, pages[None], None, length)[0]  # a batch of one sequence
 
 
-def _dequant(x: torch.Tensor, descale: Any, b: int, group: int = 1) -> torch.Tensor:
+def _dequant(x: torch.Tensor, descale: Any, b: int, heads_k: int) -> torch.Tensor:
     """x (L, H, D) of sequence b, scaled by descale[b] per kv head (repeated over a GQA group for q)."""
-    if descale is None:
-        return x.float()
-    d = descale[b].float()
-    if group > 1:
-        d = d.repeat_interleave(group)
-    return x.float() * d[None, :, None]
+    return dequantise(x, None if descale is None else descale[b], heads_k)
 
 
 def default_scale(softmax_scale: Any, d: int, qv: Any) -> float:
@@ -141,17 +136,6 @@ def holds_no_key(k: torch.Tensor, k_new: Any = None) -> bool:
     from shapes): out is 0 and lse +inf for every row then, where a row without keys gets -inf."""
     tokens = k.shape[0] * (k.shape[1] if k.dim() == 4 else 1)
     return tokens == 0 and (k_new is None or k_new.numel() == 0)
-
-
-def _finish(o, lse, dtype, out, return_softmax_lse, no_key=False):
-    """Cast to the output dtype, write into ``out`` when given, and apply the return convention."""
-    if no_key:
-        lse = torch.full_like(lse, float("inf"))
-    result = o.to(out_dtype(dtype))
-    if out is not None:
-        out.copy_(result)
-        result = out
-    return (result, lse) if return_softmax_lse else result
 
 
 def flash_attn_varlen_func(
@@ -197,14 +181,13 @@ def flash_attn_varlen_func(
             kb, vb = k[k0 : k0 + lk], v[k0 : k0 + lk]
         if lq == 0:
             continue
-        group = hq // hk
-        qb = _dequant(q[q0 : q0 + lq], q_descale, b, group)
-        qvb = None if qv is None else _dequant(qv[q0 : q0 + lq], q_descale, b, group)
-        ob, lb = attend(qb, _dequant(kb, k_descale, b), _dequant(vb, v_descale, b), scale, causal, window_size,
-                        softcap, sinks, qvb, attention_chunk or 0)  # fmt: skip
+        qb = _dequant(q[q0 : q0 + lq], q_descale, b, hk)
+        qvb = None if qv is None else _dequant(qv[q0 : q0 + lq], q_descale, b, hk)
+        kd, vd = _dequant(kb, k_descale, b, hk), _dequant(vb, v_descale, b, hk)
+        ob, lb = attend(qb, kd, vd, scale, causal, window_size, softcap, sinks, qvb, attention_chunk or 0)
         o[q0 : q0 + lq] = ob
         lse[:, q0 : q0 + lq] = lb
-    return _finish(o, lse, q.dtype, out, return_softmax_lse, holds_no_key(k))
+    return finish(o, lse, q.dtype, out, return_softmax_lse, holds_no_key(k))
 
 
 def flash_attn_with_kvcache(
@@ -248,7 +231,6 @@ def flash_attn_with_kvcache(
     batch = len(cu_q) - 1 if packed_q else q.shape[0]
     hq, d = q.shape[-2], q.shape[-1]
     hk, dv = k_cache.shape[-2], v_cache.shape[-1]
-    group = hq // hk
     scale = default_scale(softmax_scale, d, qv)
     page_size = k_cache.shape[1]
     capacity = page_size if page_table is None else page_table.shape[1] * page_size
@@ -304,15 +286,15 @@ def flash_attn_with_kvcache(
         else:
             kb, vb = k_cache[rows[b], :length], v_cache[rows[b], :length]
         kb, vb = kb[pads[b] :], vb[pads[b] :]
-        qd = _dequant(qb, q_descale, b, group)
-        qvd = None if qvb is None else _dequant(qvb, q_descale, b, group)
-        ob, lb = attend(qd, _dequant(kb, k_descale, b), _dequant(vb, v_descale, b), scale, causal, window_size,
-                        softcap, sinks, qvd, attention_chunk or 0)  # fmt: skip
+        qd = _dequant(qb, q_descale, b, hk)
+        qvd = None if qvb is None else _dequant(qvb, q_descale, b, hk)
+        kd, vd = _dequant(kb, k_descale, b, hk), _dequant(vb, v_descale, b, hk)
+        ob, lb = attend(qd, kd, vd, scale, causal, window_size, softcap, sinks, qvd, attention_chunk or 0)
         if packed_q:
             o[q_rows], lse[:, q_rows] = ob, lb
         else:
             o[b], lse[b] = ob, lb
-    return _finish(o, lse, q.dtype, out, return_softmax_lse, holds_no_key(k_cache, k))
+    return finish(o, lse, q.dtype, out, return_softmax_lse, holds_no_key(k_cache, k))
 
 
 def get_mla_metadata(
@@ -345,7 +327,6 @@ LAYOUT_BYTES = {"V32": 656, "V32_NO_ROPE": 528, "V4": 584, "V41": 528, "V41_FP4"
 LAYOUT_D_QK = {"V32": 576, "V32_NO_ROPE": 512, "V4": 512, "V41": 512, "V41_FP4": 512}
 KV_FORMATS = ("V32", "V32_NO_ROPE", "V4", "V41")  # the kv_format values (sglang-kernel 0.4.10's)
 E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # by the code's 3 low bits; bit 3 is the sign
-LOG2E = math.log2(math.e)
 
 
 def kv_layout(kv_format: str | None, d_qk: int, token_bytes: int, plan: Any = None) -> str | None:
@@ -449,7 +430,7 @@ def _sparse_scope(cache, indices, topk_length, b: int, d_qk: int, layout: str | 
 def _mla_finish(scores, values, sink=None):
     """Softmax over the last dim with FlashMLA's conventions: lonely queries give out 0 and lse +inf."""
     lse = torch.logsumexp(scores, dim=-1)  # (..., h_q)
-    p = torch.exp(scores - torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))[..., None])
+    p = torch.exp(scores - softmax_shift(lse)[..., None])
     out = p @ values
     if sink is not None:
         out = out * torch.sigmoid(lse - sink.float())[..., None]  # 1 / (1 + exp(sink - lse))

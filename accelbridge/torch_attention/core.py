@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from accelbridge.ops.softmax import softmax_shift
 from accelbridge.ops.spec import window_tuple
 from accelbridge.torch_attention.layout import fold_groups, unfold_groups
 
@@ -204,7 +205,7 @@ def _explicit(c: Call) -> tuple[torch.Tensor, torch.Tensor]:
         if sinks is not None:
             row_lse = torch.logaddexp(row_lse, sinks.expand_as(row_lse))
         finite = torch.isfinite(row_lse)
-        p = torch.exp(scores - torch.where(finite, row_lse, torch.zeros_like(row_lse))[..., None])
+        p = torch.exp(scores - softmax_shift(row_lse)[..., None])
         p = torch.where(finite[..., None], p, torch.zeros_like(p))
         o = torch.einsum("bhgqk,bhkd->bqhgd", p, vt)
         out[:, rows] = o.reshape(b, n, hq, dv)

@@ -4,7 +4,8 @@ Gathering pages into a padded batch writes the whole cache once more and reads i
 times the traffic of reading it); this kernel reads each key and value once. Program (b, kv
 head, split) runs its GQA group's query rows (group * seqlen_q, padded to 16) over one slice of
 the sequence's keys, looking up each key's block in the page table; the slices' partial results
-are merged with their log-sum-exp by ``splits.merge``. Triton is imported on the first call only.
+are merged with their log-sum-exp by ``splits.merge``. The kernel is ``decode_kernel``'s, imported (with
+triton) on the first call.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import torch
 
+from accelbridge.ops.softmax import LOG2E
 from accelbridge.torch_attention.capabilities import Capabilities, processors, triton_interpreted
 from accelbridge.torch_attention.core import Masking
 from accelbridge.torch_attention.fitting import first_fitting
@@ -37,82 +39,9 @@ def fits(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, caps: Ca
 
 @functools.cache
 def _kernel():
-    import triton
-    import triton.language as tl
+    from accelbridge.torch_attention.decode_kernel import decode_split_kernel
 
-    @triton.jit
-    def split_kernel(Q, K, V, TABLE, ROWS, QLEN, KLEN, KSTART, MID_O, MID_L,
-                     sq_b, sq_l, sq_h, sk_blk, sk_slot, sk_h, sv_blk, sv_slot, sv_h, s_table,
-                     so_b, so_s, so_h, so_r, sl_b, sl_s, sl_h,
-                     scale, softcap, page, num_blocks, capacity, left, right, split_len,
-                     G: tl.constexpr, LQ: tl.constexpr, BLOCK_R: tl.constexpr, D: tl.constexpr,
-                     DV: tl.constexpr, BLOCK_N: tl.constexpr, SOFTCAP: tl.constexpr, LEFT: tl.constexpr,
-                     RIGHT: tl.constexpr, HAS_START: tl.constexpr, DOT_F32: tl.constexpr):  # fmt: skip
-        b = tl.program_id(0)
-        hk = tl.program_id(1)
-        sp = tl.program_id(2)
-        r = tl.arange(0, BLOCK_R)
-        g = r // LQ
-        i = r % LQ
-        q_len = tl.load(QLEN + b)
-        k_len = tl.load(KLEN + b)
-        k_start = 0
-        if HAS_START:  # leftpad: the sequence's keys start there
-            k_start = tl.load(KSTART + b)
-        cache_row = tl.load(ROWS + b).to(tl.int64)
-        row_ok = (r < G * LQ) & (i < q_len)
-        d = tl.arange(0, D)
-        dv = tl.arange(0, DV)
-        q = tl.load(Q + b * sq_b + i[:, None] * sq_l + (hk * G + g)[:, None] * sq_h + d[None, :],
-                    mask=row_ok[:, None], other=0.0)  # fmt: skip
-        seen = k_len - k_start
-        at = i + seen - q_len  # the query's position among the keys it may see
-        lo = sp * split_len
-        hi = tl.minimum(lo + split_len, tl.minimum(seen, capacity - k_start))  # never past the table
-        m = tl.full([BLOCK_R], float("-inf"), tl.float32)
-        total = tl.zeros([BLOCK_R], tl.float32)
-        acc = tl.zeros([BLOCK_R, DV], tl.float32)
-        for start in range(lo, hi, BLOCK_N):
-            n = start + tl.arange(0, BLOCK_N)
-            n_ok = n < hi
-            pos = n + k_start
-            blk = tl.load(TABLE + cache_row * s_table + pos // page, mask=n_ok, other=0).to(tl.int64)
-            blk = tl.minimum(tl.maximum(blk, 0), num_blocks - 1)  # a table naming no block reads block 0
-            slot = (pos % page).to(tl.int64)
-            k = tl.load(K + blk[:, None] * sk_blk + slot[:, None] * sk_slot + hk * sk_h + d[None, :],
-                        mask=n_ok[:, None], other=0.0)  # fmt: skip
-            if DOT_F32:  # Triton's interpreter multiplies bf16 bit patterns in tl.dot
-                s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32))) * scale
-            else:
-                s = tl.dot(q, tl.trans(k)) * scale
-            if SOFTCAP:
-                s = softcap * (2.0 / (1.0 + tl.exp(-2.0 * s / softcap)) - 1.0)
-            ok = n_ok[None, :] & row_ok[:, None]
-            if LEFT:
-                ok = ok & (n[None, :] >= at[:, None] - left)
-            if RIGHT:
-                ok = ok & (n[None, :] <= at[:, None] + right)
-            s = tl.where(ok, s, float("-inf"))
-            m_new = tl.maximum(m, tl.max(s, 1))
-            base = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.exp(m - base)
-            p = tl.exp(s - base[:, None])
-            total = total * alpha + tl.sum(p, 1)
-            val = tl.load(V + blk[:, None] * sv_blk + slot[:, None] * sv_slot + hk * sv_h + dv[None, :],
-                          mask=n_ok[:, None], other=0.0)  # fmt: skip
-            if DOT_F32:
-                acc = acc * alpha[:, None] + tl.dot(p, val.to(tl.float32))
-            else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(val.dtype), val)
-            m = m_new
-        has = total > 0
-        o = acc / tl.where(has, total, 1.0)[:, None]
-        lse = tl.where(has, m + tl.log(tl.where(has, total, 1.0)), float("-inf"))
-        keep = r < G * LQ
-        tl.store(MID_O + b * so_b + sp * so_s + hk * so_h + r[:, None] * so_r + dv[None, :], o, mask=keep[:, None])
-        tl.store(MID_L + b * sl_b + sp * sl_s + hk * sl_h + r, lse, mask=keep)
-
-    return split_kernel
+    return decode_split_kernel
 
 
 _WAVES, _MIN_SPLIT = 4, 512  # programs a processor for the splits to fill, fewest keys a split
@@ -151,7 +80,7 @@ def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, s
             q, k_cache, v_cache, table, rows, q_len, k_len, k_start if k_start is not None else k_len, mid_o, mid_l,
             q.stride(0), q.stride(1), q.stride(2), *k_cache.stride()[:3], *v_cache.stride()[:3], table.stride(0),
             *mid_o.stride()[:4], *mid_l.stride()[:3],
-            float(scale), float(softcap or 1.0), page, k_cache.shape[0], capacity, left, right, split_len,
+            float(scale) * LOG2E, float(softcap or 1.0), page, k_cache.shape[0], capacity, left, right, split_len,
             G=g, LQ=lq, BLOCK_R=block_r, D=d, DV=dv, BLOCK_N=block_n, num_warps=warps, num_stages=stages,
             SOFTCAP=bool(softcap), LEFT=left >= 0, RIGHT=right >= 0, HAS_START=k_start is not None,
             DOT_F32=triton_interpreted(),

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import torch
 
+from accelbridge.ops.layout import dequantise, finish, gather_pages
 from accelbridge.ops.reference import default_scale, holds_no_key, rotary_q_per_row, rotate
 from accelbridge.ops.spec import FP8_DTYPES
 from accelbridge.torch_attention import capabilities, decode, prefill
 from accelbridge.torch_attention.core import Call, Masking, attend
-from accelbridge.torch_attention.layout import gather_pages, lengths, longest, pad, unpad
-from accelbridge.torch_attention.varlen import dequantise, finish
+from accelbridge.torch_attention.layout import lengths, longest, pad, unpad
 
 
 def _per_sequence(value, batch: int, default: int, device) -> torch.Tensor:

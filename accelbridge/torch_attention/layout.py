@@ -1,13 +1,9 @@
-"""Packed <-> padded batches and paged caches as index tensors: no Python loop over sequences, no sync.
+"""Packed <-> padded batches as index tensors: no Python loop over sequences, no sync.
 
 A packed (varlen) tensor holds sequence b's rows at ``cu[b] .. cu[b] + lens[b]``. The padded
 form (batch, max_len, ...) gathers them with one index tensor; rows past a sequence's length
 read some in-range row and are masked later. Going back, each packed row finds its sequence by
-a binary search in ``cu``.
-
-Index tensors are read only where the kernels read them: a page-table entry past a sequence's
-pages is arbitrary (FlashMLA's tests fill them with 2147480000), so it is replaced before any
-gather, never used as an index; no input a kernel accepts reaches a device-side assert.
+a binary search in ``cu``. Paged caches are gathered by ``ops.layout.gather_pages`` (the reference's too).
 """
 
 from __future__ import annotations
@@ -51,40 +47,6 @@ def unpad(padded: torch.Tensor, cu: torch.Tensor, lens: torch.Tensor, total: int
     covered = (b < batch) & (pos < lens[bc])
     rows = torch.where(covered, bc.long() * max_len + pos.long(), batch * max_len)
     return flat.index_select(0, rows)
-
-
-def pages_in_use(table: torch.Tensor, lens: torch.Tensor | None, page_size: int) -> torch.Tensor | None:
-    """(batch, pages) bool: the entries a sequence of ``lens`` keys reads (None: all of them)."""
-    if lens is None:
-        return None
-    cols = torch.arange(table.shape[1], device=table.device)
-    return cols[None, :] * page_size < lens.to(table.device).long()[:, None]
-
-
-def block_ids(table: torch.Tensor, lens: torch.Tensor | None, page_size: int, num_blocks: int) -> torch.Tensor:
-    """The table as int64 block ids safe to index with: entries not in use read block 0.
-
-    Entries in use are clamped into the pool as well (a table naming a block that does not exist
-    is refused by the full check level; here it must not take the device down).
-    """
-    ids = table.long().clamp(0, max(num_blocks - 1, 0))
-    used = pages_in_use(table, lens, page_size)
-    return ids if used is None else ids.masked_fill(~used, 0)
-
-
-def gather_pages(cache: torch.Tensor, table: torch.Tensor, lens: torch.Tensor | None,
-                 max_len: int | None = None) -> torch.Tensor:  # fmt: skip
-    """(blocks, page, H, D) + (batch, pages) -> (batch, pages * page, H, D), cut to ``max_len`` rows.
-
-    Only the pages a sequence of ``lens[b]`` keys uses are read (None: the whole table is in use);
-    rows past a length hold some block's data and are masked (and zeroed) by ``core``. Rows are
-    gathered with ``index_select``, 4-5x faster than indexing on a CPU (dev VM, 2048 pages of 4 KiB).
-    """
-    page = cache.shape[1]
-    pages = table.shape[1] if max_len is None else min(table.shape[1], -(-max_len // page))
-    ids = block_ids(table[:, :pages], lens, page, cache.shape[0])
-    keys = cache.index_select(0, ids.reshape(-1)).view(table.shape[0], pages * page, *cache.shape[2:])
-    return keys if max_len is None else keys[:, :max_len]
 
 
 def fold_groups(x: torch.Tensor, heads_k: int) -> torch.Tensor:

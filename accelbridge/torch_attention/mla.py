@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import torch
 
-from accelbridge.ops.reference import LOG2E, gather_fp8_tokens, kv_layout
+from accelbridge.ops.layout import gather_pages
+from accelbridge.ops.reference import gather_fp8_tokens, kv_layout
 from accelbridge.ops.reference import get_mla_metadata as get_mla_metadata  # nothing to schedule: the same (None, None)
+from accelbridge.ops.softmax import LOG2E, softmax_shift
 from accelbridge.ops.spec import FP8_DTYPES, out_dtype
 from accelbridge.torch_attention import capabilities, fp8_cache, mla_decode
 from accelbridge.torch_attention import fp8 as fp8_bytes
 from accelbridge.torch_attention.core import Call, Masking, attend
-from accelbridge.torch_attention.layout import gather_pages
 
 _GATHER_BYTES = 512 << 20  # float32 gathered keys held at once
 
@@ -62,7 +63,7 @@ def _softmax(scores: torch.Tensor, values: torch.Tensor, sink: torch.Tensor | No
     """
     lse = torch.logsumexp(scores, dim=-1)
     full = lse if sink is None else torch.logaddexp(lse, sink.float()[None, :].expand_as(lse))
-    base = full.nan_to_num(posinf=0.0, neginf=0.0)  # a row without keys: exp(-inf - 0) = 0, out 0
+    base = softmax_shift(full)  # a row without keys: exp(-inf - 0) = 0, out 0
     torch.bmm(scores.sub_(base[..., None]).exp_(), values, out=out)
     if sink is not None:
         out.masked_fill_(full.isposinf()[..., None], 0.0)

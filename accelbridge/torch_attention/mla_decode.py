@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from accelbridge.ops.reference import V32_TOKEN_BYTES
+from accelbridge.ops.softmax import LOG2E
 from accelbridge.torch_attention import capabilities
 from accelbridge.torch_attention.capabilities import Capabilities, processors, triton_interpreted
 from accelbridge.torch_attention.fitting import first_fitting
@@ -73,13 +74,18 @@ def _triton_version() -> str:
     return triton.__version__
 
 
+def _boxes(block_n: int) -> tuple[list[int], list[int]]:
+    """The TMA boxes of a key tile: a latent half (a box is at most 256 wide), the rope."""
+    return [block_n, D_V // 2], [block_n, D_QK - D_V]
+
+
 @functools.cache
 def _gluon_layouts(dtype: torch.dtype, block_n: int) -> tuple[Any, Any]:
     """The shared-memory layouts of the Gluon kernel's key tiles (latent half, rope): 128-byte swizzles."""
     from triton.experimental.gluon import language as gl
 
     element = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
-    return tuple(gl.NVMMASharedLayout.get_default_for(box, element) for box in ([block_n, 256], [block_n, D_QK - D_V]))
+    return tuple(gl.NVMMASharedLayout.get_default_for(box, element) for box in _boxes(block_n))
 
 
 def _tma_kernel_for(cache: torch.Tensor, config: tuple[int, ...], caps: Capabilities) -> tuple[Any, ...] | None:
@@ -95,7 +101,7 @@ def _tma_kernel_for(cache: torch.Tensor, config: tuple[int, ...], caps: Capabili
             and row_stride * cache.element_size() % 16 == 0 and cache.data_ptr() % 16 == 0):  # fmt: skip
         return None
     rows = cache.as_strided((cache.shape[0] * page, D_QK), (row_stride, 1))
-    boxes = ([block_n, 256], [block_n, D_QK - D_V])
+    boxes = _boxes(block_n)
     if caps.gluon_sm90 and not _GLUON_BROKEN and (block_h, block_n, warps) == (64, 64, 8):
         from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
 
@@ -157,7 +163,7 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
     keys = idx.shape[1] if idx is not None else block_table.shape[1] * page
     table = block_table if block_table is not None else qr
     capacity = block_table.shape[1] * page if block_table is not None else 0
-    scale_log2 = float(scale) * 1.4426950408889634
+    scale_log2 = float(scale) * LOG2E
 
     def launch(config: tuple[int, int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor, bool]:
         block_h, block_n, warps, stages, dv_block = config

@@ -28,13 +28,12 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-from accelbridge.torch_attention.mla_decode_kernel import _lse_and_inverse, dense_key_range
+from accelbridge.torch_attention.mla_decode_kernel import HALF, ROPE_DIM, dense_key_range
+from accelbridge.torch_attention.triton_common import clamp_block, lse_and_inverse, online_softmax
 
 # Triton 3.6 names the TMA load async_copy_global_to_shared; 3.7 on, async_load (the old name raises)
 _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 _cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier  # 3.6: thread_barrier
-# a TMA box is at most 256 wide: the latent as two halves, then the rope
-HALF, ROPE_DIM = gl.constexpr(256), gl.constexpr(64)
 
 
 @gluon.jit
@@ -52,11 +51,7 @@ def _issue_values(s, n_ok, m, sums, acc1, acc2, k1, k2, scale_log2, O_LAYOUT: gl
     the two output halves, in flight. ``sums`` are the running sums per (head, key column), added up across
     the warpgroups once at the end: one cross-warpgroup reduction a tile (the max) instead of two
     (H200, B=64 ctx 4096: 217.5 us against 229.9). -> (max, sums, acc1, acc2)."""
-    x = gl.where(n_ok[None, :], s * scale_log2, float("-inf"))
-    m_new = gl.maximum(m, gl.max(x, 1))
-    base = gl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = gl.exp2(m - base)
-    p = gl.exp2(x - base[:, None])
+    p, alpha, m_new = online_softmax(gl.where(n_ok[None, :], s * scale_log2, float("-inf")), m, True)
     sums = sums * alpha[:, None] + p
     scale = gl.convert_layout(alpha, gl.SliceLayout(1, O_LAYOUT))[:, None]
     p_op = gl.convert_layout(p.to(k1.dtype), P_LAYOUT)
@@ -74,7 +69,7 @@ def _table_entry(TABLE, at_table, start, page, pred):
 @gluon.jit
 def _first_row(entry, start, page, num_blocks):
     """The cache row (token) of sequence position ``start``, through its table ``entry`` clamped into the cache."""
-    return gl.minimum(gl.maximum(entry, 0), num_blocks - 1) * page + start % page
+    return clamp_block(entry, num_blocks) * page + start % page
 
 
 @gluon.jit
@@ -190,7 +185,7 @@ def mla_decode_sm90_kernel(Q, CACHE, NOPE, ROPE, TABLE, LENS, OUT, LSE, sq_r, sq
     mbarrier.invalidate(bars.index(1))
 
     total = gl.sum(sums, 1)
-    lse, inv = _lse_and_inverse(m, total)  # Triton's epilogue, shared with the Triton MLA kernels
+    lse, inv = lse_and_inverse(m, total)  # the Triton kernels' epilogue
     if FINAL:
         lse = gl.where(total > 0, lse, float("inf"))
     inv = gl.convert_layout(inv, gl.SliceLayout(1, O_LAYOUT))[:, None]

@@ -3,25 +3,27 @@
 import triton
 import triton.language as tl
 
+from accelbridge.torch_attention.triton_common import (
+    clamp_block,
+    lse_and_inverse,
+    mma,
+    online_softmax,
+    rescaled_mma,
+    running_state,
+)
+
+# DeepSeek's MLA head: a latent of 512 (keys and values) and a rope of 64 (keys only), 576 a token. The TMA and
+# Gluon kernels read the latent as two halves: a TMA box is at most 256 wide.
+HALF = tl.constexpr(256)
+ROPE_DIM = tl.constexpr(64)
+
 
 @triton.jit
 def _softmax_step(x, n_ok, m, total, scale_log2):
-    """One block of raw scores into the running (max, sum), base 2: (p, rescale of the past, max, sum)."""
-    x = tl.where(n_ok[None, :], x * scale_log2, float("-inf"))
-    m_new = tl.maximum(m, tl.max(x, 1))
-    base = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.exp2(m - base)
-    p = tl.exp2(x - base[:, None])
+    """One block of raw scores (keys outside ``n_ok`` are none) into the running (max, sum), base 2:
+    (p, rescale of the past, max, sum)."""
+    p, alpha, m_new = online_softmax(tl.where(n_ok[None, :], x * scale_log2, float("-inf")), m, True)
     return p, alpha, m_new, total * alpha + tl.sum(p, 1)
-
-
-@triton.jit
-def _lse_and_inverse(m, total):
-    """A split's lse (base e; -inf where it saw no key) and the reciprocal of its sum (1 there), from the
-    running (max, sum) of ``_softmax_step``."""
-    has = total > 0
-    lse = tl.where(has, (m + tl.log2(tl.where(has, total, 1.0))) * 0.6931471805599453, float("-inf"))
-    return lse, 1.0 / tl.where(has, total, 1.0)
 
 
 @triton.jit
@@ -77,9 +79,7 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
         hi = tl.minimum(lo + split_len, limit)
     else:
         lo, hi = dense_key_range(LENS, b, s, sq, capacity, sp, split_len, CAUSAL)
-    m = tl.full([BLOCK_H], float("-inf"), tl.float32)
-    total = tl.zeros([BLOCK_H], tl.float32)
-    acc = tl.zeros([BLOCK_H, DV_BLOCK], tl.float32)
+    m, total, acc = running_state(BLOCK_H, DV_BLOCK)
     for start in range(lo, hi, BLOCK_N):
         n = start + tl.arange(0, BLOCK_N)
         n_ok = n < hi
@@ -90,12 +90,10 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
             blk = tok // page
             slot = tok % page
         elif PAGE_TILE:  # the tile lies in one page (start < hi: an entry of the sequence): one entry read
-            blk = tl.load(TABLE + b * s_table + start // page).to(tl.int64)
-            blk = tl.minimum(tl.maximum(blk, 0), num_blocks - 1)
+            blk = clamp_block(tl.load(TABLE + b * s_table + start // page).to(tl.int64), num_blocks)
             slot = (start % page + tl.arange(0, BLOCK_N)).to(tl.int64)
         else:
-            blk = tl.load(TABLE + b * s_table + n // page, mask=n_ok, other=0).to(tl.int64)
-            blk = tl.minimum(tl.maximum(blk, 0), num_blocks - 1)
+            blk = clamp_block(tl.load(TABLE + b * s_table + n // page, mask=n_ok, other=0).to(tl.int64), num_blocks)
             slot = (n % page).to(tl.int64)
         at = CACHE + blk * s_blk + slot * s_slot  # (BLOCK_N,) token starts (bytes for FP8, else elements)
         if FP8:
@@ -110,12 +108,7 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
         else:
             k_nope = tl.load(at[:, None] + dv[None, :], mask=n_ok[:, None], other=0.0)
             k_rope = tl.load(at[:, None] + DV + dr[None, :], mask=n_ok[:, None], other=0.0)
-        if DOT_F32:  # Triton's interpreter multiplies bf16 bit patterns in tl.dot
-            x = tl.dot(q_nope.to(tl.float32), tl.trans(k_nope.to(tl.float32)))
-            x += tl.dot(q_rope.to(tl.float32), tl.trans(k_rope.to(tl.float32)))
-        else:
-            x = tl.dot(q_nope, tl.trans(k_nope))
-            x = tl.dot(q_rope, tl.trans(k_rope), x)
+        x = mma(q_rope, k_rope, mma(q_nope, k_nope, None, DOT_F32, True), DOT_F32, True)
         p, alpha, m_new, total = _softmax_step(x, n_ok, m, total, scale_log2)
         if DV_BLOCK == DV:
             val = k_nope
@@ -129,12 +122,9 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
             val = (raw_v.to(tl.float8e4nv, bitcast=True).to(tl.float32) * v_scales).to(tl.bfloat16)
         else:
             val = tl.load(at[:, None] + ov[None, :], mask=n_ok[:, None], other=0.0)
-        if DOT_F32:
-            acc = tl.dot(p, val.to(tl.float32), acc * alpha[:, None])
-        else:
-            acc = tl.dot(p.to(val.dtype), val, acc * alpha[:, None])
+        acc = rescaled_mma(acc, alpha, p, val, DOT_F32)
         m = m_new
-    lse, inv = _lse_and_inverse(m, total)
+    lse, inv = lse_and_inverse(m, total)
     tl.store(OUT + row.to(tl.int64) * so_r + sp * so_s + h[:, None] * so_h + ov[None, :], acc * inv[:, None],
              mask=h_ok[:, None])  # fmt: skip
     tl.store(
@@ -144,22 +134,13 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
 
 @triton.jit
 def _half_tile(q1, q2, qr, k1, k2, kr, n_ok, m, total, acc1, acc2, scale_log2, DOT_F32: tl.constexpr):
-    """One key tile of a head block, its latent as two halves of 256 (a TMA box is at most 256 wide)."""
-    if DOT_F32:  # Triton's interpreter multiplies bf16 bit patterns in tl.dot
-        x = tl.dot(q1.to(tl.float32), tl.trans(k1.to(tl.float32)))
-        x = tl.dot(q2.to(tl.float32), tl.trans(k2.to(tl.float32)), x)
-        x = tl.dot(qr.to(tl.float32), tl.trans(kr.to(tl.float32)), x)
-    else:
-        x = tl.dot(q1, tl.trans(k1))
-        x = tl.dot(q2, tl.trans(k2), x)
-        x = tl.dot(qr, tl.trans(kr), x)
+    """One key tile of a head block, its latent as two HALFs (a TMA box is at most 256 wide)."""
+    x = mma(q1, k1, None, DOT_F32, True)
+    x = mma(q2, k2, x, DOT_F32, True)
+    x = mma(qr, kr, x, DOT_F32, True)
     p, alpha, m_new, total = _softmax_step(x, n_ok, m, total, scale_log2)
-    if DOT_F32:
-        acc1 = tl.dot(p, k1.to(tl.float32), acc1 * alpha[:, None])
-        acc2 = tl.dot(p, k2.to(tl.float32), acc2 * alpha[:, None])
-    else:
-        acc1 = tl.dot(p.to(k1.dtype), k1, acc1 * alpha[:, None])
-        acc2 = tl.dot(p.to(k2.dtype), k2, acc2 * alpha[:, None])
+    acc1 = rescaled_mma(acc1, alpha, p, k1, DOT_F32)
+    acc2 = rescaled_mma(acc2, alpha, p, k2, DOT_F32)
     return m_new, total, acc1, acc2
 
 
@@ -181,36 +162,35 @@ def mla_decode_tma_kernel(Q, CACHE, NOPE, ROPE, TABLE, LENS, OUT, LSE, sq_r, sq_
     s = row % sq
     h = hb * BLOCK_H + tl.arange(0, BLOCK_H)
     h_ok = h < heads
-    half = tl.arange(0, 256)
-    dr = tl.arange(0, 64)
+    half = tl.arange(0, HALF)
+    dr = tl.arange(0, ROPE_DIM)
     q_at = Q + row.to(tl.int64) * sq_r + h[:, None] * sq_h
     q1 = tl.load(q_at + half[None, :], mask=h_ok[:, None], other=0.0)
-    q2 = tl.load(q_at + 256 + half[None, :], mask=h_ok[:, None], other=0.0)
-    qr = tl.load(q_at + 512 + dr[None, :], mask=h_ok[:, None], other=0.0)
+    q2 = tl.load(q_at + HALF + half[None, :], mask=h_ok[:, None], other=0.0)
+    qr = tl.load(q_at + 2 * HALF + dr[None, :], mask=h_ok[:, None], other=0.0)
     lo, hi = dense_key_range(LENS, b, s, sq, capacity, sp, split_len, CAUSAL)
     whole = lo + tl.maximum(hi - lo, 0) // BLOCK_N * BLOCK_N  # the whole tiles end here
     m = tl.full([BLOCK_H], float("-inf"), tl.float32)
     total = tl.zeros([BLOCK_H], tl.float32)
-    acc1 = tl.zeros([BLOCK_H, 256], tl.float32)
-    acc2 = tl.zeros([BLOCK_H, 256], tl.float32)
+    acc1 = tl.zeros([BLOCK_H, HALF], tl.float32)
+    acc2 = tl.zeros([BLOCK_H, HALF], tl.float32)
     every = tl.full([BLOCK_N], 1, tl.int1)
     for start in range(lo, whole, BLOCK_N):
-        blk = tl.minimum(tl.maximum(tl.load(TABLE + b * s_table + start // page), 0), num_blocks - 1)
-        first = blk * page + start % page
+        first = clamp_block(tl.load(TABLE + b * s_table + start // page), num_blocks) * page + start % page
         k1 = NOPE.load([first, 0])
-        k2 = NOPE.load([first, 256])
-        kr = ROPE.load([first, 512])
+        k2 = NOPE.load([first, HALF])
+        kr = ROPE.load([first, 2 * HALF])
         m, total, acc1, acc2 = _half_tile(q1, q2, qr, k1, k2, kr, every, m, total, acc1, acc2, scale_log2, DOT_F32)
     if whole < hi:
         n_ok = whole + tl.arange(0, BLOCK_N) < hi
-        blk = tl.minimum(tl.maximum(tl.load(TABLE + b * s_table + whole // page), 0), num_blocks - 1).to(tl.int64)
+        blk = clamp_block(tl.load(TABLE + b * s_table + whole // page), num_blocks).to(tl.int64)
         at = CACHE + (blk * page + whole % page + tl.arange(0, BLOCK_N)) * s_row
         k1 = tl.load(at[:, None] + half[None, :], mask=n_ok[:, None], other=0.0)
-        k2 = tl.load(at[:, None] + 256 + half[None, :], mask=n_ok[:, None], other=0.0)
-        kr = tl.load(at[:, None] + 512 + dr[None, :], mask=n_ok[:, None], other=0.0)
+        k2 = tl.load(at[:, None] + HALF + half[None, :], mask=n_ok[:, None], other=0.0)
+        kr = tl.load(at[:, None] + 2 * HALF + dr[None, :], mask=n_ok[:, None], other=0.0)
         m, total, acc1, acc2 = _half_tile(q1, q2, qr, k1, k2, kr, n_ok, m, total, acc1, acc2, scale_log2, DOT_F32)
-    lse, inv = _lse_and_inverse(m, total)
+    lse, inv = lse_and_inverse(m, total)
     o_at = OUT + row.to(tl.int64) * so_r + sp * so_s + h[:, None] * so_h
     tl.store(o_at + half[None, :], acc1 * inv[:, None], mask=h_ok[:, None])
-    tl.store(o_at + 256 + half[None, :], acc2 * inv[:, None], mask=h_ok[:, None])
+    tl.store(o_at + HALF + half[None, :], acc2 * inv[:, None], mask=h_ok[:, None])
     tl.store(LSE + row.to(tl.int64) * sl_r + sp * sl_s + h, lse, mask=h_ok)

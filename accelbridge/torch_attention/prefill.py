@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from accelbridge.ops.softmax import LOG2E
 from accelbridge.torch_attention.capabilities import Capabilities, triton_interpreted
 from accelbridge.torch_attention.core import Masking
 from accelbridge.torch_attention.fitting import first_fitting
@@ -90,7 +91,7 @@ def prefill(q, k, v, cu_q, cu_k, max_seqlen_q: int, used_q, used_k, page_table, 
             used_q if used_q is not None else cu_q, used_k if used_k is not None else cu_q, table,
             sinks if sinks is not None else cu_q,
             q.stride(0), q.stride(1), *sk, *sv, o.stride(0), o.stride(1), lse.stride(0), s_table,
-            float(scale) * 1.4426950408889634, float(softcap or 1.0), left, right, page, num_blocks, total_q, batch,
+            float(scale) * LOG2E, float(softcap or 1.0), left, right, page, num_blocks, total_q, batch,
             skip_aligned,
             G=hq // hk, D=d, DV=dv, BLOCK_D=next_pow2(d), BLOCK_DV=next_pow2(dv), BLOCK_M=block_m, BLOCK_N=block_n,
             PAGED=paged, USED_Q_GIVEN=used_q is not None, USED_K_GIVEN=used_k is not None,

@@ -3,6 +3,8 @@
 import triton
 import triton.language as tl
 
+from accelbridge.torch_attention import triton_common as common
+
 
 @triton.jit
 def step(acc, m, total, q, K, V, TABLE, b, start, k0, k_len, offs_m, shift, hk, left, right,
@@ -15,8 +17,7 @@ def step(acc, m, total, q, K, V, TABLE, b, start, k0, k_len, offs_m, shift, hk, 
     dv = tl.arange(0, BLOCK_DV)
     n_ok = n < k_len
     if PAGED:  # only entries of keys inside the sequence are read, each clamped into the cache
-        blk = tl.load(TABLE + b * s_table + n // page, mask=n_ok, other=0).to(tl.int64)
-        blk = tl.minimum(tl.maximum(blk, 0), num_blocks - 1)
+        blk = common.clamp_block(tl.load(TABLE + b * s_table + n // page, mask=n_ok, other=0).to(tl.int64), num_blocks)
         slot = (n % page).to(tl.int64)
         k_row = blk * sk_0 + slot * sk_1
         v_row = blk * sv_0 + slot * sv_1
@@ -30,15 +31,7 @@ def step(acc, m, total, q, K, V, TABLE, b, start, k0, k_len, offs_m, shift, hk, 
         k = tl.load(k_at)
     else:
         k = tl.load(k_at, mask=(d < D)[None, :], other=0.0)
-    if DOT_F32:  # Triton's interpreter multiplies bf16 bit patterns in tl.dot
-        s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)))
-    else:
-        s = tl.dot(q, tl.trans(k))
-    if SOFTCAP:
-        x = s * (scale_log2 * 0.6931471805599453) / softcap
-        s = softcap * (2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0) * 1.4426950408889634
-    else:
-        s = s * scale_log2
+    s = common.scores_log2(common.mma(q, k, None, DOT_F32, True), scale_log2, softcap, SOFTCAP)
     if MASKED:
         ok = n_ok[None, :]
         if LEFT:
@@ -46,13 +39,7 @@ def step(acc, m, total, q, K, V, TABLE, b, start, k0, k_len, offs_m, shift, hk, 
         if RIGHT:
             ok = ok & (n[None, :] <= offs_m[:, None] + shift + right)
         s = tl.where(ok, s, float("-inf"))
-    m_new = tl.maximum(m, tl.max(s, 1))
-    if MASKED:  # a row may have seen no key yet
-        base = tl.where(m_new == float("-inf"), 0.0, m_new)
-    else:
-        base = m_new
-    alpha = tl.exp2(m - base)
-    p = tl.exp2(s - base[:, None])
+    p, alpha, m_new = common.online_softmax(s, m, MASKED)  # masked: a row may have seen no key yet
     total = total * alpha + tl.sum(p, 1)
     v_at = V + v_row[:, None] + hk * sv_h + dv[None, :]
     if MASKED:
@@ -61,10 +48,7 @@ def step(acc, m, total, q, K, V, TABLE, b, start, k0, k_len, offs_m, shift, hk, 
         val = tl.load(v_at)
     else:
         val = tl.load(v_at, mask=(dv < DV)[None, :], other=0.0)
-    if DOT_F32:
-        acc = tl.dot(p, val.to(tl.float32), acc * alpha[:, None])
-    else:
-        acc = tl.dot(p.to(val.dtype), val, acc * alpha[:, None])  # accumulating in the dot (wgmma on Hopper)
+    acc = common.rescaled_mma(acc, alpha, p, val, DOT_F32)
     return acc, m_new, total
 
 
@@ -136,9 +120,7 @@ def prefill_kernel(Q, K, V, OUT, LSE, CU_Q, CU_K, USED_Q, USED_K, TABLE, SINKS,
     lo = lo // BLOCK_N * BLOCK_N
     f_lo = tl.minimum(tl.maximum(lo, (full_lo + BLOCK_N - 1) // BLOCK_N * BLOCK_N), hi)
     f_hi = tl.maximum(f_lo, full_hi // BLOCK_N * BLOCK_N)
-    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    total = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
+    m, total, acc = common.running_state(BLOCK_M, BLOCK_DV)
     for start in range(lo, f_lo, BLOCK_N):
         acc, m, total = step(acc, m, total, q, K, V, TABLE, b, start, k0, k_len, offs_m, shift, hk, left, right,
                              sk_0, sk_1, sk_h, sv_0, sv_1, sv_h, s_table, page, num_blocks, scale_log2, softcap,
@@ -155,7 +137,7 @@ def prefill_kernel(Q, K, V, OUT, LSE, CU_Q, CU_K, USED_Q, USED_K, TABLE, SINKS,
                              D, DV, BLOCK_D, BLOCK_DV, BLOCK_N, PAGED, True, LEFT, RIGHT, SOFTCAP,
                              DOT_F32)  # fmt: skip
     if HAS_SINKS:  # the sink joins the denominator (and the lse); +inf takes all the weight, -inf none
-        sink = tl.load(SINKS + h).to(tl.float32) * 1.4426950408889634
+        sink = tl.load(SINKS + h).to(tl.float32) * common.LOG2E
         m_new = tl.maximum(m, sink)
         finite = (m_new > float("-inf")) & (m_new < float("inf"))
         base = tl.where(finite, m_new, 0.0)
@@ -163,13 +145,12 @@ def prefill_kernel(Q, K, V, OUT, LSE, CU_Q, CU_K, USED_Q, USED_K, TABLE, SINKS,
         total = total * alpha + tl.where(finite, tl.exp2(sink - base), 0.0)
         acc = acc * alpha[:, None]
         m = m_new
-    has = total > 0
-    o = acc / tl.where(has, total, 1.0)[:, None]
+    o = acc / common.nonzero(total)[:, None]
     o = tl.where(row_ok[:, None], o, 0.0)
     keep = offs_m < q_rows
     tl.store(OUT + at[:, None] * so_t + h * so_h + dv[None, :], o.to(OUT.dtype.element_ty),
              mask=keep[:, None] & (dv < DV)[None, :])  # fmt: skip
     if WRITE_LSE:
-        lse = tl.where(has, (m + tl.log2(tl.where(has, total, 1.0))) * 0.6931471805599453, float("-inf"))
-        lse = tl.where(m == float("inf"), float("inf"), lse)
+        lse = common.lse_of(m, total)
+        lse = tl.where(m == float("inf"), float("inf"), lse)  # a +inf sink took all the weight
         tl.store(LSE + h * sl_h + at, tl.where(row_ok, lse, float("-inf")), mask=keep)

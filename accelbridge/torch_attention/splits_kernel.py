@@ -3,6 +3,8 @@
 import triton
 import triton.language as tl
 
+from accelbridge.torch_attention.triton_common import shift_of
+
 
 @triton.jit
 def merge_kernel(MID_O, MID_L, SINK, OUT, LSE, splits, lq,
@@ -23,7 +25,7 @@ def merge_kernel(MID_O, MID_L, SINK, OUT, LSE, splits, lq,
     s_ok = s < splits
     part = tl.load(MID_L + b * sl_b + i * sl_i + h * sl_h + s * sl_s, mask=s_ok, other=float("-inf"))
     top = tl.max(part, 0)
-    shift = tl.where(top == float("-inf"), 0.0, top)
+    shift = shift_of(top)
     seen = shift + tl.log(tl.sum(tl.exp(part - shift), 0))  # -inf where no split saw a key
     total = seen
     if HAS_SINK:

@@ -20,29 +20,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from accelbridge.ops.layout import dequantise, finish, gather_pages
 from accelbridge.ops.reference import default_scale, holds_no_key
-from accelbridge.ops.spec import FP8_DTYPES, out_dtype
+from accelbridge.ops.spec import FP8_DTYPES
 from accelbridge.torch_attention import capabilities, dense, prefill
 from accelbridge.torch_attention.core import Call, Masking, attend
-from accelbridge.torch_attention.layout import gather_pages, lengths, longest, pad, unpad
+from accelbridge.torch_attention.layout import lengths, longest, pad, unpad
 
 _FA2_DTYPES = (torch.float16, torch.bfloat16)
-
-
-def dequantise(x: torch.Tensor, descale: torch.Tensor | None, heads_k: int) -> torch.Tensor:
-    """Padded (B, L, H, D) times descale (B, Hk), repeated over each GQA group; float32."""
-    if descale is None:
-        return x.float() if x.dtype in FP8_DTYPES else x
-    group = x.shape[2] // heads_k
-    return x.float() * descale.float().repeat_interleave(group, dim=1)[:, None, :, None]
-
-
-def finish(o: torch.Tensor, lse: torch.Tensor | None, q_dtype: torch.dtype, out: Any, want_lse: bool):
-    result = o if o.dtype == out_dtype(q_dtype) else o.to(out_dtype(q_dtype))
-    if out is not None and result is not out:  # a kernel that wrote out itself needs no copy
-        out.copy_(result)
-        result = out
-    return (result, lse) if want_lse else result
 
 
 def _torch_varlen(q, k, v, cu_q, cu_k, max_q, max_k, seqused_k, page_table, scale, mask: Masking, want_lse):

@@ -9,6 +9,7 @@ import torch
 from accelbridge import attention
 from accelbridge.ops import reference
 from accelbridge.ops.flash_mla import quantize_fp8_cache
+from accelbridge.ops.layout import gather_pages
 from accelbridge.testing import conformance
 from accelbridge.torch_attention import (
     capabilities,
@@ -22,7 +23,6 @@ from accelbridge.torch_attention import (
     prefill,
 )
 from accelbridge.torch_attention.core import Call, Masking, attend
-from accelbridge.torch_attention.layout import gather_pages
 
 DEV = torch.device("cuda")
 

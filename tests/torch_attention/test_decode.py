@@ -6,9 +6,9 @@ tests/gpu runs the same kernel compiled on a GPU; ``interpreted`` says how these
 import pytest
 import torch
 
+from accelbridge.ops.layout import gather_pages
 from accelbridge.torch_attention import decode
 from accelbridge.torch_attention.core import Call, Masking, attend
-from accelbridge.torch_attention.layout import gather_pages
 
 from . import interpreted
 
