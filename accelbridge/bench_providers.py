@@ -144,9 +144,9 @@ def _peak_bytes(fn: Callable[[], Any], dev: torch.device) -> int | None:
 def _runner(case: Case, provider: str) -> Callable[[], Any] | str:
     """The provider's call for this case through the facade's path, or why it cannot run it."""
     from accelbridge import ops
-    from accelbridge.attention import inspect
+    from accelbridge.attention import introspect
 
-    call = inspect.provider(case.op, provider)
+    call = introspect.provider(case.op, provider)
     if call is None:
         return f"not a candidate of {case.op} here"
     if not call.viable:

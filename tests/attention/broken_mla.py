@@ -1,6 +1,6 @@
 """FlashMLA decode providers with sgl-kernel's signature and one realistic sparse-mode bug each."""
 
-from accelbridge.attention import reference as ref
+from accelbridge.ops import reference as ref
 
 
 def ignore_sink(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits=None,
