@@ -149,6 +149,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     with platforms.simulated(args.simulate) if args.simulate else contextlib.nullcontext():
         if args.json:
             print(json.dumps(attention.resolve(args.op).to_dict(), indent=2))
+        elif args.source:
+            from accelbridge.attention.facade import generated_source
+
+            print(generated_source(args.op))
         else:
             print(attention.explain(args.op))
     return 0
@@ -370,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulate", metavar="SPEC", help="explain on a simulated platform, e.g. cuda:sm90, rocm:gfx942"
     )
     explain.add_argument("--json", action="store_true", help="print resolve(OP).to_dict() as JSON")
+    explain.add_argument(
+        "--source", action="store_true", help="print the generated code a call runs: facade, provider calls, traced"
+    )
     _standins_flag(explain)
     explain.set_defaults(func=cmd_explain)
 
