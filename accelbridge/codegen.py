@@ -62,36 +62,52 @@ def source_of(fn: Callable[..., Any]) -> str | None:
 class Expression:
     """A rule of a declaration or catalog (``q.dim() == 3``, ``causal and window_size[0] >= 0``) as a function.
 
-    The text is parsed once; the names it reads among ``variables`` (an op's canonical
-    arguments) become the parameters of a generated function whose globals are ``env`` (the
-    declarations' helpers). Called with a mapping of the call's values: a variable the mapping
-    lacks raises NameError, as reading an unbound name does.
+    The text is parsed once; each name it reads among ``variables`` (an op's canonical
+    arguments) becomes a lookup in the mapping of the call's values, made when evaluation reaches
+    it (``indices is None or q.shape[-1] == 576`` reads no ``q`` when ``indices`` is None), in a
+    generated function whose globals are ``env`` (the declarations' helpers). A variable the
+    mapping lacks raises NameError, as reading an unbound name does.
     """
 
-    __slots__ = ("text", "filename", "params", "_fn", "_env")
+    __slots__ = ("text", "filename", "params", "_fn", "_env", "_tree")
 
     def __init__(self, text: str, variables: Iterable[str], env: dict[str, Any], filename: str):
         tree = ast.parse(text, mode="eval")  # SyntaxError here names the rule, before any call
         bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
         read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-        known = set(variables)
-        self.text, self.filename, self._env, self._fn = text, filename, env, None
-        self.params = tuple(sorted((read - bound) & known))
+        self.text, self.filename, self._env, self._fn, self._tree = text, filename, env, None, tree
+        self.params = frozenset((read - bound) & set(variables))
 
     @property
-    def fn(self) -> Callable[..., Any]:
-        """The generated function, made at first use (after every declaration added its helpers)."""
+    def fn(self) -> Callable[[Mapping[str, Any]], Any]:
+        """The generated function of the values mapping, made at first use (after every declaration added its
+        helpers to ``env``)."""
         if self._fn is None:
-            g = define(self.filename, f"def rule({', '.join(self.params)}):\n    return ({self.text})\n", {})
+            body = ast.unparse(_Lookups(self.params).visit(self._tree))
+            g = define(self.filename, f"def rule(_values):\n    # {self.text}\n    return {body}\n", {})
             self._fn = types.FunctionType(g["rule"].__code__, self._env, "rule")  # the helpers' live namespace
         return self._fn
 
     def __call__(self, values: Mapping[str, Any]) -> Any:
         try:
-            args = [values[n] for n in self.params]
+            return self.fn(values)
         except KeyError as e:
-            raise NameError(f"name {e.args[0]!r} is not defined") from None
-        return self.fn(*args)
+            name = e.args[0] if e.args else None
+            if name in self.params and name not in values:
+                raise NameError(f"name {name!r} is not defined") from None
+            raise
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
+
+
+class _Lookups(ast.NodeTransformer):
+    """``q`` -> ``_values['q']`` for the variables a rule reads."""
+
+    def __init__(self, names: frozenset[str]):
+        self.names = names
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in self.names and isinstance(node.ctx, ast.Load):
+            return ast.Subscript(ast.Name("_values", ast.Load()), ast.Constant(node.id), ast.Load())
+        return node

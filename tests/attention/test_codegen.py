@@ -30,10 +30,12 @@ def test_define_registers_the_source_for_tracebacks_and_getsource():
 
 def test_expression_is_a_function_of_the_named_arguments():
     e = codegen.Expression("x.shape[0] == n and torch.is_tensor(x)", ["x", "n"], {"torch": torch}, "<test rule>")
-    assert e.params == ("n", "x") and e({"x": torch.ones(3), "n": 3}) is True
-    assert "return (x.shape[0] == n" in inspect.getsource(e.fn)
+    assert e.params == {"n", "x"} and e({"x": torch.ones(3), "n": 3}) is True
+    assert "return _values['x'].shape[0] == _values['n']" in inspect.getsource(e.fn)
     with pytest.raises(NameError, match="'n'"):
         e({"x": torch.ones(3)})
+    lazy = codegen.Expression("i is None or q.shape[-1] == 576", ["i", "q"], {}, "<test lazy rule>")
+    assert lazy({"i": None}) is True, "a name evaluation does not reach is not read"
 
 
 def vendor(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=False, window_size=(-1, -1)):
