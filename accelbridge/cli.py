@@ -227,12 +227,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             result = _bench_providers(args.provider)
             results.append(result)
             if not args.json:
-                from accelbridge.bench_providers import format_providers
+                from accelbridge.bench.providers import format_providers
 
                 print(format_providers(result))
             continue
         if what == "compile":
-            from accelbridge.bench_compile import bench_compile, format_compile
+            from accelbridge.bench.compiled import bench_compile, format_compile
 
             result = bench_compile()
             results.append(result)
@@ -250,7 +250,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _bench_providers(names: list[str]) -> dict[str, Any]:
     from accelbridge import kernels_catalog, platforms
-    from accelbridge.bench_providers import bench_providers
+    from accelbridge.bench.providers import bench_providers
 
     catalog = kernels_catalog.load(platforms.current())
     unknown = [p for p in names if p not in catalog.providers]

@@ -14,8 +14,8 @@ from accelbridge.testing import conformance
 
 PACKAGE = Path(__file__).parents[1] / "accelbridge"
 LAYER = {"errors": 0, "env": 0, "codegen": 0, "platforms": 1, "ops": 2, "torch_attention": 2, "kernels_catalog": 3,
-         "attention": 4,
-         "testing": 5, "integrations": 5, "cli": 5, "bench": 5, "bench_providers": 5, "bench_compile": 5, "__main__": 6,
+         "attention": 4, "bench": 5,
+         "testing": 5, "integrations": 5, "cli": 5, "__main__": 6,
          "": 0}  # fmt: skip  # the root only re-exports lazily
 
 

@@ -8,125 +8,16 @@ to the reference, and on a GPU the peak memory a call allocates beyond its input
 
 from __future__ import annotations
 
-import importlib
 import statistics
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from accelbridge.bench import problems, timing
+from accelbridge.bench.problems import Case
+
 VENDOR = "vendor (direct)"
-
-
-@dataclass
-class Case:
-    name: str
-    op: str
-    flops: float
-    kwargs: dict[str, Any]
-    vendor: Callable[[], Any] | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
-
-
-def _fa3(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
-
-
-def _cases(dev: torch.device) -> list[Case]:
-    """The issue's shapes on a GPU; on a CPU, smaller ones (32-sequence paged decode among them)."""
-
-    gpu = dev.type == "cuda"
-    bf16 = torch.bfloat16
-    b, length, hq, hk, d = (8, 4096, 32, 8, 128) if gpu else (4, 512, 8, 2, 64)
-    q = torch.randn(b * length, hq, d, device=dev, dtype=bf16)
-    k = torch.randn(b * length, hk, d, device=dev, dtype=bf16)
-    v = torch.randn(b * length, hk, d, device=dev, dtype=bf16)
-    cu = torch.arange(0, (b + 1) * length, length, dtype=torch.int32, device=dev)
-    fa = _fa3("sgl_kernel.flash_attn")
-    prefill = dict(q=q, k=k, v=v, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=length, max_seqlen_k=length,
-                   causal=True)  # fmt: skip
-    vendor = (lambda: fa.flash_attn_varlen_func(q, k, v, cu, cu, length, length, causal=True)) if fa else None
-    cases = [Case(f"fa3 prefill B={b} L={length} {hq}/{hk} heads d={d}", "fa3.varlen",
-                  4 * b * hq * d * length * length / 2, prefill, vendor)]  # fmt: skip
-    db, ctx, page = (64, 8192, 64) if gpu else (32, 1024, 16)
-    pages = ctx // page
-    kc = torch.randn(db * pages, page, hk, d, device=dev, dtype=bf16)
-    vc = torch.randn(db * pages, page, hk, d, device=dev, dtype=bf16)
-    table = torch.randperm(db * pages, device=dev).to(torch.int32).reshape(db, pages)
-    lens = torch.full((db,), ctx, dtype=torch.int32, device=dev)
-    dq = torch.randn(db, 1, hq, d, device=dev, dtype=bf16)
-    decode = dict(q=dq, k_cache=kc, v_cache=vc, cache_seqlens=lens, page_table=table, causal=True)
-    kv_bytes = 2 * db * ctx * hk * d * 2
-    cases.append(Case(f"fa3 paged decode batch {db} ctx {ctx} page {page}", "fa3.kvcache", 4 * db * hq * d * ctx,
-                      decode, (lambda: fa.flash_attn_with_kvcache(**decode)) if fa else None,
-                      {"kv_bytes": kv_bytes}))  # fmt: skip
-    fm = _fa3("sgl_kernel.flash_mla")
-    cases.append(_mla_dense_case(dev, fm, *((64, 128, 4096) if gpu else (8, 16, 512))))
-    # upstream FlashMLA's longest rows (b 128, s_k 32768): peak memory beside the vendor's, not only time
-    cases.append(_mla_dense_case(dev, fm, *((128, 128, 32768) if gpu else (4, 16, 4096)), long=True))
-    cases.append(_sparse_case(dev, fm))
-    return cases
-
-
-def _mla_dense_case(dev: torch.device, fm: Any, mb: int, mhq: int, mctx: int, long: bool = False) -> Case:
-    """FlashMLA dense decode over a paged bf16 cache of ``mb`` sequences of ``mctx`` tokens, ``mhq`` heads."""
-    from accelbridge import attention
-
-    bf16 = torch.bfloat16
-    mpages = mctx // 64
-    mq = torch.randn(mb, 1, mhq, 576, device=dev, dtype=bf16)
-    mkc = torch.randn(mb * mpages, 64, 1, 576, device=dev, dtype=bf16)
-    mtable = torch.randperm(mb * mpages, device=dev).to(torch.int32).reshape(mb, mpages)
-    mlens = torch.full((mb,), mctx, dtype=torch.int32, device=dev)
-    meta, splits = attention.get_mla_metadata(mlens, mhq, 1)  # the facade's plan, one per case (plans freeze)
-    mla = dict(q=mq, k_cache=mkc, block_table=mtable, cache_seqlens=mlens, head_dim_v=512, causal=True,
-               tile_scheduler_metadata=meta, num_splits=splits)  # fmt: skip
-    vendor_mla = None
-    if fm:
-        v_meta, v_splits = fm.get_mla_metadata(mlens, mhq, 1)
-        vendor_mla = lambda: fm.flash_mla_with_kvcache(mq, mkc, mtable, mlens, 512, v_meta, v_splits, causal=True)  # noqa: E731
-    name = f"flashmla dense decode{' long context' if long else ''} batch {mb} {mhq} heads ctx {mctx}"
-    return Case(name, "flashmla.kvcache", 2 * mb * mhq * mctx * (576 + 512), mla, vendor_mla)
-
-
-def _sparse_case(dev: torch.device, fm: Any) -> Case:
-    """DeepSeek V3.2 sparse decode: FP8 cache, topk 2048 of 64k tokens (on a CPU, 256 of 4k)."""
-    from accelbridge import attention
-    from accelbridge.ops.flash_mla import quantize_fp8_cache
-
-    gpu = dev.type == "cuda"
-    sb, shq, topk, tokens = (32, 128, 2048, 65536) if gpu else (4, 16, 256, 4096)
-    cache = quantize_fp8_cache(torch.randn(tokens // 64, 64, 1, 576, device=dev, dtype=torch.bfloat16), 576)
-    q = torch.randn(sb, 1, shq, 576, device=dev, dtype=torch.bfloat16)
-    idx = torch.randint(0, tokens, (sb, 1, topk), device=dev).to(torch.int32)
-    kw = dict(q=q, k_cache=cache, block_table=None, cache_seqlens=None, head_dim_v=512, softmax_scale=576**-0.5,
-              is_fp8_kvcache=True, indices=idx, tile_scheduler_metadata=attention.get_mla_metadata()[0])  # fmt: skip
-    vendor = None
-    if fm:
-        vendor_kw = {**kw, "tile_scheduler_metadata": fm.get_mla_metadata()[0]}
-        vendor = lambda: fm.flash_mla_with_kvcache(**vendor_kw)  # noqa: E731
-    return Case(f"flashmla sparse decode (V3.2 FP8) batch {sb} {shq} heads topk {topk}", "flashmla.kvcache",
-                2 * sb * shq * topk * (576 + 512), kw, vendor)  # fmt: skip
-
-
-def _timer(dev: torch.device) -> Callable[[Callable[[], Any], int], float]:
-    if dev.type == "cuda":
-        from accelbridge.bench import cuda_time
-
-        return cuda_time
-
-    def host_time(fn, iters):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        return (time.perf_counter() - t0) / iters
-
-    return host_time
 
 
 def _peak_bytes(fn: Callable[[], Any], dev: torch.device) -> int | None:
@@ -164,9 +55,9 @@ def bench_providers(providers: list[str], rounds: int = 5, budget_s: float = 0.0
     from accelbridge import platforms
 
     dev = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    timer = _timer(dev)
+    timer = timing.timer(dev)
     rows = []
-    for case in _cases(dev):
+    for case in problems.cases(dev):
         runners: dict[str, Any] = {VENDOR: case.vendor} if case.vendor else {}
         skipped = {}
         for p in providers:
