@@ -118,7 +118,7 @@ def mla_dense(dev: torch.device, fm: Any, mb: int, mhq: int, mctx: int, long: bo
 def mla_sparse(dev: torch.device, fm: Any) -> Case:
     """DeepSeek V3.2 sparse decode: FP8 cache, topk 2048 of 64k tokens (on a CPU, 256 of 4k)."""
     from accelbridge import attention
-    from accelbridge.ops.flash_mla import quantize_fp8_cache
+    from accelbridge.ops.fp8_cache import quantize_fp8_cache
 
     gpu = dev.type == "cuda"
     sb, shq, topk, tokens = (32, 128, 2048, 65536) if gpu else (4, 16, 256, 4096)

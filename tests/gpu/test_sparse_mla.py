@@ -5,7 +5,7 @@ import torch
 
 from accelbridge import attention
 from accelbridge.ops import reference
-from accelbridge.ops.flash_mla import quantize_fp8_cache
+from accelbridge.ops.fp8_cache import quantize_fp8_cache
 from tests.gpu.graphs import assert_replay_equals_eager
 
 DEV = "cuda"
