@@ -149,6 +149,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     with platforms.simulated(args.simulate) if args.simulate else contextlib.nullcontext():
         if args.json:
             print(json.dumps(attention.resolve(args.op).to_dict(), indent=2))
+        elif args.source:
+            from accelbridge.attention.facade import generated_source
+
+            print(generated_source(args.op))
         else:
             print(attention.explain(args.op))
     return 0
@@ -223,12 +227,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             result = _bench_providers(args.provider)
             results.append(result)
             if not args.json:
-                from accelbridge.bench_providers import format_providers
+                from accelbridge.bench.providers import format_providers
 
                 print(format_providers(result))
             continue
         if what == "compile":
-            from accelbridge.bench_compile import bench_compile, format_compile
+            from accelbridge.bench.compiled import bench_compile, format_compile
 
             result = bench_compile()
             results.append(result)
@@ -246,7 +250,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _bench_providers(names: list[str]) -> dict[str, Any]:
     from accelbridge import kernels_catalog, platforms
-    from accelbridge.bench_providers import bench_providers
+    from accelbridge.bench.providers import bench_providers
 
     catalog = kernels_catalog.load(platforms.current())
     unknown = [p for p in names if p not in catalog.providers]
@@ -370,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulate", metavar="SPEC", help="explain on a simulated platform, e.g. cuda:sm90, rocm:gfx942"
     )
     explain.add_argument("--json", action="store_true", help="print resolve(OP).to_dict() as JSON")
+    explain.add_argument(
+        "--source", action="store_true", help="print the generated code a call runs: facade, provider calls, traced"
+    )
     _standins_flag(explain)
     explain.set_defaults(func=cmd_explain)
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from accelbridge import bench, bench_providers
+from accelbridge import bench
+from accelbridge.bench import providers as bench_providers
 
 
 def test_overhead_reports_a_provider_without_validates_and_cpu_tensors():
@@ -38,14 +39,14 @@ def test_small_rates_are_not_printed_as_zero_tflops():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the compiled modes are measured where CUDA is")
 def test_compile_without_a_gpu_says_where_it_runs():
-    from accelbridge.bench_compile import bench_compile, format_compile
+    from accelbridge.bench.compiled import bench_compile, format_compile
 
     text = format_compile(bench_compile())
     assert text.startswith("compile: skipped (no CUDA device") and "test_compile.py" in text
 
 
 def test_compile_rows_show_each_mode_against_the_direct_kernel_and_its_host_time():
-    from accelbridge.bench_compile import format_compile
+    from accelbridge.bench.compiled import format_compile
 
     modes = {"direct": {"us": 250.0, "host_us": 36.0, "vs_direct": 1.0},
              "inductor": {"us": 256.0, "host_us": 131.0, "vs_direct": 250.0 / 256.0}}  # fmt: skip

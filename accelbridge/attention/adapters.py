@@ -20,8 +20,10 @@ from typing import Any
 
 import torch
 
-from accelbridge.attention import emulations, plans
+from accelbridge import codegen
+from accelbridge.attention import emulations, guards, plans
 from accelbridge.attention.errors import InvalidArgumentError, ProviderContractError
+from accelbridge.attention.guards import Guard
 from accelbridge.kernels_catalog import OpEntry
 from accelbridge.ops.spec import EXPRESSION_ENV, OpSpec
 from accelbridge.platforms.dtypes import DTYPE_ATTRS
@@ -98,27 +100,36 @@ class Binding:
     head_dim_ok: Callable[[int], bool] | None = None
     params: dict[str, inspect.Parameter] = field(default_factory=dict)
     window: str = "as-is"  # how window_size is spelled for this provider
+    _guards: list[Guard] | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
         return self.fn is not None and not self.reasons
 
+    @property
+    def guards(self) -> list[Guard]:
+        """Every per-call refusal of this binding, once: the generated call inlines them, explain renders them."""
+        if self._guards is None:
+            spec, out = self.spec, []
+            for name, why in self.unsupported.items():
+                out.append(Guard(spec, name, spec.params[name].passed, f"cannot honour {name}= ({why})", unknown=True))
+            for name, when, why in self.refusals:
+                reason = f"cannot honour {name}= when {when} ({why or 'the catalog says so'})"
+                out.append(Guard(spec, name, f"({spec.params[name].passed}) and ({when})", reason))
+            if self.dtypes is not None:
+                dtype = spec.features["dtype"]
+                out.append(Guard(spec, "dtype", f"{dtype} not in _dtypes", "does not take dtype", dtype,
+                                 {"_dtypes": self.dtypes}))  # fmt: skip
+            if self.head_dim_ok is not None:
+                head_dim = spec.features["head_dim"]
+                out.append(Guard(spec, "head_dim", f"not _head_dim_ok({head_dim})", "does not take head_dim",
+                                 head_dim, {"_head_dim_ok": self.head_dim_ok}))  # fmt: skip
+            self._guards = out
+        return self._guards
+
     def call_reasons(self, values: dict[str, Any]) -> list[str]:
         """Why this provider cannot serve a call with these canonical values (empty: it can)."""
-        reasons = [f"cannot honour {name}= ({why})" for name, why in self.unsupported.items()
-                   if self.spec.is_passed(name, values)]  # fmt: skip
-        for name, when, why in self.refusals:
-            if self.spec.is_passed(name, values) and self.spec.holds(when, values):
-                reasons.append(f"cannot honour {name}= when {when} ({why or 'the catalog says so'})")
-        if self.dtypes is not None:
-            dtype = self.spec.feature("dtype", values)
-            if dtype is not None and dtype not in self.dtypes:
-                reasons.append(f"does not take dtype {dtype}")
-        if self.head_dim_ok is not None:
-            head_dim = self.spec.feature("head_dim", values)
-            if head_dim is not None and not self.head_dim_ok(head_dim):
-                reasons.append(f"does not take head_dim {head_dim}")
-        return reasons
+        return guards.reasons(self.guards, values)
 
 
 def bind(provider_id: str, spec: OpSpec, entry: OpEntry, fn: Callable[..., Any], source: str) -> Binding:
@@ -231,16 +242,9 @@ def compile_call(b: Binding, level: str, reroute: Callable[[str, tuple[Any, ...]
         else:  # CPU tensors: the host read is free (no device copy, no sync), so the values are checked too
             g["_values"] = _host_values(spec)
             body.append(f"if {device} < 0 and {first}.is_cpu: _values({args})")
-    for name in b.unsupported:
-        body.append(f"if {spec.params[name].passed}: return _reroute({name!r}, {pack})")
-    for name, when, _ in b.refusals:
-        body.append(f"if ({spec.params[name].passed}) and ({when}): return _reroute({name!r}, {pack})")
-    if b.dtypes is not None:
-        g["_dtypes"] = b.dtypes
-        body.append(f"if {spec.features['dtype']} not in _dtypes: return _reroute('dtype', {pack})")
-    if b.head_dim_ok is not None:
-        g["_head_dim_ok"] = b.head_dim_ok
-        body.append(f"if not _head_dim_ok({spec.features['head_dim']}): return _reroute('head_dim', {pack})")
+    for guard in b.guards:
+        g.update(guard.names)
+        body.append(guard.line(pack))
     plan = spec.plan
     if plan is not None and plan.keys and plan.param in b.mapped:
         g["_plan"] = plans.checker(b.provider_id, spec.facade, plan)
@@ -271,10 +275,7 @@ def compile_call(b: Binding, level: str, reroute: Callable[[str, tuple[Any, ...]
         body.append(call)
     body += _returns(b, g, adapt.returns)
     code = f"def adapter({args}):\n" + "".join(f"    {line}\n" for line in body)
-    exec(compile(code, f"<accelbridge adapter {b.provider_id}:{spec.id}>", "exec"), g)  # noqa: S102
-    fn = g["adapter"]
-    fn.__accelbridge_source__ = code
-    return fn
+    return codegen.define(f"<accelbridge adapter {b.provider_id}:{spec.id}:{level}>", code, g)["adapter"]
 
 
 def _host_values(spec: OpSpec) -> Callable[..., None]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from accelbridge import ops
+from accelbridge import codegen, ops
 from accelbridge.attention.errors import NotCompilableError
 from accelbridge.ops.spec import EXPRESSION_ENV, OpSpec
 
@@ -165,8 +165,7 @@ def _fake(c: CompiledOp, lse: bool, with_out: bool) -> Callable[..., Any]:
     """Output shapes and dtypes from the declaration's result expressions; no provider is asked."""
     spec = c.spec
     first = spec.role_names("data")[0]
-    codes = [(compile(s, f"<{spec.id} shape>", "eval"), compile(d, f"<{spec.id} dtype>", "eval"))
-             for s, d in spec.result_shapes]  # fmt: skip
+    codes = [(spec.expression(s, "result shape"), spec.expression(d, "result dtype")) for s, d in spec.result_shapes]
 
     n = _returns(c, lse, with_out) + with_out
     to_values = _unpacker(c, with_out)
@@ -174,8 +173,7 @@ def _fake(c: CompiledOp, lse: bool, with_out: bool) -> Callable[..., Any]:
     def fake(*args: Any) -> Any:
         values = spec.with_defaults(to_values(args))
         like = values[first]
-        r = [like.new_empty(eval(s, EXPRESSION_ENV, values), dtype=eval(d, EXPRESSION_ENV, values))  # noqa: S307
-             for s, d in codes[with_out:n]]  # fmt: skip
+        r = [like.new_empty(s(values), dtype=d(values)) for s, d in codes[with_out:n]]
         return r[0] if len(r) == 1 else tuple(r)
 
     return fake
@@ -283,9 +281,7 @@ def build(spec: OpSpec, function: Facade) -> CompiledOp:
     with _lock:
         _register(c, function)
     code, g = _traced_code(c)
-    exec(compile(code, f"<accelbridge traced {spec.id}>", "exec"), g)  # noqa: S102
-    c.traced = g["traced"]
-    c.traced.__accelbridge_source__ = code  # type: ignore[attr-defined]
+    c.traced = codegen.define(f"<accelbridge traced {spec.id}>", code, g)["traced"]
     return c
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from accelbridge import ops, platforms
+from accelbridge import codegen, ops, platforms
 from accelbridge.attention import checks, compiled
 from accelbridge.attention.errors import ResolutionError
 from accelbridge.attention.resolver import Chain, Resolution, describe, feature_values
@@ -98,6 +98,25 @@ def explain(op: str, **features: Any) -> str:
     return "\n".join(lines)
 
 
+def generated_source(op: str) -> str:
+    """The code a call of ``op`` runs here, as generated (``accelbridge explain --source OP``).
+
+    The facade function, the call of each viable provider at the current check level (the first
+    is the steady state; a refused call moves down the list) and the call torch.compile traces.
+    """
+    fn, c = function(op), chain(op)
+    parts = [(f"facade function {fn.__name__}", fn)]
+    parts += [(f"{cand.provider_id} at check level {checks.level()}", c.call(i))
+              for i, cand in enumerate(c.all()) if cand.viable]  # fmt: skip
+    parts.append(("under torch.compile", compiled.compiled(op).traced))
+    blocks = []
+    for title, f in parts:
+        text = codegen.source_of(f) if f is not None else None
+        where = f.__code__.co_filename if text else "no generated code (plain Python)"
+        blocks.append(f"# {title}: {where}\n{text or ''}")
+    return "\n".join(blocks).rstrip("\n")
+
+
 # -- generated functions -----------------------------------------------------------------------
 def _ops_of(facade: str) -> dict[Any, str]:
     """selector value -> op id, for the ops a facade function serves."""
@@ -168,8 +187,7 @@ def build_function(spec: ops.OpSpec) -> Callable[..., Any]:
          "_misspelt": lambda unknown: _misspelt(spec.facade, names, unknown),
          "_compiling": torch.compiler.is_compiling,  # under torch.compile: the op's custom op (attention.compiled)
          "_invalid": lambda *a: resolver(a[names.index(selector)] if selector else None)}  # fmt: skip
-    exec(compile(code, f"<accelbridge facade {spec.facade}>", "exec"), g)  # noqa: S102
-    fn = g[spec.facade]
+    fn = codegen.define(f"<accelbridge facade {spec.facade}>", code, g)[spec.facade]
     fn.__defaults__ = spec.signature.__defaults__
     fn.__doc__ = spec.signature.__doc__
     fn.__signature__ = sig.replace(parameters=[p.replace(annotation=p.empty) for p in sig.parameters.values()])

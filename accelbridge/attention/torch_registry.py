@@ -12,7 +12,7 @@ import torch
 
 from accelbridge import platforms
 from accelbridge.attention.errors import UnsupportedFeatureError
-from accelbridge.attention.inspect import selected
+from accelbridge.attention.introspect import selected
 
 # catalog provider -> torch registry name (the builds torch's registry knows how to import)
 TORCH_IMPLS = {"flash-attn-4": "FA4"}

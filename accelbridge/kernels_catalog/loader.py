@@ -1,6 +1,7 @@
 """Find, read, validate and merge the catalog files of a platform.
 
-Merge rules, applied file by file (built-in, then ACCELBRIDGE_CATALOG_PATH, then extras):
+Merge rules, applied file by file (catalogs/builtin.yaml: the built-in providers, every platform; the
+platform's built-in file; ACCELBRIDGE_CATALOG_PATH; extras):
 a new provider id is added; for an existing id, every field the later file gives replaces
 the earlier one, except ``ops``, which merges per op id (an op entry given replaces that
 op's entry whole); ``null`` removes a provider or an op; an ``order`` list replaces that
@@ -18,7 +19,7 @@ from typing import Any
 from accelbridge import env
 from accelbridge.kernels_catalog.errors import CatalogError, Issue
 from accelbridge.kernels_catalog.model import Adapt, Catalog, OpEntry, Provider, Requirements, Source
-from accelbridge.kernels_catalog.schema import Validator
+from accelbridge.kernels_catalog.schema import ANY_PLATFORM, Validator
 from accelbridge.kernels_catalog.yamlmarks import Document, parse
 
 BUILTIN_DIR = Path(__file__).parent / "catalogs"
@@ -65,43 +66,41 @@ def _platform_families() -> dict[str, str]:
     return {name: platforms.get_platform_class(name).arch_family for name in platforms.known_platforms()}
 
 
-REFERENCE = "reference"
-TORCH = "torch"
+BUILTIN_PROVIDERS = ("torch", "reference")  # last in this order where no `order` says otherwise
+_builtin_doc: list[Document] = []  # catalogs/builtin.yaml, read and validated once
 
 
-def _implicit_torch() -> dict[str, Any]:
-    """The vectorised torch provider, in every platform's catalog after its vendor kernels.
-
-    It serves the ops ``accelbridge.torch_attention`` implements; a catalog may name it in
-    ``order``, override its entries, or remove it with ``torch: null``.
-    """
-    from accelbridge import ops, torch_attention
-
-    entries = {op: {"function": fn, "_origin": "accelbridge.torch_attention"}
-               for op, fn in torch_attention.SERVES.items() if op in ops.OPS}  # fmt: skip
-    return {"source": {"builtin": TORCH}, "_origin": "accelbridge.torch_attention (implicit)", "ops": entries,
-            "description": "vectorised torch: Triton kernels, varlen/SDPA, batched ops"}  # fmt: skip
+def _builtin_providers() -> Document:
+    """catalogs/builtin.yaml: the built-in providers, merged first into every platform's catalog."""
+    if not _builtin_doc:
+        doc = read(BUILTIN_DIR / "builtin.yaml")
+        issues = Validator(doc, _platform_families(), {}).validate()
+        if issues:
+            raise CatalogError(issues)
+        _builtin_doc.append(doc)
+    return _builtin_doc[0]
 
 
-def _implicit_reference() -> dict[str, Any]:
-    """The pure-torch reference provider, in every platform's catalog without being written there.
+def _declared_references(merged: dict[str, Any]) -> None:
+    """A ``{builtin: reference}`` provider serves every declared op with a reference function, under its name.
 
-    It serves each op whose declaration has a reference function; a catalog may still name it in
-    ``order`` (usually last), override its entries, or remove it with ``reference: null``.
+    Added after the file that declares it, before any later file: an overlay may still override or
+    remove one of these entries like any other.
     """
     from accelbridge import ops
 
-    entries = {op: {"function": spec.reference.__name__, "_origin": "accelbridge.ops"}
-               for op, spec in ops.OPS.items() if spec.reference is not None}  # fmt: skip
-    return {"source": {"builtin": REFERENCE}, "_origin": "accelbridge.ops (implicit)", "ops": entries,
-            "description": "pure-torch reference (float32 accumulation); correct everywhere, fast nowhere"}  # fmt: skip
-
-
-BUILTIN_PROVIDERS = (TORCH, REFERENCE)  # implicit in every catalog, last in this order where no `order` says otherwise
+    for provider in merged["providers"].values():
+        if provider.get("source") == {"builtin": "reference"}:
+            for op, spec in ops.OPS.items():
+                if spec.reference is not None:
+                    provider["ops"].setdefault(op, {"function": spec.reference.__name__, "_origin": "accelbridge.ops"})
 
 
 def _new_merged() -> dict[str, Any]:
-    return {"providers": {TORCH: _implicit_torch(), REFERENCE: _implicit_reference()}, "order": {}, "removed": {}}
+    merged: dict[str, Any] = {"providers": {}, "order": {}, "removed": {}}
+    _merge(merged, _builtin_providers())
+    _declared_references(merged)
+    return merged
 
 
 def _ops_by_provider(merged: dict[str, Any]) -> dict[str, set[str]]:
@@ -210,7 +209,7 @@ def load(platform: Any, extra: Iterable[Path | str] = ()) -> Catalog:
         except CatalogError as e:
             issues += e.issues
             continue
-        if doc.data.get("platform") != name:
+        if doc.data.get("platform") not in (name, ANY_PLATFORM):
             continue
         file_issues = Validator(doc, families, _ops_by_provider(merged)).validate()
         issues += file_issues

@@ -39,7 +39,9 @@ SOURCE_KEYS: dict[str, Any] = {
     "package": str,
     "builtin": str,
 }
-BUILTINS = ("torch", "reference")
+# a builtin source -> the module its functions are read from (None: the op declarations' reference functions)
+BUILTINS: dict[str, str | None] = {"torch": "accelbridge.torch_attention", "reference": None}
+ANY_PLATFORM = "*"  # a file for every platform (the built-in providers' catalogs/builtin.yaml)
 REQUIRES_KEYS: dict[str, Any] = {
     "arch": (str, list),
     "toolkit": str,
@@ -129,7 +131,9 @@ class Validator:
             self.error(("schema",), f"unsupported schema {top['schema']!r}: this accelbridge reads schema 1")
         if "platform" in top:
             name = top["platform"]
-            if name not in self.families:
+            if name == ANY_PLATFORM:
+                pass  # no arch family: its arch rules name none
+            elif name not in self.families:
                 valid = ", ".join(sorted(self.families))
                 close = did_you_mean(name, self.families)
                 plugin = ("" if close else " (a platform of an out-of-tree plugin exists once its package is "

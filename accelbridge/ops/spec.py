@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from accelbridge.codegen import Expression
 from accelbridge.errors import DeclarationError, InvalidArgumentError
 
 _EMPTY = inspect.Parameter.empty
@@ -278,17 +279,31 @@ class OpSpec:
             _names_known(self, shape, f"shape of result {name}")
             _names_known(self, dtype, f"dtype of result {name}")
 
+    def expression(self, text: str, what: str = "rule") -> Expression:
+        """A rule over this op's arguments as a function (made once per text; ``accelbridge.codegen``)."""
+        e = self._expressions.get(text)
+        if e is None:
+            e = self._expressions[text] = Expression(text, self.params, EXPRESSION_ENV, f"<{self.id} {what}: {text}>")
+        return e
+
     @functools.cached_property
-    def _inert_code(self) -> dict[str, Any]:
-        """Compiled at first use, not at import."""
-        return {n: compile(p.inert, f"<{self.id} inert {n}>", "eval") for n, p in self.params.items()
+    def _expressions(self) -> dict[str, Expression]:
+        return {}
+
+    @functools.cached_property
+    def _inert_code(self) -> dict[str, Expression]:
+        """Made at first use, not at import."""
+        return {n: self.expression(p.inert, f"inert {n}") for n, p in self.params.items()
                 if p.inert is not None}  # fmt: skip
 
     @functools.cached_property
-    def _check_code(self) -> list[tuple[Any, Any, Any, Any]]:
-        """The metadata checks and their messages, compiled at the first call that fails one."""
-        return [(compile(c.ok, f"<{self.id} check {c.arg}>", "eval"), _fstring(c.arg), _fstring(c.got),
-                 _fstring(c.expected)) for c in self.metadata_checks]  # fmt: skip
+    def _check_code(self) -> list[tuple[Expression, Any, Any, Any]]:
+        """The metadata checks and their messages, made at the first call that fails one."""
+        return [(self.expression(c.ok, f"check {c.arg}"), self._fstring(c.arg), self._fstring(c.got),  # type: ignore[arg-type]
+                 self._fstring(c.expected)) for c in self.metadata_checks]  # fmt: skip
+
+    def _fstring(self, template: str) -> Expression | None:
+        return self.expression("f" + repr(template), "check message") if template else None
 
     # -- derived facts ----------------------------------------------------------------------
     @property
@@ -332,14 +347,14 @@ class OpSpec:
         if code is None:
             return True
         try:
-            return not eval(code, EXPRESSION_ENV, self.with_defaults(values))  # noqa: S307 - our own declarations
+            return not code(self.with_defaults(values))
         except NameError:  # a partial feature set (resolve()) without a required argument it reads
             return True
 
     def holds(self, expr: str, values: Mapping[str, Any]) -> bool:
         """Whether a condition over the call's arguments holds (False where it cannot be told)."""
         try:
-            return bool(eval(expr, EXPRESSION_ENV, self.with_defaults(values)))  # noqa: S307
+            return bool(self.expression(expr, "condition")(self.with_defaults(values)))
         except Exception:
             return False
 
@@ -349,7 +364,7 @@ class OpSpec:
         if expr is None:
             return None
         try:
-            return eval(expr, EXPRESSION_ENV, dict(values))  # noqa: S307
+            return self.expression(expr, f"feature {name}")(values)
         except Exception:
             return None
 
@@ -396,7 +411,7 @@ class OpSpec:
         env = self.with_defaults(values)
         for code, arg, got, expected in self._check_code:
             try:
-                ok = eval(code, EXPRESSION_ENV, env)  # noqa: S307
+                ok = code(env)
             except Exception:
                 ok = False
             if not ok:
@@ -507,15 +522,11 @@ class _Hoist(ast.NodeTransformer):
         return self.generic_visit(node)
 
 
-def _fstring(template: str) -> Any:
-    return compile("f" + repr(template), "<check message>", "eval") if template else None
-
-
-def _render(code: Any, env: Mapping[str, Any]) -> str:
+def _render(code: Expression | None, env: Mapping[str, Any]) -> str:
     if code is None:
         return ""
     try:
-        return eval(code, EXPRESSION_ENV, env)  # noqa: S307
+        return code(env)
     except Exception:
         return "is not of the expected form"
 

@@ -116,13 +116,13 @@ def cos_diff(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 def _plan(spec: ops.OpSpec, provider: str, kw: dict[str, Any]) -> None:
     """Plan the call with the same provider's planning op, as an engine would."""
-    from accelbridge.attention import inspect
+    from accelbridge.attention import introspect
 
     rel = spec.plan
     if rel is None or rel.producer_args is None:
         return
     names = rel.result_params or (rel.param,)
-    producer = inspect.provider(rel.producer, provider)
+    producer = introspect.provider(rel.producer, provider)
     if producer is None or not producer.viable:  # a provider that plans nothing: the call passes no plan
         kw.update(dict.fromkeys(names))
         return
@@ -147,11 +147,11 @@ def full_checks() -> Iterator[None]:
 
 def run(case: Case, provider: str, seed: int | None = None) -> Result:
     """Run one case on one provider of the current platform; never raises for a wrong result."""
-    from accelbridge.attention import inspect
+    from accelbridge.attention import introspect
 
     seed = new_seed() if seed is None else seed
     result = Result(case, provider, "skip", seed=seed)
-    call = inspect.provider(case.op, provider)
+    call = introspect.provider(case.op, provider)
     if call is None:
         result.detail = f"{provider} is not a candidate for {case.op} on this platform"
         return result
@@ -286,16 +286,16 @@ def run_all(op: str | None = None, provider: str | None = None, full: bool = Fal
     A provider that is not viable here yields one ``skip`` row (case ``*``) with its reasons.
     """
     base = new_seed() if seed is None else seed
-    from accelbridge.attention import inspect
+    from accelbridge.attention import introspect
 
     for o in checked_ops() if op is None else (op,):
-        pids = inspect.candidates(o)
+        pids = introspect.candidates(o)
         if provider is not None:
             if provider not in pids:
                 continue
             pids = [provider]
         for pid in pids:
-            call = inspect.provider(o, pid)
+            call = introspect.provider(o, pid)
             if not call.viable:
                 detail = "; ".join(call.reasons) or "not viable"
                 yield Result(Case(o, "*"), pid, "skip", detail=detail)

@@ -1,6 +1,6 @@
 """FlashMLA decode providers with sgl-kernel's signature and one realistic sparse-mode bug each."""
 
-from accelbridge.attention import reference as ref
+from accelbridge.ops import reference as ref
 
 
 def ignore_sink(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata, num_splits=None,
@@ -28,7 +28,7 @@ def wrong_layout(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_schedu
     """Reads the V4 cache as if each token's 584 bytes held its own scales (the V3.2 habit), not the block's tail."""
     import torch
 
-    from accelbridge.ops.flash_mla import quantize_fp8_cache
+    from accelbridge.ops.fp8_cache import quantize_fp8_cache
 
     if indices is not None and q.shape[-1] == 512:
         nb, bs = k_cache.shape[0], k_cache.shape[1]

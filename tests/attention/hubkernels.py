@@ -7,7 +7,7 @@ from pathlib import Path
 FLASH_ATTN3 = '''
 """kernels-community/flash-attn3 signatures: no out, no sinks, no page_table on varlen,
 return_attn_probs for the LSE, kvcache returns 4 values with the LSE."""
-from accelbridge.attention import reference as ref
+from accelbridge.ops import reference as ref
 
 
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,

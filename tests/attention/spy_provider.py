@@ -2,7 +2,7 @@
 
 import functools
 
-from accelbridge.attention import reference as ref
+from accelbridge.ops import reference as ref
 
 CALLS = []
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from accelbridge import ops
+from accelbridge import codegen, ops
 from accelbridge.attention import InvalidArgumentError, adapters
 from accelbridge.kernels_catalog import Adapt, OpEntry, Requirements
 
@@ -55,7 +55,7 @@ def test_compile_converts_guards_and_explains():
     values["sinks"], values["k"] = None, q.half()
     with pytest.raises(InvalidArgumentError, match="k has dtype torch.float16 but q has torch.float32"):
         fn(*(values[n] for n in SPEC.names))
-    assert "window_size = _window_convert(window_size)" in fn.__accelbridge_source__
+    assert "window_size = _window_convert(window_size)" in codegen.source_of(fn)
 
 
 def test_the_passed_predicate_is_the_declarations():

@@ -19,7 +19,7 @@ import torch
 
 from accelbridge import attention, ops
 from accelbridge.ops.cases import SENTINEL, Case, Inputs
-from accelbridge.ops.flash_mla import PREFILL_INVALID
+from accelbridge.ops.flash_mla_cases import PREFILL_INVALID
 from accelbridge.ops.spec import out_dtype
 
 from . import oracle, upstream_grids

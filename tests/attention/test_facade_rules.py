@@ -15,6 +15,7 @@ from accelbridge.attention import (
     flash_attn_varlen_func,
     flash_attn_with_kvcache,
 )
+from accelbridge.ops import reference
 
 from .conftest import varlen_problem
 
@@ -61,7 +62,7 @@ def test_bad_ver(rng, ver):
 def test_out_without_out_parameter_is_emulated_not_retried(tmp_path, monkeypatch, rng):
     # field bug: wrappers passed out=, got TypeError, retried without it and dropped out silently
     module_provider(tmp_path, monkeypatch, "noout", """
-        from accelbridge.attention import reference
+        from accelbridge.ops import reference
         CALLS = []
         def varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=False):
             CALLS.append(1)
@@ -73,14 +74,14 @@ def test_out_without_out_parameter_is_emulated_not_retried(tmp_path, monkeypatch
     out = torch.full_like(q, float("nan"))
     res = flash_attn_varlen_func(q, k, v, cu_q, cu_k, 3, 4, causal=True, out=out)
     assert res is out and not torch.isnan(out).any() and noout.CALLS == [1]
-    assert torch.equal(out, attention.reference.flash_attn_varlen_func(q, k, v, cu_q, cu_k, causal=True))
+    assert torch.equal(out, reference.flash_attn_varlen_func(q, k, v, cu_q, cu_k, causal=True))
 
 
 @pytest.mark.parametrize("returns_tuple", [True, False])
 def test_return_convention_change_is_normalised(tmp_path, monkeypatch, rng, returns_tuple):
     # field bug: FA3 changed its return from (out, lse) to out; callers unpacking broke
     module_provider(tmp_path, monkeypatch, f"ret{int(returns_tuple)}", f"""
-        from accelbridge.attention import reference
+        from accelbridge.ops import reference
         def varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, return_softmax_lse=False):
             o, lse = reference.flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, return_softmax_lse=True)
             return (o, lse) if ({returns_tuple} or return_softmax_lse) else o
@@ -93,7 +94,7 @@ def test_return_convention_change_is_normalised(tmp_path, monkeypatch, rng, retu
 
 def test_provider_that_forgets_the_lse_is_an_error_naming_it(tmp_path, monkeypatch, rng):
     module_provider(tmp_path, monkeypatch, "nolse", """
-        from accelbridge.attention import reference
+        from accelbridge.ops import reference
         def varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, return_lse=False):
             return reference.flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k)
         """, adapt="{rename: {return_softmax_lse: return_lse}}")  # fmt: skip
@@ -105,7 +106,7 @@ def test_provider_that_forgets_the_lse_is_an_error_naming_it(tmp_path, monkeypat
 def test_old_names_reach_renamed_parameters(tmp_path, monkeypatch, rng):
     # field bug: descale_q->q_descale, block_table->page_table, s_aux/sinks/learnable_sink renames
     module_provider(tmp_path, monkeypatch, "oldnames", """
-        from accelbridge.attention import reference
+        from accelbridge.ops import reference
         SEEN = {}
         def varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_table=None, s_aux=None,
                    descale_q=None):

@@ -17,7 +17,7 @@ from .hubkernels import build_local_kernel, other_backend, this_backend
 from .oracle import attend_rows, close
 
 SIGS = """
-from accelbridge.attention import reference as _ref
+from accelbridge.ops import reference as _ref
 
 
 def lost_required(q, k, v, cu_seqlens_q, max_seqlen_q, max_seqlen_k, softmax_scale=None, causal=False):

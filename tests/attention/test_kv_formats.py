@@ -13,7 +13,7 @@ import torch
 from accelbridge import attention, platforms
 from accelbridge.attention import InvalidArgumentError
 from accelbridge.ops import reference
-from accelbridge.ops.flash_mla import quantize_fp8_cache
+from accelbridge.ops.fp8_cache import quantize_fp8_cache
 from accelbridge.testing import conformance
 
 

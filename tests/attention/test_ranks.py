@@ -20,7 +20,7 @@ import torch
 
 from accelbridge import attention, platforms
 from accelbridge.attention import facade, hub, nodelock
-from accelbridge.attention import reference as ref
+from accelbridge.ops import reference as ref
 
 from .conftest import varlen_problem
 

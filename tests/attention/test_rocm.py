@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from accelbridge import attention, platforms, torch_attention
-from accelbridge.attention import reference
 from accelbridge.attention.emulations import csr_pages
+from accelbridge.ops import reference
 
 WHEEL = "amd-aiter==0.1.7.post2.dev18"
 
@@ -102,7 +102,7 @@ def test_aiter_window_spelling_is_read_from_the_installed_function(fixture_provi
     main = tmp_path / "aiter_main"
     main.mkdir()
     (main / "__init__.py").write_text(
-        "from accelbridge.attention import reference as ref\n"
+        "from accelbridge.ops import reference as ref\n"
         "SEEN = []\n"
         "def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,"
         " softmax_scale=None, logits_soft_cap=0.0, causal=False, window_size=(-1, -1, 0), return_lse=False,"

@@ -8,7 +8,7 @@ import torch
 from accelbridge import attention, platforms, torch_attention
 from accelbridge.attention import InvalidArgumentError
 from accelbridge.ops import reference
-from accelbridge.ops.flash_mla import quantize_fp8_cache
+from accelbridge.ops.fp8_cache import quantize_fp8_cache
 from accelbridge.ops.reference import gather_fp8_tokens
 from accelbridge.testing import conformance
 

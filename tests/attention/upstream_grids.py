@@ -24,7 +24,7 @@ import random
 from dataclasses import replace
 
 from accelbridge.ops.cases import SENTINEL, Case
-from accelbridge.ops.flash_mla import PREFILL_INVALID
+from accelbridge.ops.flash_mla_cases import PREFILL_INVALID
 
 FA3_SEQLENS = ((1, 1), (1, 3), (2, 1), (511, 1), (3, 513), (64, 128), (128, 128), (256, 256), (113, 203), (128, 217),
                (113, 211), (108, 256), (256, 512), (307, 256), (640, 128), (512, 256), (1024, 1024), (1023, 1024),

@@ -17,7 +17,7 @@ import torch
 
 from accelbridge import attention
 from accelbridge.bench import cuda_time
-from accelbridge.bench_compile import DecodeStep
+from accelbridge.bench.compiled import DecodeStep
 
 DEV = torch.device("cuda")
 

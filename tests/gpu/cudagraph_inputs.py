@@ -20,7 +20,7 @@ from profiling import kernel_times
 
 from accelbridge import attention
 from accelbridge.bench import cuda_time
-from accelbridge.bench_compile import DecodeStep
+from accelbridge.bench.compiled import DecodeStep
 
 DEV = torch.device("cuda")
 

@@ -15,15 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from accelbridge import bench_providers
-from accelbridge.bench import cuda_time
+from accelbridge.bench import cuda_time, problems
+from accelbridge.bench import providers as bench_providers
 from accelbridge.torch_attention import capabilities, dense
 
 DEV = torch.device("cuda")
 
 
 def main() -> None:
-    case = bench_providers._cases(DEV)[0]
+    case = problems.cases(DEV)[0]
     kw = case.kwargs
     q, k, v, cu, length = kw["q"], kw["k"], kw["v"], kw["cu_seqlens_q"], kw["max_seqlen_q"]
     batch, d = cu.shape[0] - 1, q.shape[2]

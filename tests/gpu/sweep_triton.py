@@ -11,8 +11,8 @@ import statistics
 import torch
 from profiling import kernel_times  # this folder is on sys.path when run as a script
 
-from accelbridge import bench_providers, torch_attention
-from accelbridge.bench import cuda_time
+from accelbridge import torch_attention
+from accelbridge.bench import cuda_time, problems
 from accelbridge.torch_attention import decode, dense, mla_decode, prefill
 from accelbridge.torch_attention.core import Masking
 
@@ -43,7 +43,7 @@ def _sweep(kernel, module, configs, call, flops, name, **fields):
 
 
 def _case(op: str, word: str):
-    return next(c for c in bench_providers._cases(DEV) if c.op == op and word in c.name)
+    return next(c for c in problems.cases(DEV) if c.op == op and word in c.name)
 
 
 def paged_decode():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from accelbridge import attention, cli, platforms
-from accelbridge.attention import reference
+from accelbridge.ops import reference
 from tests.attention.hubkernels import build_local_kernel
 
 # A hub kernel in the kernels-community/flash-attn3 layout and signature (no `out`, LSE via

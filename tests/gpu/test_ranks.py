@@ -18,7 +18,7 @@ import torch
 
 from accelbridge import attention, kernels_catalog, platforms
 from accelbridge.attention import providers
-from accelbridge.attention import reference as ref
+from accelbridge.ops import reference as ref
 
 WORLD = int(os.environ.get("WORLD_SIZE", "0"))  # read at import: torchrun's variables, kept for tests/gpu
 RANK = int(os.environ.get("RANK", "0"))

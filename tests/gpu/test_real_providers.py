@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from accelbridge import attention, platforms
-from accelbridge.attention import reference
+from accelbridge.ops import reference
 from tests.gpu.graphs import assert_replay_equals_eager
 
 DEV = "cuda"

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from accelbridge import attention
-from accelbridge.attention import reference
-from accelbridge.ops.flash_mla import quantize_fp8_cache
+from accelbridge.ops import reference
+from accelbridge.ops.fp8_cache import quantize_fp8_cache
 from tests.gpu.graphs import assert_replay_equals_eager
 
 DEV = "cuda"

@@ -8,7 +8,7 @@ import torch
 
 from accelbridge import attention
 from accelbridge.ops import reference
-from accelbridge.ops.flash_mla import quantize_fp8_cache
+from accelbridge.ops.fp8_cache import quantize_fp8_cache
 from accelbridge.ops.layout import gather_pages
 from accelbridge.testing import conformance
 from accelbridge.torch_attention import (

@@ -13,7 +13,7 @@ import sys
 import torch
 
 from accelbridge.bench import cuda_time
-from accelbridge.ops.flash_mla import quantize_fp8_cache
+from accelbridge.ops.fp8_cache import quantize_fp8_cache
 from accelbridge.torch_attention import mla_decode, prefill
 from accelbridge.torch_attention.core import Masking
 

@@ -5,7 +5,7 @@ import inspect
 
 import torch
 
-from accelbridge.attention import reference as ref
+from accelbridge.ops import reference as ref
 
 _SIG = inspect.signature(ref.flash_attn_varlen_func)
 

@@ -58,8 +58,8 @@ def _modes(case: Any) -> dict[str, Any]:
 
 def bench_compile(rounds: int = 7, iters: int = 30) -> dict[str, Any]:
     """Per case and provider: each mode's time, its ratio to the direct kernel, and its host time per call."""
-    from accelbridge.bench import cuda_time
-    from accelbridge.bench_providers import _cases
+    from accelbridge.bench import problems
+    from accelbridge.bench.timing import cuda_time
 
     if not torch.cuda.is_available():
         return {"what": "compiled facade", "skipped": "no CUDA device: torch.compile's GPU modes and the vendor "
@@ -69,7 +69,7 @@ def bench_compile(rounds: int = 7, iters: int = 30) -> dict[str, Any]:
     providers = [p for p in ("sgl-kernel", "torch") if p != "sgl-kernel" or _has_sgl_kernel()]
     rows = []
     try:
-        for case in [c for c in _cases(dev) if c.op in ("fa3.varlen", "fa3.kvcache")]:
+        for case in [c for c in problems.cases(dev) if c.op in ("fa3.varlen", "fa3.kvcache")]:
             for provider in providers:
                 os.environ["ACCELBRIDGE_PROVIDERS"] = f"fa3={provider}"
                 attention.reset()

@@ -1,0 +1,114 @@
+"""`accelbridge bench throughput --provider P ...`: providers side by side on the same inputs, in one run.
+
+Each case is run by the vendor kernel called directly (when installed) and by every named
+provider through the facade's own call path (catalog adaptation included), interleaved round
+by round so clock drift hits all alike. Reported: time, TFLOP/s, ratio to the vendor kernel and
+to the reference, and on a GPU the peak memory a call allocates beyond its inputs.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from accelbridge.bench import problems, timing
+from accelbridge.bench.problems import Case
+
+VENDOR = "vendor (direct)"
+
+
+def _peak_bytes(fn: Callable[[], Any], dev: torch.device) -> int | None:
+    """Memory one call allocates beyond what was live before it (GPU only)."""
+    if dev.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated(dev) - base
+
+
+def _runner(case: Case, provider: str) -> Callable[[], Any] | str:
+    """The provider's call for this case through the facade's path, or why it cannot run it."""
+    from accelbridge import ops
+    from accelbridge.attention import introspect
+
+    call = introspect.provider(case.op, provider)
+    if call is None:
+        return f"not a candidate of {case.op} here"
+    if not call.viable:
+        return "; ".join(call.reasons)
+    spec = ops.get(case.op)
+    args = tuple(case.kwargs.get(n, spec.params[n].default) for n in spec.names)
+    refused = call.call_reasons(dict(zip(spec.names, args)))
+    if refused:
+        return "; ".join(refused)
+    return lambda: call(*args)
+
+
+def bench_providers(providers: list[str], rounds: int = 5, budget_s: float = 0.05) -> dict[str, Any]:
+    """Each case by the vendor kernel and each provider, A/B round-robin; medians and ratios."""
+    from accelbridge import platforms
+
+    dev = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    timer = timing.timer(dev)
+    rows = []
+    for case in problems.cases(dev):
+        runners: dict[str, Any] = {VENDOR: case.vendor} if case.vendor else {}
+        skipped = {}
+        for p in providers:
+            r = _runner(case, p)
+            (skipped.__setitem__(p, r) if isinstance(r, str) else runners.__setitem__(p, r))
+        iters, times, peaks = {}, {name: [] for name in runners}, {}
+        for name, fn in runners.items():
+            fn()  # warm up (compiles)
+            once = timer(fn, 1)
+            iters[name] = max(1, min(50, int(budget_s / max(once, 1e-6))))
+            peaks[name] = _peak_bytes(fn, dev)
+        for r in range(rounds):
+            order = list(runners.items()) if r % 2 == 0 else list(reversed(runners.items()))
+            for name, fn in order:
+                times[name].append(timer(fn, iters[name]))
+        medians = {name: statistics.median(t) for name, t in times.items()}
+        row = {"case": case.name, "op": case.op, **case.fields, "results": {}, "skipped": skipped}
+        for name, t in medians.items():
+            entry = {"us": t * 1e6, "tflops": case.flops / t / 1e12, "peak_mib": None}
+            if peaks.get(name) is not None:
+                entry["peak_mib"] = peaks[name] / 2**20
+            if VENDOR in medians:
+                entry["vs_vendor"] = medians[VENDOR] / t  # > 1: faster than the vendor kernel
+            if "reference" in medians:
+                entry["vs_reference"] = medians["reference"] / t
+            if "kv_bytes" in case.fields:
+                entry["kv_tb_s"] = case.fields["kv_bytes"] / t / 1e12
+            row["results"][name] = entry
+        rows.append(row)
+    device = torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"
+    return {"what": "providers side by side", "device": device, "torch": torch.__version__,
+            "platform": platforms.current().name, "rounds": rounds, "providers": providers, "rows": rows}  # fmt: skip
+
+
+def format_providers(result: dict[str, Any]) -> str:
+    lines = [f"providers side by side on {result['device']} (torch {result['torch']}, platform "
+             f"{result['platform']}), median of {result['rounds']} rounds:"]  # fmt: skip
+    for row in result["rows"]:
+        lines.append(f"  {row['case']}")
+        for name, e in row["results"].items():
+            rate = f"{e['tflops']:7.2f} TFLOP/s" if e["tflops"] >= 1 else f"{e['tflops'] * 1e3:7.2f} GFLOP/s"
+            parts = [f"{e['us']:10.1f} us", rate]
+            if "kv_tb_s" in e:
+                parts.append(f"KV {e['kv_tb_s']:.2f} TB/s")
+            if "vs_vendor" in e and name != VENDOR:
+                parts.append(f"{e['vs_vendor']:.3f}x vendor")
+            if "vs_reference" in e and name != "reference":
+                parts.append(f"{e['vs_reference']:.1f}x reference")
+            if e["peak_mib"] is not None:
+                parts.append(f"peak +{e['peak_mib']:.0f} MiB")
+            lines.append(f"    {name:<16} " + "  ".join(parts))
+        for name, why in row["skipped"].items():
+            lines.append(f"    {name:<16} skipped: {why}")
+    return "\n".join(lines)
