@@ -297,6 +297,17 @@ def flash_attn_with_kvcache(
     return finish(o, lse, q.dtype, out, return_softmax_lse, holds_no_key(k_cache, k))
 
 
+class MLAPlan:
+    """What ``get_mla_metadata()`` hands out without arguments, as FlashMLA's ``FlashMLASchedMeta``: nothing is
+    scheduled in it, but the facade freezes it to its first call's shapes like FlashMLA's, so reusing one plan
+    across shapes is refused on every platform alike."""
+
+    __slots__ = ("__weakref__",)
+
+    def __repr__(self) -> str:
+        return "MLAPlan()"
+
+
 def get_mla_metadata(
     cache_seqlens=None,
     num_q_tokens_per_head_k=None,
@@ -305,8 +316,9 @@ def get_mla_metadata(
     is_fp8_kvcache=False,
     topk=None,
 ):
-    """The reference schedules nothing: (None, None), accepted back by flash_mla_with_kvcache."""
-    return None, None
+    """The reference schedules nothing: ``(MLAPlan(), None)`` without arguments (a plan frozen on first use, as
+    FlashMLA's), ``(None, None)`` with them; flash_mla_with_kvcache accepts either back."""
+    return (MLAPlan() if cache_seqlens is None else None), None
 
 
 # -- FlashMLA's sparse KV-cache layouts, read token by token ---------------------------------------------

@@ -12,7 +12,7 @@ import torch
 
 from accelbridge.ops.layout import gather_pages
 from accelbridge.ops.reference import gather_fp8_tokens, kv_layout
-from accelbridge.ops.reference import get_mla_metadata as get_mla_metadata  # nothing to schedule: the same (None, None)
+from accelbridge.ops.reference import get_mla_metadata as get_mla_metadata  # nothing to schedule: the reference's
 from accelbridge.ops.softmax import LOG2E, softmax_shift
 from accelbridge.ops.spec import FP8_DTYPES, out_dtype
 from accelbridge.torch_attention import capabilities, fp8_cache, mla_decode

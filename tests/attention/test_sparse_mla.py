@@ -109,6 +109,29 @@ def test_a_frozen_plan_reused_for_other_shapes_is_refused():
                                          indices=torch.zeros(3, 1, 8, dtype=torch.int32))  # fmt: skip
 
 
+@pytest.mark.parametrize("provider", ["torch", "reference"])
+def test_the_plan_get_mla_metadata_hands_out_is_frozen_on_the_cpu_as_on_the_gpu(provider, monkeypatch):
+    """Without arguments get_mla_metadata() gives a plan object on every provider (FlashMLA: FlashMLASchedMeta;
+    torch and the reference: an MLAPlan that schedules nothing), so reusing it for another batch shape is refused
+    on the CPU as on the GPU."""
+    monkeypatch.setenv("ACCELBRIDGE_PROVIDERS", f"flashmla={provider}")
+    plan, splits = attention.get_mla_metadata()
+    assert plan is not None and splits is None
+    table = torch.arange(4, dtype=torch.int32).reshape(2, 2)
+    kc = torch.randn(4, 64, 1, 576).to(torch.bfloat16)
+
+    def call(b):
+        q = torch.randn(b, 1, 16, 576).to(torch.bfloat16)
+        return attention.flash_mla_with_kvcache(q, kc, table[:b], torch.full((b,), 70, dtype=torch.int32), 512, plan)
+
+    call(2)
+    call(2)  # the same shapes: the same plan serves
+    with pytest.raises(InvalidArgumentError, match=r"planned on its first use for other shapes: batch size=1 "
+                                                   r"\(planned for 2\)"):  # fmt: skip
+        call(1)
+    assert attention.get_mla_metadata()[0] is not plan, "a new plan each time, as FlashMLA's"
+
+
 def test_sparse_prefill_through_the_facade():
     g = torch.Generator().manual_seed(5)
     q = torch.randn(10, 16, 576, generator=g).to(torch.bfloat16)
