@@ -82,3 +82,15 @@ def pytest_collection_modifyitems(items):
                     f"{item.nodeid}: @pytest.mark.{mark.name} has a string condition {mark.args!r}; pass a bool "
                     "(e.g. `why is not None`) and the text as reason="
                 )
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small problems run fastest on one thread: intra-op threads only add handoffs (10x on a busy 2-core machine).
+    Modules that want it say ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

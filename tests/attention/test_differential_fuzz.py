@@ -28,13 +28,7 @@ CASES_PER_OP = 300
 BASE_SEED = 20261201
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Problems this small run fastest on one thread (intra-op threads only add handoffs)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _lens(r: random.Random, n: int, top: int) -> tuple[int, ...]:
