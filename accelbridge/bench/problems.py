@@ -51,11 +51,15 @@ def cases(dev: torch.device) -> list[Case]:
     fm = vendor_module("sgl_kernel.flash_mla")
     return [
         prefill(dev, *((8, 4096, 32, 8, 128) if gpu else (4, 512, 8, 2, 64))),
+        ragged_prefill(dev, *((16, 4096, 32, 8, 128) if gpu else (6, 512, 8, 2, 64))),
         paged_decode(dev, *((64, 8192, 64, 32, 8, 128) if gpu else (32, 1024, 16, 8, 2, 64))),
         mla_dense(dev, fm, *((64, 128, 4096) if gpu else (8, 16, 512))),
+        # small batches: host time and splits, not bandwidth, decide these
+        *(mla_dense(dev, fm, b, *((128, 4096) if gpu else (16, 512))) for b in ((1, 8) if gpu else (1, 2))),
         # upstream FlashMLA's longest rows (b 128, s_k 32768): peak memory beside the vendor's, not only time
         mla_dense(dev, fm, *((128, 128, 32768) if gpu else (4, 16, 4096)), long=True),
         mla_sparse(dev, fm),
+        sparse_prefill(dev, fm),
     ]
 
 
@@ -76,6 +80,26 @@ def prefill(dev: torch.device, b: int, length: int, hq: int, hk: int, d: int, ve
                                                      max_seqlen_q=length, max_seqlen_k=length, causal=True)  # fmt: skip
     return Case(f"fa{ver} prefill B={b} L={length} {hq}/{hk} heads d={d}", f"fa{ver}.varlen",
                 4 * b * hq * d * length * length / 2, kw, vendor)  # fmt: skip
+
+
+def ragged_prefill(dev: torch.device, b: int, longest: int, hq: int, hk: int, d: int) -> Case:
+    """Causal varlen prefill of ``b`` sequences of seeded lengths from 1/16 of ``longest`` to ``longest`` (a
+    serving batch: the kernel's tail tiles and its schedule over unequal sequences, not one shape)."""
+    bf16 = torch.bfloat16
+    gen = torch.Generator().manual_seed(0)
+    lens = torch.randint(longest // 16, longest + 1, (b,), generator=gen).tolist()
+    total, longest_drawn = sum(lens), max(lens)
+    q = torch.randn(total, hq, d, device=dev, dtype=bf16)
+    k = torch.randn(total, hk, d, device=dev, dtype=bf16)
+    v = torch.randn(total, hk, d, device=dev, dtype=bf16)
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device=dev)
+    kw = dict(q=q, k=k, v=v, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=longest_drawn,
+              max_seqlen_k=longest_drawn, causal=True)  # fmt: skip
+    fa = vendor_module("sgl_kernel.flash_attn")
+    n = longest_drawn
+    vendor = (lambda: fa.flash_attn_varlen_func(q, k, v, cu, cu, n, n, causal=True)) if fa else None
+    return Case(f"fa3 ragged prefill B={b} tokens {total} (lengths {min(lens)}-{longest_drawn}) {hq}/{hk} heads d={d}",
+                "fa3.varlen", sum(4 * hq * d * n * n / 2 for n in lens), kw, vendor)  # fmt: skip
 
 
 def paged_decode(dev: torch.device, db: int, ctx: int, page: int, hq: int, hk: int, d: int) -> Case:
@@ -133,3 +157,19 @@ def mla_sparse(dev: torch.device, fm: Any) -> Case:
         vendor = lambda: fm.flash_mla_with_kvcache(**vendor_kw)  # noqa: E731
     return Case(f"flashmla sparse decode (V3.2 FP8) batch {sb} {shq} heads topk {topk}", "flashmla.kvcache",
                 2 * sb * shq * topk * (576 + 512), kw, vendor)  # fmt: skip
+
+
+def sparse_prefill(dev: torch.device, fm: Any) -> Case:
+    """FlashMLA sparse prefill, upstream's V3.2 performance shape (s_q 4096, s_kv 8192, 128 heads, d_qk 576,
+    topk 2048, a sink); on a CPU, s_q 64, s_kv 1024, 16 heads, topk 128."""
+    gpu = dev.type == "cuda"
+    s_q, s_kv, hq, topk = (4096, 8192, 128, 2048) if gpu else (64, 1024, 16, 128)
+    bf16 = torch.bfloat16
+    q = torch.randn(s_q, hq, 576, device=dev, dtype=bf16) / 10
+    kv = torch.randn(s_kv, 1, 576, device=dev, dtype=bf16) / 10
+    idx = torch.stack([torch.randperm(s_kv, device=dev)[:topk] for _ in range(s_q)]).to(torch.int32).view(s_q, 1, topk)
+    sink = torch.randn(hq, device=dev, dtype=torch.float32)
+    kw = dict(q=q, kv=kv, indices=idx, sm_scale=576**-0.5, d_v=512, attn_sink=sink)
+    vendor = (lambda: fm.flash_mla_sparse_fwd(q, kv, idx, 576**-0.5, d_v=512, attn_sink=sink)) if fm else None
+    return Case(f"flashmla sparse prefill (V3.2) s_q {s_q} s_kv {s_kv} {hq} heads topk {topk}",
+                "flashmla.sparse_prefill", 2 * s_q * hq * topk * (576 + 512), kw, vendor)  # fmt: skip

@@ -32,6 +32,17 @@ def _peak_bytes(fn: Callable[[], Any], dev: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(dev) - base
 
 
+def _host_us(fn: Callable[[], Any], dev: torch.device, calls: int = 20) -> float | None:
+    """Host time of one call, queued behind its predecessors as a serving loop queues them (GPU only: on a
+    CPU the host time is the time)."""
+    if dev.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    host = timing.host_time(fn, calls)
+    torch.cuda.synchronize()
+    return host * 1e6
+
+
 def _runner(case: Case, provider: str) -> Callable[[], Any] | str:
     """The provider's call for this case through the facade's path, or why it cannot run it."""
     from accelbridge import ops
@@ -63,12 +74,13 @@ def bench_providers(providers: list[str], rounds: int = 5, budget_s: float = 0.0
         for p in providers:
             r = _runner(case, p)
             (skipped.__setitem__(p, r) if isinstance(r, str) else runners.__setitem__(p, r))
-        iters, times, peaks = {}, {name: [] for name in runners}, {}
+        iters, times, peaks, hosts = {}, {name: [] for name in runners}, {}, {}
         for name, fn in runners.items():
             fn()  # warm up (compiles)
             once = timer(fn, 1)
             iters[name] = max(1, min(50, int(budget_s / max(once, 1e-6))))
             peaks[name] = _peak_bytes(fn, dev)
+            hosts[name] = _host_us(fn, dev)
         for r in range(rounds):
             order = list(runners.items()) if r % 2 == 0 else list(reversed(runners.items()))
             for name, fn in order:
@@ -76,7 +88,7 @@ def bench_providers(providers: list[str], rounds: int = 5, budget_s: float = 0.0
         medians = {name: statistics.median(t) for name, t in times.items()}
         row = {"case": case.name, "op": case.op, **case.fields, "results": {}, "skipped": skipped}
         for name, t in medians.items():
-            entry = {"us": t * 1e6, "tflops": case.flops / t / 1e12, "peak_mib": None}
+            entry = {"us": t * 1e6, "tflops": case.flops / t / 1e12, "peak_mib": None, "host_us": hosts[name]}
             if peaks.get(name) is not None:
                 entry["peak_mib"] = peaks[name] / 2**20
             if VENDOR in medians:
@@ -106,6 +118,8 @@ def format_providers(result: dict[str, Any]) -> str:
                 parts.append(f"{e['vs_vendor']:.3f}x vendor")
             if "vs_reference" in e and name != "reference":
                 parts.append(f"{e['vs_reference']:.1f}x reference")
+            if e.get("host_us") is not None:
+                parts.append(f"host {e['host_us']:.0f} us")
             if e["peak_mib"] is not None:
                 parts.append(f"peak +{e['peak_mib']:.0f} MiB")
             lines.append(f"    {name:<16} " + "  ".join(parts))
