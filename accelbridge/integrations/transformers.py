@@ -10,8 +10,9 @@ same backend (transformers 5.23+ drops the ``paged|`` prefix, as of ``paged|flas
 
 What the model passes is mapped, or refused with an error naming the model's argument:
 causal and the sliding window (transformers counts the query's own token, FA's ``window_size`` does
-not: ``sliding_window=w`` is ``window_size=(w - 1, 0)``), ``softcap``, ``s_aux`` (attention sinks,
-as float32 ``sinks``), ``scaling``, GQA, q/k and v head dims that differ. ``dropout > 0``,
+not: ``sliding_window=w`` is ``window_size=(w - 1, 0)``), ``softcap``, ``s_aux`` (attention sinks, as
+``sinks`` in the model's dtype, as transformers' flash backends pass them), ``scaling``, GQA, q/k and v
+head dims that differ. ``dropout > 0``,
 ``output_attentions=True``, a 4D or block mask, a position bias and a non-causal sliding window are
 refused (:class:`TransformersArgumentError`), never approximated.
 """
@@ -161,7 +162,7 @@ def attention_forward(
         "causal": causal,
         "window_size": _window(module, sliding_window, causal),
         "softcap": float(softcap) if softcap else 0.0,
-        "sinks": None if s_aux is None else s_aux.float(),
+        "sinks": s_aux,
         "ver": _VER,
     }
     batch, heads, q_len, _ = query.shape

@@ -39,13 +39,17 @@ def row(q, keys, values, scale, softcap=0.0, sinks=None):
     return out, lse, torch.logaddexp(lse, sink)
 
 
-def visible(pos, n_keys, causal, window):
-    """Key positions a query at ``pos`` (bottom-right aligned) may see."""
+def visible(pos, n_keys, causal, window, chunk=0):
+    """Key positions a query at ``pos`` (bottom-right aligned) may see: its window, and with ``chunk`` only
+    the keys of its own chunk of ``chunk`` positions (FA3's ``attention_chunk``)."""
     left, right = window
     if causal:
         right = 0
     lo = 0 if left < 0 else max(0, pos - left)
     hi = n_keys - 1 if right < 0 else min(n_keys - 1, pos + right)
+    if chunk:
+        first = pos // chunk * chunk
+        lo, hi = max(lo, first), min(hi, first + chunk - 1)
     return slice(lo, max(lo, hi + 1))
 
 
@@ -54,12 +58,12 @@ def attend_rows(q, k, v, scale, causal=False, window=(-1, -1), softcap=0.0, sink
     return _sequence(q, k, v, scale, causal, window, softcap, sinks)[0]
 
 
-def _sequence(q, k, v, scale, causal, window, softcap, sinks):
+def _sequence(q, k, v, scale, causal, window, softcap, sinks, chunk=0):
     lq, lk = q.shape[0], k.shape[0]
     out = torch.zeros(lq, q.shape[1], v.shape[-1], dtype=torch.float64)
     lse = torch.full((q.shape[1], lq), -math.inf, dtype=torch.float64)
     for i in range(lq):
-        seen = visible(i + lk - lq, lk, causal, window)
+        seen = visible(i + lk - lq, lk, causal, window, chunk)
         out[i], _, lse[:, i] = row(q[i], k[seen], v[seen], scale, softcap, sinks)
     return out, lse
 
@@ -103,7 +107,8 @@ def varlen(kw):
         qs = slice(cu_q[b], cu_q[b + 1])
         qb, k, v = _descaled(kw, b, q[qs], k, v)
         out[qs], lse[:, qs] = _sequence(qb, k, v, _scale(kw, q.shape[-1]), kw.get("causal"), _window(kw),
-                                        kw.get("softcap") or 0.0, kw.get("sinks"))  # fmt: skip
+                                        kw.get("softcap") or 0.0, kw.get("sinks"),
+                                        kw.get("attention_chunk") or 0)  # fmt: skip
     if kw["k"][..., 0, 0].numel() == 0:  # FA3 launches nothing when k holds no token: lse +inf
         lse.fill_(math.inf)
     return out, lse
@@ -130,7 +135,7 @@ def _with_rotary(kw, b, n_cached, q, k_new):
     if kw.get("rotary_cos") is None or k_new is None:
         return q, k_new
     start = n_cached if kw.get("rotary_seqlens") is None else int(kw["rotary_seqlens"][b])
-    moving = kw.get("causal") or _window(kw) != (-1, -1)
+    moving = kw.get("causal") or _window(kw) != (-1, -1) or bool(kw.get("attention_chunk"))
     q_pos = start + (torch.arange(q.shape[0]) if moving else torch.zeros(q.shape[0], dtype=torch.long))
     return _rotated(q, kw, q_pos), _rotated(k_new, kw, start + torch.arange(k_new.shape[0]))
 
@@ -163,7 +168,7 @@ def kvcache(kw):
             k, v = torch.cat([k.to(k_new.dtype), k_new]), torch.cat([v, kw["v"][b]])
         qb, k, v = _descaled(kw, b, qb, k, v)
         o, lb = _sequence(qb, k, v, _scale(kw, q.shape[-1]), kw.get("causal"), _window(kw),
-                          kw.get("softcap") or 0.0, kw.get("sinks"))  # fmt: skip
+                          kw.get("softcap") or 0.0, kw.get("sinks"), kw.get("attention_chunk") or 0)  # fmt: skip
         if packed:
             qs = slice(int(kw["cu_seqlens_q"][b]), int(kw["cu_seqlens_q"][b + 1]))
             out[qs], lse[:, qs] = o, lb

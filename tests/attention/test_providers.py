@@ -5,8 +5,8 @@ import textwrap
 import pytest
 import torch
 
-from accelbridge import attention, platforms
-from accelbridge.attention import flash_attn_varlen_func, flash_attn_with_kvcache
+from accelbridge import attention, ops, platforms
+from accelbridge.attention import flash_attn_varlen_func, flash_attn_with_kvcache, introspect
 
 from .conftest import varlen_problem
 from .hubkernels import build_local_kernel
@@ -96,6 +96,32 @@ def test_sgl_kernel_passes_hints_through(fixture_providers, rng):
         q, k, v, cu_q, cu_k = varlen_problem(rng, [2], [3])
         flash_attn_varlen_func(q, k, v, cu_q, cu_k, 2, 3, num_splits=4, pack_gqa=True)
     assert sgl.CALLS[-1] == ("varlen", 4, True)
+
+
+@pytest.mark.filterwarnings("ignore:accelbridge. provider 'hub")  # the hub builds between them are not cached here
+@pytest.mark.parametrize("sink_dtype", [torch.float32, torch.float16])
+def test_sinks_sgl_kernel_cannot_take_go_to_the_next_provider(fixture_providers, rng, sink_dtype):
+    """sgl-kernel's FA3 takes bfloat16 sinks only (H100: float32 ones raise in the kernel): the catalog refuses
+    other dtypes, so gpt-oss's sinks in another dtype are computed by the next provider, with the reason."""
+    import sgl_kernel.flash_attn as sgl
+
+    with platforms.simulated("cuda:sm90"):
+        q, k, v, cu_q, cu_k = varlen_problem(rng, [3, 5], [3, 5])
+        for dtype, provider in ((torch.bfloat16, "sgl-kernel"), (sink_dtype, "torch")):
+            sinks = torch.randn(q.shape[1], generator=rng).to(dtype)
+            calls = len(sgl.CALLS)
+            out = flash_attn_varlen_func(q, k, v, cu_q, cu_k, 5, 5, causal=True, sinks=sinks)
+            for b in range(2):
+                qs, ks = slice(int(cu_q[b]), int(cu_q[b + 1])), slice(int(cu_k[b]), int(cu_k[b + 1]))
+                expect = attend_rows(q[qs].double(), k[ks].double(), v[ks].double(), q.shape[-1] ** -0.5, True,
+                                     sinks=sinks.double())  # fmt: skip
+                close(out[qs], expect, f"sinks {dtype} seq {b}")
+            assert (len(sgl.CALLS) > calls) == (provider == "sgl-kernel"), dtype
+        spec = ops.get("fa3.varlen")
+        values = {n: p.default for n, p in spec.params.items()}
+        values.update(q=q, k=k, v=v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=True, sinks=sinks)
+        (why,) = introspect.provider("fa3.varlen", "sgl-kernel").call_reasons(values)
+        assert "sinks" in why and "sgl-kernel's FA3 takes sinks in bfloat16 only" in why, why
 
 
 def test_sgl_kernel_flashmla(fixture_providers, rng):

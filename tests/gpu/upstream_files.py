@@ -161,6 +161,7 @@ def flashmla_sparse(folder: Path, every: int, shard: str = "0/1", heavy: str = "
 
 def sgl(test_file: Path, pytest_args: list[str]) -> int:
     """sgl-kernel's pytest files, with a ``sgl_kernel`` package of the facade's functions in front."""
+    test_file = test_file.resolve()  # pytest runs in the file's folder
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / "sgl_kernel"
         package.mkdir()
