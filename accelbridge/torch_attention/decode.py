@@ -56,16 +56,16 @@ def _configs(device: torch.device) -> tuple[tuple[int, int, int], ...]:
 def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, scale: float, mask: Masking,
                  softcap: float, sinks: Any, out: Any = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """q (B, Lq, Hq, D) over the cache -> out (B, Lq, Hq, Dv) in q's dtype (``out`` where given) and lse
-    (B, Hq, Lq) float32."""
+    (B, Hq, Lq) float32. ``q_len`` None: every sequence has Lq queries; ``rows`` None: sequence b reads cache
+    row b; ``page_table`` None: a contiguous cache (a row is one page). None builds no tensor: no launch."""
     b, lq, hq, d = q.shape
     hk, dv = k_cache.shape[2], v_cache.shape[-1]
     g = hq // hk
     dev = q.device
-    if page_table is None:  # a contiguous cache is a paged one whose page is a whole row
-        page, table = k_cache.shape[1], torch.arange(k_cache.shape[0], dtype=torch.int32, device=dev)[:, None]
-    else:
-        page, table = k_cache.shape[1], page_table
-    capacity = table.shape[1] * page
+    page = k_cache.shape[1]
+    paged = page_table is not None
+    table = page_table if paged else k_len  # read only when paged
+    capacity = page_table.shape[1] * page if paged else page
     splits = max(1, min(ceil_div(_WAVES * processors(dev), b * hk), ceil_div(capacity, _MIN_SPLIT)))
     block_r = max(16, next_pow2(g * lq))
     mid_o = torch.empty(b, splits, hk, g * lq, dv, dtype=torch.float32, device=dev)
@@ -77,12 +77,15 @@ def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, s
         block_n, warps, stages = config
         split_len = ceil_div(ceil_div(capacity, splits), block_n) * block_n
         _kernel()[(b, hk, splits)](
-            q, k_cache, v_cache, table, rows, q_len, k_len, k_start if k_start is not None else k_len, mid_o, mid_l,
-            q.stride(0), q.stride(1), q.stride(2), *k_cache.stride()[:3], *v_cache.stride()[:3], table.stride(0),
+            q, k_cache, v_cache, table, rows if rows is not None else k_len, q_len if q_len is not None else k_len,
+            k_len, k_start if k_start is not None else k_len, mid_o, mid_l,
+            q.stride(0), q.stride(1), q.stride(2), *k_cache.stride()[:3], *v_cache.stride()[:3],
+            page_table.stride(0) if paged else 0,
             *mid_o.stride()[:4], *mid_l.stride()[:3],
             float(scale) * LOG2E, float(softcap or 1.0), page, k_cache.shape[0], capacity, left, right, split_len,
             G=g, LQ=lq, BLOCK_R=block_r, D=d, DV=dv, BLOCK_N=block_n, num_warps=warps, num_stages=stages,
             SOFTCAP=bool(softcap), LEFT=left >= 0, RIGHT=right >= 0, HAS_START=k_start is not None,
+            PAGED=paged, OWN_ROW=rows is None, UNIFORM_Q=q_len is None,
             DOT_F32=triton_interpreted(),
         )  # fmt: skip
 

@@ -21,7 +21,8 @@ def decode_split_kernel(Q, K, V, TABLE, ROWS, QLEN, KLEN, KSTART, MID_O, MID_L,
                         scale_log2, softcap, page, num_blocks, capacity, left, right, split_len,
                         G: tl.constexpr, LQ: tl.constexpr, BLOCK_R: tl.constexpr, D: tl.constexpr,
                         DV: tl.constexpr, BLOCK_N: tl.constexpr, SOFTCAP: tl.constexpr, LEFT: tl.constexpr,
-                        RIGHT: tl.constexpr, HAS_START: tl.constexpr, DOT_F32: tl.constexpr):  # fmt: skip
+                        RIGHT: tl.constexpr, HAS_START: tl.constexpr, PAGED: tl.constexpr, OWN_ROW: tl.constexpr,
+                        UNIFORM_Q: tl.constexpr, DOT_F32: tl.constexpr):  # fmt: skip
     """Program (b, kv head, split): the GQA group's query rows (row g * LQ + i: head hk * G + g, query i) over
     keys [split * split_len, ...) of the sequence, each key's block looked up in the table. Writes the split's
     out (float32, normalised by its sum) and lse (base e; -inf where it saw no key) for ``splits.merge``."""
@@ -31,12 +32,16 @@ def decode_split_kernel(Q, K, V, TABLE, ROWS, QLEN, KLEN, KSTART, MID_O, MID_L,
     r = tl.arange(0, BLOCK_R)
     g = r // LQ
     i = r % LQ
-    q_len = tl.load(QLEN + b)
+    q_len = LQ  # UNIFORM_Q: every sequence has LQ queries, else QLEN says
+    if not UNIFORM_Q:
+        q_len = tl.load(QLEN + b)
     k_len = tl.load(KLEN + b)
     k_start = 0
     if HAS_START:  # leftpad: the sequence's keys start there
         k_start = tl.load(KSTART + b)
-    cache_row = tl.load(ROWS + b).to(tl.int64)
+    cache_row = b.to(tl.int64)  # OWN_ROW: sequence b's cache (or page-table) row is b, else ROWS says
+    if not OWN_ROW:
+        cache_row = tl.load(ROWS + b).to(tl.int64)
     row_ok = (r < G * LQ) & (i < q_len)
     d = tl.arange(0, D)
     dv = tl.arange(0, DV)
@@ -51,9 +56,13 @@ def decode_split_kernel(Q, K, V, TABLE, ROWS, QLEN, KLEN, KSTART, MID_O, MID_L,
         n = start + tl.arange(0, BLOCK_N)
         n_ok = n < hi
         pos = n + k_start
-        blk = clamp_block(tl.load(TABLE + cache_row * s_table + pos // page, mask=n_ok, other=0).to(tl.int64),
-                          num_blocks)  # fmt: skip
-        slot = (pos % page).to(tl.int64)
+        if PAGED:
+            blk = clamp_block(tl.load(TABLE + cache_row * s_table + pos // page, mask=n_ok, other=0).to(tl.int64),
+                              num_blocks)  # fmt: skip
+            slot = (pos % page).to(tl.int64)
+        else:  # a contiguous cache: the row is the block, the position the slot
+            blk = tl.zeros([BLOCK_N], tl.int64) + tl.minimum(cache_row, num_blocks - 1)
+            slot = pos.to(tl.int64)
         k = tl.load(K + blk[:, None] * sk_blk + slot[:, None] * sk_slot + hk * sk_h + d[None, :],
                     mask=n_ok[:, None], other=0.0)  # fmt: skip
         s = scores_log2(mma(q, k, None, DOT_F32, True), scale_log2, softcap, SOFTCAP)

@@ -27,6 +27,11 @@ def _per_sequence(value, batch: int, default: int, device) -> torch.Tensor:
     return value
 
 
+def _rows(rows, batch: int, device) -> torch.Tensor:
+    """The cache row of each sequence: ``rows``, or sequence b's own row b."""
+    return rows if rows is not None else torch.arange(batch, dtype=torch.int32, device=device)
+
+
 def _rotate_padded(x: torch.Tensor, cos, sin, positions: torch.Tensor, interleaved: bool) -> torch.Tensor:
     """x (B, L, H, D) rotated at positions (B, L), clamped into the table (padding rows are discarded)."""
     b, length = x.shape[0], x.shape[1]
@@ -118,16 +123,14 @@ def flash_attn_with_kvcache(
         lq = longest(max_seqlen_q, q_len)
         qp = pad(q, cu_seqlens_q, lq)
         qvp = None if qv is None else pad(qv, cu_seqlens_q, lq)
-    else:
-        lq = q.shape[1]
-        q_len = torch.full((batch,), lq, dtype=torch.int32, device=dev)
+    else:  # every sequence has lq queries: None, which the decode kernel takes as its constant (no launch)
+        lq, q_len = q.shape[1], None
         qp, qvp = q, qv
     seqlens = _per_sequence(cache_seqlens, batch, capacity, dev)  # no lengths: every row is full (as FA3)
-    if cache_batch_idx is None:
-        rows = torch.arange(batch, dtype=torch.int32, device=dev)
-    else:  # rows past the cache (or the page table) would fault; the full check level names them
+    rows = None  # sequence b reads cache row b (None: no tensor to build on the decode path)
+    if cache_batch_idx is not None:  # rows past the cache (or the page table) would fault; full checks name them
         rows = cache_batch_idx.clamp(0, (k_cache if page_table is None else page_table).shape[0] - 1)
-    new_len = torch.zeros_like(seqlens)
+    new_len = None
     kn = vn = None
     if k is not None:
         if cu_seqlens_k_new is not None:
@@ -147,16 +150,19 @@ def flash_attn_with_kvcache(
             steps = torch.arange(kn.shape[1], device=dev)[None, :]
             kn = _rotate_padded(kn, rotary_cos, rotary_sin, steps + offsets, rotary_interleaved)
     if kn is not None and kn.shape[1] > 0:
+        rows = _rows(rows, batch, dev)
         _append(k_cache, v_cache, kn, vn, new_len, seqlens, rows, page_table, cu_seqlens_k_new is not None)
-    k_len = seqlens + new_len
+    k_len = seqlens if new_len is None else seqlens + new_len
     plain = qvp is None and q.dtype not in FP8_DTYPES and not mask.chunk
     caps = capabilities.of(dev)
     if plain and decode.fits(qp, k_cache, v_cache, caps):
         direct = None if packed else prefill.writable(out, q.dtype)  # packed rows are unpadded after
         o, lse = decode.paged_decode(qp, k_cache, v_cache, q_len, k_len, cache_leftpad, rows, page_table, scale,
                                      mask, softcap or 0.0, sinks, direct)  # fmt: skip
-    elif (plain and lq > 0 and cache_leftpad is None and q_descale is None and k_descale is None and v_descale is None
-          and prefill.fits(qp, k_cache, v_cache, lq, mask, caps)):  # fmt: skip
+        return _finished(o, lse, q, cu_seqlens_q, q_len, out, return_softmax_lse)
+    q_len, rows = _per_sequence(q_len, batch, lq, dev), _rows(rows, batch, dev)
+    if (plain and lq > 0 and cache_leftpad is None and q_descale is None and k_descale is None and v_descale is None
+            and prefill.fits(qp, k_cache, v_cache, lq, mask, caps)):  # fmt: skip
         o, lse = _prefill(qp, k_cache, v_cache, q_len, k_len, rows, page_table, scale, mask, softcap, sinks,
                           return_softmax_lse)  # fmt: skip
     else:
@@ -173,8 +179,13 @@ def flash_attn_with_kvcache(
                     qv=None if qvp is None else dequantise(qvp, q_descale, hk),
                     want_lse=return_softmax_lse, kv_own=gathered)  # fmt: skip
         o, lse = attend(call)
-    if packed:
+    return _finished(o, lse, q, cu_seqlens_q, q_len, out, return_softmax_lse)
+
+
+def _finished(o, lse, q, cu_seqlens_q, q_len, out, want_lse: bool):
+    """The padded result as the op returns it: packed rows unpadded, in ``out`` where given."""
+    if cu_seqlens_q is not None:
         o = unpad(o, cu_seqlens_q, q_len, q.shape[0], 0.0)
         if lse is not None:
             lse = unpad(lse.transpose(1, 2), cu_seqlens_q, q_len, q.shape[0], float("-inf")).transpose(0, 1)
-    return finish(o, lse, q.dtype, out, return_softmax_lse)
+    return finish(o, lse, q.dtype, out, want_lse)
