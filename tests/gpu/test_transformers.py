@@ -54,8 +54,10 @@ def provider(request, monkeypatch):
     attention.reset()
 
 
-def _model(name, implementation=None):
-    model, baseline = build(name, dtype=torch.bfloat16, device=DEV, **LARGER[name])
+def _model(name, implementation=None, dtype=torch.bfloat16):
+    """The larger config, its weights drawn in float32 (so every dtype's model has the same ones), in ``dtype``."""
+    model, baseline = build(name, dtype=torch.float32, device=DEV, **LARGER[name])
+    model = model.to(dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # the paged| prefix
         model.set_attn_implementation(implementation or baseline)
@@ -121,6 +123,12 @@ def _assert_same_until_a_tie(got, tokens, logits, noise: float, what: str) -> No
 
 @pytest.mark.parametrize("name", MODELS)
 def test_same_tokens_as_transformers_in_bf16(name, provider):
+    """As close to the float32 model as transformers' own bf16 implementation is, and its greedy tokens.
+
+    Random-weight models in bf16 are as far from their float32 selves as the model makes them: gpt-oss's (sinks,
+    its MoE) 10.5 of 13.4 in the largest logit on an H100 with transformers' eager, mistral's 3.4 of 15, whatever
+    the attention. So the bound is the float32 model, against which ours may be no worse than the baseline."""
+    truth = _prefill_logits(_model(name, dtype=torch.float32))
     base = _model(name)
     tokens, logits = _generate(base)
     expected = _prefill_logits(base)
@@ -128,8 +136,10 @@ def test_same_tokens_as_transformers_in_bf16(name, provider):
     model = _model(name, backend.NAME)
     actual = _prefill_logits(model)
     noise = float((actual - expected).abs().max())
-    print(f"{name} on {provider}: prefill logits max difference {noise:.3g}, largest logit {expected.abs().max():.3g}")
-    assert noise < 0.05 * float(expected.abs().max())  # bf16 through 4 layers (a 2-layer CPU proxy: 0.7-2.4%)
+    ours, theirs = float((actual - truth).abs().max()), float((expected - truth).abs().max())
+    print(f"{name} on {provider}: prefill logits max difference {noise:.3g} from the bf16 baseline; from float32 "
+          f"{ours:.3g} (the baseline's {theirs:.3g}), largest logit {truth.abs().max():.3g}")  # fmt: skip
+    assert ours <= 1.25 * theirs + 0.01 * float(truth.abs().max()), "further from the float32 model than bf16 is"
     _assert_same_choices(model, tokens, logits, noise, f"{name} on {provider}")
 
 
