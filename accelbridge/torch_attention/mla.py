@@ -1,5 +1,6 @@
-"""FlashMLA through torch: the Triton MLA decode kernel where Triton runs (``mla_decode``); elsewhere dense
-decode as one padded MQA batch, sparse attention as batched gathers.
+"""FlashMLA through torch: the Triton MLA decode kernel where Triton runs (``mla_decode``; sparse prefill at
+d_qk 576 too, each query a sequence of one row over its index list); elsewhere dense decode as one padded MQA
+batch, sparse attention as batched gathers.
 
 Sparse calls gather (and, for FP8 caches, dequantise) only the indexed tokens, a bounded number
 of query rows at a time; no loop over sequences. An index outside the cache (-1, or any value
@@ -166,6 +167,12 @@ def flash_mla_sparse_fwd(q, kv, indices, sm_scale, d_v=512, attn_sink=None, topk
         raise ValueError(f"kv/indices are on {kv.device}/{indices.device} but q is on {q.device}")
     s_q, h_q, d_qk = q.shape
     s_kv = kv.shape[0]
+    as_decode = (q.unsqueeze(1), kv.unsqueeze(0))  # one query a sequence; the tokens one page of one kv head
+    if s_kv and mla_decode.fits(*as_decode, d_v, indices, False, capabilities.of(q.device)):
+        # the MLA kernel's sparse mode over the bf16 tokens: sequence b is query b, its keys its index list
+        o, lse, maxes = mla_decode.mla_decode(*as_decode, None, None, sm_scale, False, indices, topk_length, False,
+                                              attn_sink, want_max=True)  # fmt: skip
+        return o.view(s_q, h_q, d_v), maxes, lse[:, :, 0] * LOG2E
     idx = indices[:, 0]
 
     def scope_of(rows):

@@ -142,8 +142,9 @@ def _partials(rows: int, splits: int, heads: int, dev: torch.device) -> tuple[to
 
 
 def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: bool, indices, topk_length,
-               is_fp8: bool, attn_sink) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """-> out (B, Sq, Hq, 512) in q's dtype, lse (B, Hq, Sq) float32 (+inf where a row sees no key).
+               is_fp8: bool, attn_sink, want_max: bool = False) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """-> out (B, Sq, Hq, 512) in q's dtype, lse (B, Hq, Sq) float32 (+inf where a row sees no key), and with
+    ``want_max`` (sparse) each row's largest scaled score in base 2 (B * Sq, Hq): sparse prefill's max_logits.
 
     With h_kv kv heads (dense), q head i reads kv head i // (Hq / h_kv), as FlashMLA's reference repeats them:
     each kv head's group of q heads is one launch over that head's view of the cache (h_kv launches; DeepSeek's
@@ -187,6 +188,7 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
         # Gluon with one split and no sink: the kernel writes the result itself (no merge launch); else partials
         final = gluon and splits == 1 and attn_sink is None
         mid_o, mid_l = _results(q) if final else _partials(rows, splits, hq, dev)
+        maxes[:] = [torch.empty_like(mid_l)] if want_max else [mid_l]  # (rows, splits, heads), as mid_l
         for heads, cache, kernel in zip(heads_of, caches, tma or [None] * kv_heads):
             o, lse = mid_o[:, :, heads], mid_l[:, heads] if final else mid_l[:, :, heads]
             if final:
@@ -219,7 +221,7 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
             else:
                 _kernel()[(rows, blocks, splits)](
                     *args, table, cache_seqlens if cache_seqlens is not None else qr, idx if sparse else qr,
-                    topk_length if topk_length is not None else qr, o, lse,
+                    topk_length if topk_length is not None else qr, o, lse, maxes[0][:, :, heads],
                     qr.stride(0), qr.stride(1), cache.stride(0), cache.stride(1),
                     table.stride(0) if block_table is not None else 0,
                     idx.stride(0) if sparse else 0, *o_strides, *l_strides,
@@ -228,11 +230,12 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
                     DV=D_V, DR=D_QK - D_V, BLOCK_H=block_h, BLOCK_N=block_n, DV_BLOCK=dv_block,
                     SPARSE=sparse, FP8=is_fp8,
                     CAUSAL=bool(causal) and not sparse, TOPK_GIVEN=sparse and topk_length is not None,
-                    PAGE_TILE=not sparse and page % block_n == 0,
+                    PAGE_TILE=not sparse and page % block_n == 0, WRITE_MAX=want_max,
                     DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
                 )  # fmt: skip
         return mid_o, mid_l, final
 
+    maxes: list[torch.Tensor] = []  # the launch's per-split maxima (want_max), else a stand-in pointer
     variant = ("sparse, FP8" if is_fp8 else "sparse") if sparse else "dense"
     mid_o, mid_l, final = first_fitting(("the MLA decode kernel", dev, q.dtype, variant), _configs(dev, group), launch)
     if final:
@@ -242,4 +245,4 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
     # FlashMLA scales out by 1 / (1 + exp(sink - lse)), the sink joining the sum; lse stays without it
     merge_splits(mid_o, mid_l, (sq * so[0], so[0], so[2], so[1]), (sq * sl[0], sl[0], sl[2], sl[1]), o, lse,
                  attn_sink, sink_in_lse=False, lonely_inf=True)  # fmt: skip
-    return o, lse
+    return (o, lse, maxes[0].amax(dim=1)) if want_max else (o, lse)

@@ -38,13 +38,13 @@ def dense_key_range(LENS, b, s, sq, capacity, sp, split_len, CAUSAL: tl.constexp
 
 
 @triton.jit
-def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
+def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE, MAXES,
                       sq_r, sq_h, s_blk, s_slot, s_table, s_idx, so_r, so_s, so_h, sl_r, sl_s,
                       scale_log2, page, num_blocks, capacity, sq, heads, topk, split_len,
                       DV: tl.constexpr, DR: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
                       DV_BLOCK: tl.constexpr,
                       SPARSE: tl.constexpr, FP8: tl.constexpr, CAUSAL: tl.constexpr, TOPK_GIVEN: tl.constexpr,
-                      PAGE_TILE: tl.constexpr, DOT_F32: tl.constexpr):  # fmt: skip
+                      PAGE_TILE: tl.constexpr, WRITE_MAX: tl.constexpr, DOT_F32: tl.constexpr):  # fmt: skip
     """Program (query row b * sq + s, block of BLOCK_H heads and DV_BLOCK output dims, split) over one
     slice of its keys (each output block computes the whole scores: fewer registers, more programs).
 
@@ -53,7 +53,8 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
     Sparse: the row's index list; an index outside the cache (-1, or past its last token) or past
     ``topk_length`` is no key and is never used to address the cache.
     FP8 caches (V3.2: 512 e4m3 in 4 tiles of 128, 4 float32 scales, 64 bf16 rope per token) are
-    dequantised to bf16 in registers. Writes out (float32, normalised by its split's sum) and lse (base e).
+    dequantised to bf16 in registers. Writes out (float32, normalised by its split's sum) and lse (base e), and
+    with WRITE_MAX each head's largest scaled score in base 2 (sparse prefill's max_logits; LSE's layout).
     """
     row = tl.program_id(0)
     hb = tl.program_id(1) // (DV // DV_BLOCK)
@@ -130,6 +131,8 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE,
     tl.store(
         LSE + row.to(tl.int64) * sl_r + sp * sl_s + h, lse, mask=h_ok & (h * 0 + vb == 0)
     )  # one output block writes the lse
+    if WRITE_MAX:
+        tl.store(MAXES + row.to(tl.int64) * sl_r + sp * sl_s + h, m, mask=h_ok & (h * 0 + vb == 0))
 
 
 @triton.jit
