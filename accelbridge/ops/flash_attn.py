@@ -210,11 +210,12 @@ def _pages(table: torch.Tensor, lengths: list[int], page_size: int, blocks: int,
         if n > width:
             fail(what, f"has {width} columns but sequence {b} needs {n} pages of {page_size}",
                  "enough columns for the longest sequence")  # fmt: skip
-    rows = table[:, : max(need, default=0)].tolist()
-    for b, (row, n) in enumerate(zip(rows, need)):
-        for col in range(n):
-            if not 0 <= row[col] < blocks:
-                fail(f"{what}[{b}, {col}]", f"is {row[col]}", f"block ids in [0, {blocks}) for every page in use")
+    used = table[:, : max(need, default=0)].cpu()  # one read of the pages in use, checked as a whole
+    in_use = torch.arange(used.shape[1])[None, :] < torch.tensor(need, dtype=torch.long)[:, None]
+    bad = (in_use & ((used < 0) | (used >= blocks))).nonzero()
+    if len(bad):
+        b, col = bad[0].tolist()
+        fail(f"{what}[{b}, {col}]", f"is {int(used[b, col])}", f"block ids in [0, {blocks}) for every page in use")
 
 
 def _varlen_values(a) -> None:
