@@ -41,7 +41,7 @@ correct)
 perf)
   timeout "$T" python -m accelbridge bench throughput --provider torch > "$OUT/bench.txt" 2>&1; echo "bench rc $?"
   cat "$OUT/bench.txt"
-  timeout "$T" python tests/gpu/profile_rows.py --json "$OUT/profile.json" > "$OUT/profile.txt" 2>&1; echo "profile rc $?"
+  timeout "$T" python tests/gpu/profile_rows.py --host 20 --json "$OUT/profile.json" > "$OUT/profile.txt" 2>&1; echo "profile rc $?"
   grep launches "$OUT/profile.txt"
   ;;
 *) echo "usage: bash tests/gpu/battery.sh correct|perf" >&2; exit 2 ;;
