@@ -4,7 +4,8 @@
 # test files, materialised as docs/testing.md says). Summaries and logs go to $OUT.
 #   bash tests/gpu/battery.sh correct   # every correctness run at once (none is timed): tests/gpu, the GPU fuzz,
 #                                       # sgl-kernel's two files and FlashMLA's sparse file with the torch provider
-#   bash tests/gpu/battery.sh perf      # timed, alone: the bench side by side, then each row's kernel profile
+#   bash tests/gpu/battery.sh perf      # timed, alone: the bench side by side, each row's kernel and host profile,
+#                                       # then a transformers model's tokens/s per attention backend
 # Knobs: T (seconds a run, 540), FUZZ / SEED (the fuzz's seeds, 8 from 100), EVERY (the sparse file's every Nth, 4).
 set -u
 source /tmp/gpu-site/env.sh
@@ -43,6 +44,8 @@ perf)
   cat "$OUT/bench.txt"
   timeout "$T" python tests/gpu/profile_rows.py --host 20 --json "$OUT/profile.json" > "$OUT/profile.txt" 2>&1; echo "profile rc $?"
   grep launches "$OUT/profile.txt"
+  timeout "$T" python tests/gpu/transformers_throughput.py > "$OUT/throughput.txt" 2>&1; echo "throughput rc $?"
+  grep "|" "$OUT/throughput.txt"
   ;;
 *) echo "usage: bash tests/gpu/battery.sh correct|perf" >&2; exit 2 ;;
 esac
