@@ -185,23 +185,31 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
         split_len = max(block_n, ceil_div(ceil_div(keys, splits), block_n) * block_n)
         splits = max(1, ceil_div(keys, split_len))
         gluon = tma is not None and tma[0][2]
-        # Gluon with one split and no sink: the kernel writes the result itself (no merge launch); else partials
-        final = gluon and splits == 1 and attn_sink is None
-        mid_o, mid_l = _results(q) if final else _partials(rows, splits, hq, dev)
-        maxes[:] = [torch.empty_like(mid_l)] if want_max else [mid_l]  # (rows, splits, heads), as mid_l
+        # one split: the kernel writes the result itself (no float32 partials, no merge launch), the Gluon kernel
+        # without a sink, the pointer kernel with one too; the Triton TMA kernel writes partials
+        final = splits == 1 and (attn_sink is None if gluon else tma is None)
+        if final:
+            out, lse_all = _results(q)
+            # the interpreter truncates a bf16 store (torch rounds): it writes float32, copied in at the end
+            widen = tma is None and triton_interpreted() and q.dtype == torch.bfloat16
+            mid_o, mid_l = (out.float() if widen else out), lse_all
+        else:
+            mid_o, mid_l = _partials(rows, splits, hq, dev)
+        maxes[:] = [torch.empty_like(mid_l)] if want_max else [mid_l]  # as mid_l
         for heads, cache, kernel in zip(heads_of, caches, tma or [None] * kv_heads):
             o, lse = mid_o[:, :, heads], mid_l[:, heads] if final else mid_l[:, :, heads]
             if final:
                 o_strides = (o.stride(1), 0, o.stride(2))  # (row, split, head)
                 l_strides = (lse.stride(0), lse.stride(2), 0, lse.stride(1))  # (b, s, split, head)
             else:
-                o_strides, l_strides = o.stride()[:3], lse.stride()[:2]
+                o_strides = o.stride()[:3]
+                l_strides = (sq * lse.stride(0), lse.stride(0), lse.stride(1), lse.stride(2))
             args = (qr[:, heads], cache)
             if kernel is not None:  # TMA key tiles: the Gluon kernel on sm90, else the Triton one
                 from triton.compiler.errors import CompilationError
 
-                if gluon and not final:
-                    l_strides = (sq * l_strides[0], l_strides[0], l_strides[1], 1)
+                if not gluon:  # (row, split); head stride 1
+                    l_strides = l_strides[1:3]
                 options = {"FINAL": final} if gluon else {"DOT_F32": triton_interpreted(), "num_stages": stages}
                 try:
                     kernel[0][(rows, blocks, splits)](
@@ -221,7 +229,8 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
             else:
                 _kernel()[(rows, blocks, splits)](
                     *args, table, cache_seqlens if cache_seqlens is not None else qr, idx if sparse else qr,
-                    topk_length if topk_length is not None else qr, o, lse, maxes[0][:, :, heads],
+                    topk_length if topk_length is not None else qr, attn_sink if attn_sink is not None else qr,
+                    o, lse, maxes[0][:, heads] if final else maxes[0][:, :, heads],
                     qr.stride(0), qr.stride(1), cache.stride(0), cache.stride(1),
                     table.stride(0) if block_table is not None else 0,
                     idx.stride(0) if sparse else 0, *o_strides, *l_strides,
@@ -230,16 +239,19 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
                     DV=D_V, DR=D_QK - D_V, BLOCK_H=block_h, BLOCK_N=block_n, DV_BLOCK=dv_block,
                     SPARSE=sparse, FP8=is_fp8,
                     CAUSAL=bool(causal) and not sparse, TOPK_GIVEN=sparse and topk_length is not None,
-                    PAGE_TILE=not sparse and page % block_n == 0, WRITE_MAX=want_max,
-                    DOT_F32=triton_interpreted(), num_warps=warps, num_stages=stages,
+                    PAGE_TILE=not sparse and page % block_n == 0, WRITE_MAX=want_max, FINAL=final,
+                    HAS_SINK=final and attn_sink is not None, DOT_F32=triton_interpreted(), num_warps=warps,
+                    num_stages=stages,
                 )  # fmt: skip
-        return mid_o, mid_l, final
+        if final and mid_o is not out:
+            out.copy_(mid_o)
+        return (out, lse_all, final) if final else (mid_o, mid_l, final)
 
-    maxes: list[torch.Tensor] = []  # the launch's per-split maxima (want_max), else a stand-in pointer
+    maxes: list[torch.Tensor] = []  # the launch's maxima (want_max), laid out as its lse, else a stand-in pointer
     variant = ("sparse, FP8" if is_fp8 else "sparse") if sparse else "dense"
     mid_o, mid_l, final = first_fitting(("the MLA decode kernel", dev, q.dtype, variant), _configs(dev, group), launch)
-    if final:
-        return mid_o, mid_l
+    if final:  # maxes (B, Hq, Sq) as the lse
+        return (mid_o, mid_l, maxes[0].transpose(1, 2).reshape(rows, hq)) if want_max else (mid_o, mid_l)
     o, lse = _results(q)
     so, sl = mid_o.stride(), mid_l.stride()  # row b * Sq + s
     # FlashMLA scales out by 1 / (1 + exp(sink - lse)), the sink joining the sum; lse stays without it

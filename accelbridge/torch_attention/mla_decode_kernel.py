@@ -38,13 +38,14 @@ def dense_key_range(LENS, b, s, sq, capacity, sp, split_len, CAUSAL: tl.constexp
 
 
 @triton.jit
-def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE, MAXES,
-                      sq_r, sq_h, s_blk, s_slot, s_table, s_idx, so_r, so_s, so_h, sl_r, sl_s,
+def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, SINK, OUT, LSE, MAXES,
+                      sq_r, sq_h, s_blk, s_slot, s_table, s_idx, so_r, so_s, so_h, sl_b, sl_q, sl_s, sl_h,
                       scale_log2, page, num_blocks, capacity, sq, heads, topk, split_len,
                       DV: tl.constexpr, DR: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
                       DV_BLOCK: tl.constexpr,
                       SPARSE: tl.constexpr, FP8: tl.constexpr, CAUSAL: tl.constexpr, TOPK_GIVEN: tl.constexpr,
-                      PAGE_TILE: tl.constexpr, WRITE_MAX: tl.constexpr, DOT_F32: tl.constexpr):  # fmt: skip
+                      PAGE_TILE: tl.constexpr, WRITE_MAX: tl.constexpr, FINAL: tl.constexpr, HAS_SINK: tl.constexpr,
+                      DOT_F32: tl.constexpr):  # fmt: skip
     """Program (query row b * sq + s, block of BLOCK_H heads and DV_BLOCK output dims, split) over one
     slice of its keys (each output block computes the whole scores: fewer registers, more programs).
 
@@ -55,6 +56,8 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE, MAXES,
     FP8 caches (V3.2: 512 e4m3 in 4 tiles of 128, 4 float32 scales, 64 bf16 rope per token) are
     dequantised to bf16 in registers. Writes out (float32, normalised by its split's sum) and lse (base e), and
     with WRITE_MAX each head's largest scaled score in base 2 (sparse prefill's max_logits; LSE's layout).
+    With FINAL (one split) the result itself, as the merge would write it (``final_result``): no float32 partials.
+    LSE and MAXES are addressed by (b, s, split, head).
     """
     row = tl.program_id(0)
     hb = tl.program_id(1) // (DV // DV_BLOCK)
@@ -126,13 +129,26 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, OUT, LSE, MAXES,
         acc = rescaled_mma(acc, alpha, p, val, DOT_F32)
         m = m_new
     lse, inv = lse_and_inverse(m, total)
+    if FINAL:
+        inv, lse = final_result(inv, lse, total, SINK, h, h_ok, HAS_SINK)
     tl.store(OUT + row.to(tl.int64) * so_r + sp * so_s + h[:, None] * so_h + ov[None, :], acc * inv[:, None],
              mask=h_ok[:, None])  # fmt: skip
-    tl.store(
-        LSE + row.to(tl.int64) * sl_r + sp * sl_s + h, lse, mask=h_ok & (h * 0 + vb == 0)
-    )  # one output block writes the lse
+    l_at = b.to(tl.int64) * sl_b + s * sl_q + sp * sl_s + h * sl_h
+    tl.store(LSE + l_at, lse, mask=h_ok & (h * 0 + vb == 0))  # one output block writes the lse
     if WRITE_MAX:
-        tl.store(MAXES + row.to(tl.int64) * sl_r + sp * sl_s + h, m, mask=h_ok & (h * 0 + vb == 0))
+        tl.store(MAXES + l_at, m, mask=h_ok & (h * 0 + vb == 0))
+
+
+@triton.jit
+def final_result(inv, lse, total, SINK, h, h_ok, HAS_SINK: tl.constexpr):
+    """What one split's epilogue writes when it is the row's only split, as ``splits.merge`` would (FlashMLA's
+    conventions): the output scale ``inv`` times 1 / (1 + exp(sink - lse)) with a sink (the sink joins the sum;
+    +inf takes all the weight), lse without the sink, +inf where the row saw no key. -> (inv, lse)."""
+    if HAS_SINK:
+        sink = tl.load(SINK + h, mask=h_ok, other=float("-inf")).to(tl.float32)
+        gap = tl.where(total > 0, sink - lse, float("-inf"))  # a row with no key keeps out 0 (its acc is 0)
+        inv = inv / (1.0 + tl.exp(gap))
+    return inv, tl.where(total > 0, lse, float("inf"))
 
 
 @triton.jit

@@ -8,7 +8,9 @@
 #                                       # then a transformers model's tokens/s per attention backend
 # Knobs: T (seconds a run, 540), FUZZ / SEED (the fuzz's seeds, 8 from 100), EVERY (the sparse file's every Nth, 4).
 set -u
-source /tmp/gpu-site/env.sh
+# the staged providers (sgl-kernel: the bench's vendor column, tests/gpu's real-provider tests); without them the
+# torch provider's runs go on and those parts skip
+[ -f /tmp/gpu-site/env.sh ] && source /tmp/gpu-site/env.sh
 if [ -d .gpu-stage/transformers ] && [ ! -d /tmp/tf-site ]; then
   pip install -q --no-index --no-deps --target /tmp/tf-site .gpu-stage/transformers/*.whl > /tmp/tf-install.log 2>&1
 fi

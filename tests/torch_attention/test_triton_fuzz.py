@@ -15,7 +15,7 @@ pytestmark = [
     pytest.mark.skipif(interpreted.not_ready() is not None, reason=str(interpreted.not_ready())),
 ]
 
-SEEDS = 100  # a draw (of 300): about 110 s for the five on the dev VM; the kernels serve most (sparse prefill: d_qk 576)
+SEEDS = 100  # a draw (of 300): about 110 s for the five on the dev VM; the kernels serve most (sparse prefill at 576)
 
 _CODE = """
 import json, os
