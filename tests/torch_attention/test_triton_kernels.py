@@ -64,8 +64,16 @@ _NOT_SPARSE_PREFILL = {"v4"}  # d_qk 512: the torch gathers
         ("flashmla.sparse_prefill", "mla_decode", "mla_decode", _ONE_SPLIT, _NOT_SPARSE_PREFILL),
         ("flashmla.sparse_prefill", "mla_decode", "mla_decode", _SPLITS, _NOT_SPARSE_PREFILL),
     ],
-    ids=["prefill", "mla", "mla-whole-output", "mla-tiles-across-pages", "mla-one-split", "mla-splits",
-         "sparse-prefill-one-split", "sparse-prefill-splits"],  # fmt: skip
+    ids=[
+        "prefill",
+        "mla",
+        "mla-whole-output",
+        "mla-tiles-across-pages",
+        "mla-one-split",
+        "mla-splits",
+        "sparse-prefill-one-split",
+        "sparse-prefill-splits",
+    ],  # fmt: skip
 )
 def test_kernel_serves_and_conforms_on_every_case_it_fits(op, module, function, setup, not_served):
     result = interpreted.run(_CODE.format(op=op, module=module, function=function, setup=setup))
