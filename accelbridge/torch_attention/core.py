@@ -126,7 +126,8 @@ def attend(call: Call) -> tuple[torch.Tensor, torch.Tensor | None]:
     b, lq, hq, _ = call.q.shape
     if b == 0 or lq == 0:
         out = call.q.new_zeros((b, lq, hq, call.v.shape[-1]), dtype=torch.float32)
-        return out, torch.full((b, hq, lq), float("-inf"), device=call.q.device) if call.want_lse else None
+        lse = torch.full((b, hq, lq), float("-inf"), dtype=torch.float32, device=call.q.device)
+        return out, lse if call.want_lse else None
     used = keys_in_use(call)[..., None, None]
     call = replace(call, k=_zero_unused(call.k, used, call.kv_own), v=_zero_unused(call.v, used, call.kv_own))
     if call.sdpa_ok:

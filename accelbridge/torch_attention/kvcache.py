@@ -114,7 +114,8 @@ def flash_attn_with_kvcache(
     if holds_no_key(k_cache, k):  # FA3 launches nothing: out 0, lse +inf
         o = torch.zeros(*q.shape[:-1], v_cache.shape[-1], dtype=torch.float32, device=dev)
         shape = (q.shape[1], q.shape[0]) if packed else (q.shape[0], q.shape[2], q.shape[1])
-        return finish(o, torch.full(shape, float("inf"), device=dev), q.dtype, out, return_softmax_lse)
+        lse = torch.full(shape, float("inf"), dtype=torch.float32, device=dev)
+        return finish(o, lse, q.dtype, out, return_softmax_lse)
     scale = default_scale(softmax_scale, d, qv)
     capacity = k_cache.shape[1] * (1 if page_table is None else page_table.shape[1])
     mask = Masking.of(causal, window_size, attention_chunk)

@@ -80,7 +80,9 @@ def _sparse(q, scope_of, n_rows: int, dv: int, scale: float, sink, topk: int, ou
     lse = torch.empty(n_rows, h, dtype=torch.float32, device=q.device)
     maxes = torch.empty(n_rows, h, dtype=torch.float32, device=q.device)
     step = max(1, _GATHER_BYTES // max(1, 4 * topk * max(d, h)))
-    chunk = None if out_dtype == torch.float32 else torch.empty(min(step, n_rows), h, dv, device=q.device)
+    chunk = None  # each chunk's float32 result (named: a caller's default dtype may be bf16, as FlashMLA's tests')
+    if out_dtype != torch.float32:
+        chunk = torch.empty(min(step, n_rows), h, dv, dtype=torch.float32, device=q.device)
     for s in range(0, n_rows, step):
         rows = slice(s, min(s + step, n_rows))
         keys, invalid = scope_of(rows)

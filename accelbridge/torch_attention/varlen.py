@@ -114,7 +114,8 @@ def flash_attn_varlen_func(
     hk = k.shape[-2]
     if holds_no_key(k):  # FA3 launches nothing: out 0, lse +inf
         o = torch.zeros(total_q, hq, v.shape[-1], dtype=torch.float32, device=q.device)
-        return finish(o, torch.full((hq, total_q), float("inf"), device=q.device), q.dtype, out, return_softmax_lse)
+        lse = torch.full((hq, total_q), float("inf"), dtype=torch.float32, device=q.device)
+        return finish(o, lse, q.dtype, out, return_softmax_lse)
     scale = default_scale(softmax_scale, d, qv)
     mask = Masking.of(causal, window_size, attention_chunk)
     caps = capabilities.of(q.device)
@@ -152,7 +153,7 @@ def flash_attn_varlen_func(
     dv = v.shape[-1]
     if batch == 0 or lq == 0 or total_q == 0:
         o = torch.zeros(total_q, hq, dv, dtype=torch.float32, device=q.device)
-        lse = torch.full((hq, total_q), float("-inf"), device=q.device)
+        lse = torch.full((hq, total_q), float("-inf"), dtype=torch.float32, device=q.device)
         return finish(o, lse, q.dtype, out, return_softmax_lse)
     qp = dequantise(pad(q, cu_seqlens_q, lq), q_descale, hk)
     qvp = None if qv is None else dequantise(pad(qv, cu_seqlens_q, lq), q_descale, hk)

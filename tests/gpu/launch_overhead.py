@@ -42,7 +42,7 @@ def main():
     grid = (rows, heads)
     compiled = merge_kernel[grid](*args, **consts, num_warps=4)
     ordered = [*args, *consts.values()]  # the signature's order: the constexprs last
-    launcher = compiled[grid]
+    launcher = compiled[(*grid, 1)]  # the compiled kernel takes all three grid dimensions
     rows_out = {
         "merge through the JIT": host_us(lambda: merge_kernel[grid](*args, **consts, num_warps=4)),
         "merge through its compiled kernel": host_us(lambda: launcher(*ordered)),
