@@ -25,6 +25,7 @@ from accelbridge.torch_attention.capabilities import Capabilities, processors, t
 from accelbridge.torch_attention.fitting import first_fitting
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
 from accelbridge.torch_attention.splits import merge as merge_splits
+from accelbridge.torch_attention.tma_descriptors import descriptor
 
 log = logging.getLogger("accelbridge")
 _GLUON_BROKEN: list[str] = []  # why the Gluon kernel did not compile with this triton (then the Triton one runs)
@@ -100,17 +101,17 @@ def _tma_kernel_for(cache: torch.Tensor, config: tuple[int, ...], caps: Capabili
     if not (caps.tma and page % block_n == 0 and cache.stride(2) == 1 and cache.stride(0) == page * row_stride
             and row_stride * cache.element_size() % 16 == 0 and cache.data_ptr() % 16 == 0):  # fmt: skip
         return None
-    rows = cache.as_strided((cache.shape[0] * page, D_QK), (row_stride, 1))
+    rows = ((cache.shape[0] * page, D_QK), (row_stride, 1))  # the cache's tokens as rows: shape, strides
     boxes = _boxes(block_n)
     if caps.gluon_sm90 and not _GLUON_BROKEN and (block_h, block_n, warps) == (64, 64, 8):
         from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
 
         layouts = _gluon_layouts(cache.dtype, block_n)
-        return _sm90_kernel(), tuple(GluonDescriptor(rows, rows.shape, rows.stride(), box, layout)
+        return _sm90_kernel(), tuple(descriptor(GluonDescriptor, cache, *rows, box, layout)
                                      for box, layout in zip(boxes, layouts)), True  # fmt: skip
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    return _tma_kernel(), tuple(TensorDescriptor.from_tensor(rows, box) for box in boxes), False
+    return _tma_kernel(), tuple(descriptor(TensorDescriptor, cache, *rows, box) for box in boxes), False
 
 
 @functools.cache
