@@ -182,6 +182,9 @@ MLA_CHECKS = (
           "{_index(extra_topk_length)}", "an int32 tensor (batch,) of valid extra index counts"),
     Check("attn_sink", "attn_sink is None or (attn_sink.shape == q.shape[2:3] and attn_sink.dtype in _F)",
           "{_tensor(attn_sink)}", "a float32 tensor (num_heads,) of sink logits"),
+    *(Check(name, f"{name} is None or indices is not None", "is given in dense mode (indices is None)",
+            "None: FlashMLA's dense decode takes no " + name + " (sparse decode only)")
+      for name in ("attn_sink", "topk_length", "extra_k_cache")),
     Check("k_cache", "not _EXACT or q.device == k_cache.device", "is on {k_cache.device} but q is on {q.device}",
           "every tensor on q's device", what="device"),
     *map(on_q_device, ("block_table", "cache_seqlens", "indices", "topk_length", "attn_sink", "extra_k_cache",

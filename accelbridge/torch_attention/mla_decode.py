@@ -230,7 +230,7 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
             else:
                 _kernel()[(rows, blocks, splits)](
                     *args, table, cache_seqlens if cache_seqlens is not None else qr, idx if sparse else qr,
-                    topk_length if topk_length is not None else qr, attn_sink if attn_sink is not None else qr,
+                    topk_length if topk_length is not None else qr, attn_sink[heads] if attn_sink is not None else qr,
                     o, lse, maxes[0][:, heads] if final else maxes[0][:, :, heads],
                     qr.stride(0), qr.stride(1), cache.stride(0), cache.stride(1),
                     table.stride(0) if block_table is not None else 0,

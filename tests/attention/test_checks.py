@@ -281,6 +281,11 @@ METADATA_FAULTS = [  # each once crashed inside a provider or returned silently
     ("mla", "block_table", lambda kw: _with(kw, block_table=kw["block_table"].to(META)), "block_table is on meta"),
     ("mla", "cache_seqlens", lambda kw: _with(kw, cache_seqlens=kw["cache_seqlens"].to(META)),
      "cache_seqlens is on meta"),
+    # FlashMLA asserts these None in dense mode; the reference ignored a dense sink, the torch provider applied it
+    ("mla", "dense attn_sink", lambda kw: _with(kw, attn_sink=torch.zeros(4)),
+     "attn_sink is given in dense mode (indices is None)"),
+    ("mla", "dense topk_length", lambda kw: _with(kw, topk_length=torch.full((2,), 4, dtype=torch.int32)),
+     "topk_length is given in dense mode (indices is None)"),
 ]  # fmt: skip
 
 
