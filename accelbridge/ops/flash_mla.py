@@ -185,6 +185,8 @@ MLA_CHECKS = (
     *(Check(name, f"{name} is None or indices is not None", "is given in dense mode (indices is None)",
             "None: FlashMLA's dense decode takes no " + name + " (sparse decode only)")
       for name in ("attn_sink", "topk_length", "extra_k_cache")),
+    Check("causal", "not causal or indices is None", "is True in sparse mode (indices given)",
+          "False: FlashMLA's sparse decode is not causal (each query's index list picks its keys)"),
     Check("k_cache", "not _EXACT or q.device == k_cache.device", "is on {k_cache.device} but q is on {q.device}",
           "every tensor on q's device", what="device"),
     *map(on_q_device, ("block_table", "cache_seqlens", "indices", "topk_length", "attn_sink", "extra_k_cache",

@@ -354,3 +354,15 @@ def test_a_non_tensor_where_a_tensor_is_required_is_named(rng, spy, bad):
     with pytest.raises(InvalidArgumentError, match="flash_attn_varlen_func: q"):
         attention.flash_attn_varlen_func(**_with(varlen(rng), q=bad))
     assert spy == []
+
+
+def test_a_causal_sparse_call_is_named(rng, spy):
+    """FlashMLA's sparse decode asserts causal False (the index lists pick the keys); the torch provider and the
+    reference ignored it: a silent difference, now a named error before any kernel."""
+    q = torch.randn(2, 1, 4, 576, generator=rng).to(torch.bfloat16)
+    cache = torch.zeros(4, 64, 1, 656, dtype=torch.uint8).view(torch.float8_e4m3fn)
+    indices = torch.zeros(2, 1, 8, dtype=torch.int32)
+    with pytest.raises(InvalidArgumentError, match="causal is True in sparse mode"):
+        attention.flash_mla_with_kvcache(q, cache, None, None, 512, None, causal=True, is_fp8_kvcache=True,
+                                         indices=indices)  # fmt: skip
+    assert spy == [], "no kernel ran"
