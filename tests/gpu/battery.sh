@@ -20,7 +20,7 @@ mkdir -p /tmp/logs "$OUT"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$OUT/gpu.txt"
 UP=$PWD/.gpu-stage/upstream
 T=${T:-540}
-PT="python -m pytest -p accelbridge.testing.plugin -p no:cacheprovider -q"
+PT="python -m pytest -p accelbridge.testing.plugin -p no:cacheprovider -q -rfs"  # failures and skips, by reason
 pinned() { ACCELBRIDGE_PROVIDERS=fa3=torch,flashmla=torch timeout "$T" "$@"; }
 case "${1:-correct}" in
 correct)
@@ -36,7 +36,7 @@ correct)
        > "/tmp/logs/sparse$k.log" 2>&1; echo "rc $?" >> "/tmp/logs/sparse$k.log") &
   done
   wait
-  for f in /tmp/logs/*.log; do echo "=== $f"; grep -v Warning "$f" | grep -E "passed|failed|FAILED|rc |\"cases\"" | tail -12; done \
+  for f in /tmp/logs/*.log; do echo "=== $f"; grep -v Warning "$f" | grep -E "passed|failed|FAILED|SKIPPED|rc |\"cases\"" | tail -24; done \
     > "$OUT/summary.txt"
   tar czf "$OUT/logs.tgz" -C /tmp logs
   cat "$OUT/summary.txt"
