@@ -7,10 +7,10 @@ launch, and the whole provider call with cProfile's view of it. One JSON line a 
 """
 
 import json
-import time
 
 import torch
 
+from accelbridge.bench import providers
 from accelbridge.torch_attention import splits
 from accelbridge.torch_attention.splits_kernel import merge_kernel
 
@@ -18,14 +18,9 @@ DEV = torch.device("cuda")
 
 
 def host_us(fn, calls=2000):
+    """Host us a call after a warm-up call, through the bench's own host timer."""
     fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    took = time.perf_counter() - t0
-    torch.cuda.synchronize()
-    return round(took / calls * 1e6, 2)
+    return round(providers._host_us(fn, DEV, calls), 2)
 
 
 def main():
