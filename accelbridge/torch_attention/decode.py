@@ -20,7 +20,8 @@ from accelbridge.torch_attention.capabilities import Capabilities, processors, t
 from accelbridge.torch_attention.core import Masking
 from accelbridge.torch_attention.fitting import first_fitting
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
-from accelbridge.torch_attention.splits import merge as merge_splits
+from accelbridge.torch_attention.launch_plan import Launch
+from accelbridge.torch_attention.splits import merge_launch
 
 _DTYPES = (torch.float16, torch.bfloat16)
 _DIMS = (16, 32, 64, 128, 256)
@@ -53,45 +54,99 @@ def _configs(device: torch.device) -> tuple[tuple[int, int, int], ...]:
     return (64, 4, 2), (32, 4, 2), (16, 4, 1)  # H200, B=64 ctx 8192 page 64: 3.70 TB/s of KV (3 stages: 3.51)
 
 
+class _Plan:
+    """One call geometry's launches, worked out once (``launch_plan``): the split count and length, every stride
+    and size, the merge; a call allocates the partials and the result and points the launches at its tensors."""
+
+    def __init__(self, config: tuple[int, int, int], q, k_cache, v_cache, q_len, k_start, rows, page_table,
+                 mask: Masking, softcap: float, sinks: Any, out: Any):  # fmt: skip
+        block_n, warps, stages = config
+        b, lq, hq, d = q.shape
+        hk, dv = k_cache.shape[2], v_cache.shape[-1]
+        g = hq // hk
+        dev = q.device
+        page = k_cache.shape[1]
+        paged = page_table is not None
+        capacity = page_table.shape[1] * page if paged else page
+        splits = max(1, min(ceil_div(_WAVES * processors(dev), b * hk), ceil_div(capacity, _MIN_SPLIT)))
+        self.mid_shapes = ((b, splits, hk, g * lq, dv), (b, splits, hk, g * lq))
+        self.out_shape, self.lse_shape = (b, lq, hq, dv), (b, hq, lq)
+        mid_o, mid_l = (torch.empty(shape, device="meta") for shape in self.mid_shapes)
+        left, right = mask.limits
+        strides = (*q.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3],
+                   page_table.stride(0) if paged else 0, *mid_o.stride()[:4], *mid_l.stride()[:3])  # fmt: skip
+        names = ("sq_b", "sq_l", "sq_h", "sk_blk", "sk_slot", "sk_h", "sv_blk", "sv_slot", "sv_h", "s_table", "so_b",
+                 "so_s", "so_h", "so_r", "sl_b", "sl_s", "sl_h")  # fmt: skip
+        tensors = ("Q", "K", "V", "TABLE", "ROWS", "QLEN", "KLEN", "KSTART", "MID_O", "MID_L", "scale_log2", "softcap")
+        args = dict(zip(names, strides), page=page, num_blocks=k_cache.shape[0], capacity=capacity, left=left,
+                    right=right, split_len=ceil_div(ceil_div(capacity, splits), block_n) * block_n, G=g, LQ=lq,
+                    BLOCK_R=max(16, next_pow2(g * lq)), D=d, DV=dv, BLOCK_N=block_n, SOFTCAP=bool(softcap),
+                    LEFT=left >= 0, RIGHT=right >= 0, HAS_START=k_start is not None, PAGED=paged,
+                    OWN_ROW=rows is None, UNIFORM_Q=q_len is None, DOT_F32=triton_interpreted())  # fmt: skip
+        self.launch = Launch(_kernel(), (b, hk, splits), {**args, **dict.fromkeys(tensors)},
+                             {"num_warps": warps, "num_stages": stages}, tensors)  # fmt: skip
+        # a query head h = hk * G + g is row g * Lq + i of kv head hk
+        target = out if out is not None else torch.empty(self.out_shape, dtype=q.dtype, device="meta")
+        if target.dtype == torch.bfloat16 and triton_interpreted():  # the interpreter truncates to bf16, torch rounds
+            target = torch.empty(self.out_shape, dtype=torch.float32, device="meta")
+        so, sl = mid_o.stride(), mid_l.stride()
+        self.widen = target.dtype != q.dtype
+        self.merge = merge_launch(mid_o, mid_l, (so[0], so[3], lq * so[3], so[1]), (sl[0], sl[3], lq * sl[3], sl[1]),
+                                  target, torch.empty(self.lse_shape, device="meta"), sinks is not None)  # fmt: skip
+
+    def __call__(self, q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, scale: float, softcap: float,
+                 sinks: Any, out: Any) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        dev = q.device
+        mid_o, mid_l = (torch.empty(shape, dtype=torch.float32, device=dev) for shape in self.mid_shapes)
+        self.launch(q, k_cache, v_cache, page_table if page_table is not None else k_len,
+                    rows if rows is not None else k_len, q_len if q_len is not None else k_len, k_len,
+                    k_start if k_start is not None else k_len, mid_o, mid_l, float(scale) * LOG2E,
+                    float(softcap or 1.0))  # fmt: skip
+        o = out if out is not None else torch.empty(self.out_shape, dtype=q.dtype, device=dev)
+        lse = torch.empty(self.lse_shape, dtype=torch.float32, device=dev)
+        target = torch.empty(self.out_shape, dtype=torch.float32, device=dev) if self.widen else o
+        self.merge(mid_o, mid_l, sinks if sinks is not None else lse, target, lse)
+        if target is not o:
+            o.copy_(target)
+        return o, lse
+
+
+def _key(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, mask, softcap, sinks, out) -> tuple[Any, ...]:
+    """Every shape, stride, dtype and flag a plan's integers and kernels come from."""
+    return (q.device, q.dtype, q.shape, q.stride(), k_cache.dtype, k_cache.shape, k_cache.stride(), v_cache.shape,
+            v_cache.stride(), k_len.dtype, mask.limits, bool(softcap),
+            None if page_table is None else (page_table.dtype, page_table.shape, page_table.stride()),
+            None if q_len is None else q_len.dtype, None if k_start is None else k_start.dtype,
+            None if rows is None else rows.dtype, None if sinks is None else sinks.dtype,
+            None if out is None else (out.dtype, out.shape, out.stride()))  # fmt: skip
+
+
+_PLANS: dict[tuple[Any, ...], _Plan] = {}
+_MOST_PLANS = 256  # geometries a process keeps
+
+
 def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, scale: float, mask: Masking,
                  softcap: float, sinks: Any, out: Any = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """q (B, Lq, Hq, D) over the cache -> out (B, Lq, Hq, Dv) in q's dtype (``out`` where given) and lse
     (B, Hq, Lq) float32. ``q_len`` None: every sequence has Lq queries; ``rows`` None: sequence b reads cache
-    row b; ``page_table`` None: a contiguous cache (a row is one page). None builds no tensor: no launch."""
-    b, lq, hq, d = q.shape
-    hk, dv = k_cache.shape[2], v_cache.shape[-1]
-    g = hq // hk
-    dev = q.device
-    page = k_cache.shape[1]
-    paged = page_table is not None
-    table = page_table if paged else k_len  # read only when paged
-    capacity = page_table.shape[1] * page if paged else page
-    splits = max(1, min(ceil_div(_WAVES * processors(dev), b * hk), ceil_div(capacity, _MIN_SPLIT)))
-    block_r = max(16, next_pow2(g * lq))
-    mid_o = torch.empty(b, splits, hk, g * lq, dv, dtype=torch.float32, device=dev)
-    mid_l = torch.empty(b, splits, hk, g * lq, dtype=torch.float32, device=dev)
-    left, right = mask.limits
+    row b; ``page_table`` None: a contiguous cache (a row is one page). None builds no tensor: no launch.
+    The launches are planned once per call geometry (``_Plan``)."""
     q = q if q.stride(-1) == 1 else q.contiguous()
+    dev = q.device
+    configs = _configs(dev)
+    key = (configs, *_key(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, mask, softcap, sinks, out))
+    call = (q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, scale, softcap, sinks, out)
+    plan = _PLANS.get(key)
+    if plan is not None:
+        return plan(*call)
 
-    def launch(config: tuple[int, int, int]) -> None:
-        block_n, warps, stages = config
-        split_len = ceil_div(ceil_div(capacity, splits), block_n) * block_n
-        _kernel()[(b, hk, splits)](
-            q, k_cache, v_cache, table, rows if rows is not None else k_len, q_len if q_len is not None else k_len,
-            k_len, k_start if k_start is not None else k_len, mid_o, mid_l,
-            q.stride(0), q.stride(1), q.stride(2), *k_cache.stride()[:3], *v_cache.stride()[:3],
-            page_table.stride(0) if paged else 0,
-            *mid_o.stride()[:4], *mid_l.stride()[:3],
-            float(scale) * LOG2E, float(softcap or 1.0), page, k_cache.shape[0], capacity, left, right, split_len,
-            G=g, LQ=lq, BLOCK_R=block_r, D=d, DV=dv, BLOCK_N=block_n, num_warps=warps, num_stages=stages,
-            SOFTCAP=bool(softcap), LEFT=left >= 0, RIGHT=right >= 0, HAS_START=k_start is not None,
-            PAGED=paged, OWN_ROW=rows is None, UNIFORM_Q=q_len is None,
-            DOT_F32=triton_interpreted(),
-        )  # fmt: skip
+    def planned(config: tuple[int, int, int]) -> tuple[_Plan, tuple[torch.Tensor, torch.Tensor]]:
+        made = _Plan(config, q, k_cache, v_cache, q_len, k_start, rows, page_table, mask, softcap, sinks, out)
+        return made, made(*call)  # the first launch compiles; a config too big for the device raises here
 
-    first_fitting(("the paged decode kernel", dev, d, dv, q.dtype, g * lq), _configs(dev), launch)
-    o = out if out is not None else torch.empty(b, lq, hq, dv, dtype=q.dtype, device=dev)
-    lse = torch.empty(b, hq, lq, dtype=torch.float32, device=dev)
-    so, sl = mid_o.stride(), mid_l.stride()  # a query head h = hk * G + g is row g * Lq + i of kv head hk
-    merge_splits(mid_o, mid_l, (so[0], so[3], lq * so[3], so[1]), (sl[0], sl[3], lq * sl[3], sl[1]), o, lse, sinks)
-    return o, lse
+    d, dv, rows_of_group = q.shape[-1], v_cache.shape[-1], q.shape[1] * (q.shape[2] // k_cache.shape[2])
+    plan, result = first_fitting(("the paged decode kernel", dev, d, dv, q.dtype, rows_of_group), configs, planned)
+    if len(_PLANS) >= _MOST_PLANS:
+        _PLANS.clear()
+    _PLANS[key] = plan
+    return result

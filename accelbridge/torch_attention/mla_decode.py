@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from accelbridge.ops.reference import V32_TOKEN_BYTES
 from accelbridge.ops.softmax import LOG2E
-from accelbridge.torch_attention import capabilities
+from accelbridge.torch_attention import capabilities, launch_plan
 from accelbridge.torch_attention.capabilities import Capabilities, processors, triton_interpreted
 from accelbridge.torch_attention.fitting import first_fitting
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
-from accelbridge.torch_attention.splits import merge as merge_splits
+from accelbridge.torch_attention.splits import merge_launch
 from accelbridge.torch_attention.tma_descriptors import descriptor
 
 log = logging.getLogger("accelbridge")
@@ -89,11 +89,27 @@ def _gluon_layouts(dtype: torch.dtype, block_n: int) -> tuple[Any, Any]:
     return tuple(gl.NVMMASharedLayout.get_default_for(box, element) for box in _boxes(block_n))
 
 
-def _tma_kernel_for(cache: torch.Tensor, config: tuple[int, ...], caps: Capabilities) -> tuple[Any, ...] | None:
-    """(kernel, TMA descriptors (latent halves, rope) over one kv head's dense cache (blocks, page, 576) as
-    (tokens, 576) rows ``cache.stride(1)`` elements apart, whether it is Gluon's) where tensor descriptors serve:
-    a TMA device, bf16/fp16 rows on 16-byte boundaries with the blocks one after another, pages a multiple of the
-    key tile. On sm90 with 64-head blocks, 64-key tiles and 8 warps, the Gluon kernel.
+class _TmaRoute(NamedTuple):
+    """How a dense cache's key tiles are read by TMA: the kernel, the descriptor class and its layouts, the
+    (tokens, 576) rows' shape and strides, whether the kernel is Gluon's."""
+
+    kernel: Any
+    cls: type
+    layouts: tuple[tuple[Any, ...], ...]  # each box's (Gluon: its shared layout; Triton: none)
+    rows: tuple[tuple[int, int], tuple[int, int]]
+    gluon: bool
+
+    def descriptors(self, cache: torch.Tensor, block_n: int) -> tuple[Any, ...]:
+        """The latent half's and the rope's descriptors over ``cache`` (one kv head, this route's geometry)."""
+        return tuple(descriptor(self.cls, cache, *self.rows, box, *layout)
+                     for box, layout in zip(_boxes(block_n), self.layouts))  # fmt: skip
+
+
+def _tma_route(cache: torch.Tensor, config: tuple[int, ...], caps: Capabilities) -> _TmaRoute | None:
+    """Where tensor descriptors serve one kv head's dense cache (blocks, page, 576) as (tokens, 576) rows
+    ``cache.stride(1)`` elements apart: a TMA device, bf16/fp16 rows on 16-byte boundaries with the blocks one after
+    another, pages a multiple of the key tile. On sm90 with 64-head blocks, 64-key tiles and 8 warps, the Gluon
+    kernel, else the Triton one.
 
     H200, dense B=64 ctx 4096: Triton 276 us against 311 us with pointer loads (the same tiles), Gluon 218-226."""
     block_h, block_n, warps = config[:3]
@@ -102,16 +118,20 @@ def _tma_kernel_for(cache: torch.Tensor, config: tuple[int, ...], caps: Capabili
             and row_stride * cache.element_size() % 16 == 0 and cache.data_ptr() % 16 == 0):  # fmt: skip
         return None
     rows = ((cache.shape[0] * page, D_QK), (row_stride, 1))  # the cache's tokens as rows: shape, strides
-    boxes = _boxes(block_n)
     if caps.gluon_sm90 and not _GLUON_BROKEN and (block_h, block_n, warps) == (64, 64, 8):
         from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
 
-        layouts = _gluon_layouts(cache.dtype, block_n)
-        return _sm90_kernel(), tuple(descriptor(GluonDescriptor, cache, *rows, box, layout)
-                                     for box, layout in zip(boxes, layouts)), True  # fmt: skip
+        layouts = tuple((layout,) for layout in _gluon_layouts(cache.dtype, block_n))
+        return _TmaRoute(_sm90_kernel(), GluonDescriptor, layouts, rows, True)
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    return _tma_kernel(), tuple(descriptor(TensorDescriptor, cache, *rows, box) for box in boxes), False
+    return _TmaRoute(_tma_kernel(), TensorDescriptor, ((), ()), rows, False)
+
+
+def _tma_kernel_for(cache: torch.Tensor, config: tuple[int, ...], caps: Capabilities) -> tuple[Any, ...] | None:
+    """(kernel, the descriptors over ``cache``, whether it is Gluon's) where descriptors serve (``_tma_route``)."""
+    route = _tma_route(cache, config, caps)
+    return None if route is None else (route.kernel, route.descriptors(cache, config[1]), route.gluon)
 
 
 @functools.cache
@@ -129,52 +149,54 @@ def _configs(device: torch.device, heads: int) -> tuple[tuple[int, int, int, int
             (16, 16, 4, 1, 512))  # fmt: skip
 
 
-def _results(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """FlashMLA's out (B, Sq, Hq, 512) in q's dtype and lse (B, Hq, Sq) float32, unwritten."""
-    b, sq, hq, _ = q.shape
-    return (torch.empty(b, sq, hq, D_V, dtype=q.dtype, device=q.device),
-            torch.empty(b, hq, sq, dtype=torch.float32, device=q.device))  # fmt: skip
+def _key(q, k_cache, block_table, cache_seqlens, causal, indices, topk_length, is_fp8, attn_sink, want_max,
+         caps) -> tuple[Any, ...]:  # fmt: skip
+    """What a plan is made of: every shape, stride and dtype its integers, kernels and launch options come from, and
+    the one pointer fact that picks a route (the cache's 16-byte alignment, which TMA needs)."""
+    return (q.device, q.dtype, q.shape, q.stride(), k_cache.dtype, k_cache.shape, k_cache.stride(),
+            k_cache.data_ptr() % 16 == 0, bool(causal), is_fp8, want_max, caps.tma, caps.gluon_sm90,
+            None if block_table is None else (block_table.dtype, block_table.shape, block_table.stride()),
+            None if cache_seqlens is None else cache_seqlens.dtype,
+            None if indices is None else (indices.dtype, indices.shape, indices.stride()),
+            None if topk_length is None else topk_length.dtype,
+            None if attn_sink is None else attn_sink.dtype)  # fmt: skip
 
 
-def _partials(rows: int, splits: int, heads: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each split's float32 out (rows, splits, heads, 512) and lse (rows, splits, heads), for the merge."""
-    return (torch.empty(rows, splits, heads, D_V, dtype=torch.float32, device=dev),
-            torch.empty(rows, splits, heads, dtype=torch.float32, device=dev))  # fmt: skip
+_PLANS: dict[tuple[Any, ...], _Plan] = {}
+_MOST_PLANS = 256  # geometries a process keeps (a serving engine has one per batch shape it captures)
 
 
-def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: bool, indices, topk_length,
-               is_fp8: bool, attn_sink, want_max: bool = False) -> tuple[torch.Tensor, ...]:  # fmt: skip
-    """-> out (B, Sq, Hq, 512) in q's dtype, lse (B, Hq, Sq) float32 (+inf where a row sees no key), and with
-    ``want_max`` (sparse) each row's largest scaled score in base 2 (B * Sq, Hq): sparse prefill's max_logits.
+def forget_plans() -> None:
+    """Drop every plan: tools that swap this module's configs or routes call it (a plan keeps what it was made with)."""
+    _PLANS.clear()
 
-    With h_kv kv heads (dense), q head i reads kv head i // (Hq / h_kv), as FlashMLA's reference repeats them:
-    each kv head's group of q heads is one launch over that head's view of the cache (h_kv launches; DeepSeek's
-    models have one kv head)."""
-    b, sq, hq, d = q.shape
-    rows = b * sq
-    dev = q.device
-    qr = q.reshape(rows, hq, d)
-    page, num_blocks, kv_heads = k_cache.shape[1], k_cache.shape[0], k_cache.shape[2]
-    group = hq // kv_heads
-    heads_of = [slice(j * group, (j + 1) * group) for j in range(kv_heads)]  # q heads of kv head j
-    caches = [k_cache.view(torch.uint8)[:, :, 0] if is_fp8 else k_cache[:, :, j] for j in range(kv_heads)]
-    sparse = indices is not None
-    idx = indices.reshape(rows, -1) if sparse else None
-    if idx is not None and idx.stride(-1) != 1:
-        idx = idx.contiguous()
-    keys = idx.shape[1] if idx is not None else block_table.shape[1] * page
-    table = block_table if block_table is not None else qr
-    capacity = block_table.shape[1] * page if block_table is not None else 0
-    scale_log2 = float(scale) * LOG2E
 
-    def launch(config: tuple[int, int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor, bool]:
+class _Plan:
+    """One call geometry's launches, worked out once: the launch configuration, the split count, the route (TMA,
+    Gluon or pointer loads), every stride and size, the outputs' shapes. A call allocates its outputs, points the
+    launches at its tensors (``launch_plan.Launch``: through the compiled kernel after the first) and, where rows are
+    split, merges them."""
+
+    def __init__(self, config: tuple[int, int, int, int, int], q: torch.Tensor, k_cache: torch.Tensor, block_table,
+                 indices, topk_length, attn_sink, causal: bool, is_fp8: bool, want_max: bool,
+                 caps: Capabilities):  # fmt: skip
         block_h, block_n, warps, stages, dv_block = config
-        caps = capabilities.of(dev)
-        tma = None if sparse else [_tma_kernel_for(c, config, caps) for c in caches]
-        if tma is not None and any(t is None for t in tma):
-            tma = None
-        if tma is not None:
-            dv_block = D_V  # the TMA kernel computes the whole output of its head block
+        b, sq, hq, d = q.shape
+        rows, dev = b * sq, q.device
+        page, num_blocks, kv_heads = k_cache.shape[1], k_cache.shape[0], k_cache.shape[2]
+        group = hq // kv_heads
+        sparse = indices is not None
+        self.rows, self.hq, self.kv_heads, self.group, self.block_n = rows, hq, kv_heads, group, block_n
+        self.sparse, self.is_fp8, self.want_max = sparse, is_fp8, want_max
+        cache = k_cache.view(torch.uint8)[:, :, 0] if is_fp8 else k_cache[:, :, 0]  # one kv head's (blocks, page, d)
+        qr = q.reshape(rows, hq, d)
+        self.q_is_rows = kv_heads == 1 and qr.data_ptr() == q.data_ptr()  # the rows a view of q: q is the pointer
+        keys = self.indices(indices).shape[1] if sparse else block_table.shape[1] * page
+        capacity = block_table.shape[1] * page if block_table is not None else 0
+        route = None if sparse else _tma_route(cache, config, caps)
+        self.route = route
+        if route is not None:
+            dv_block = D_V  # the TMA kernels compute the whole output of their head block
         blocks = ceil_div(group, block_h) * (D_V // dv_block)  # (head block, output block) pairs of a kv head
         programs = rows * blocks * kv_heads
         # splits fill whole waves of programs, one an SM (H200: the dense kernel takes 221 KB of shared memory,
@@ -185,77 +207,150 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
         splits = 1 if 4 * programs >= 3 * slots else max(1, min(slots // programs, ceil_div(keys, 256)))
         split_len = max(block_n, ceil_div(ceil_div(keys, splits), block_n) * block_n)
         splits = max(1, ceil_div(keys, split_len))
-        gluon = tma is not None and tma[0][2]
+        gluon = route is not None and route.gluon
         # one split: the kernel writes the result itself (no float32 partials, no merge launch), the Gluon kernel
         # without a sink, the pointer kernel with one too; the Triton TMA kernel writes partials
-        final = splits == 1 and (attn_sink is None if gluon else tma is None)
+        self.final = final = splits == 1 and (attn_sink is None if gluon else route is None)
+        # the interpreter truncates a bf16 store (torch rounds): its launches write float32, copied in at the end
+        self.widen = triton_interpreted() and q.dtype == torch.bfloat16
+        self.out_shape, self.lse_shape = (b, sq, hq, D_V), (b, hq, sq)
+        self.mid_shapes = None if final else ((rows, splits, hq, D_V), (rows, splits, hq))
+        results = (self.out_shape, self.lse_shape)
+        mid_o, mid_l = (torch.empty(shape, device="meta") for shape in (self.mid_shapes or results))
+        o, lse = self.heads(mid_o, 2, 0), self.heads(mid_l, 1 if final else 2, 0)  # one kv head's
         if final:
-            out, lse_all = _results(q)
-            # the interpreter truncates a bf16 store (torch rounds): it writes float32, copied in at the end
-            widen = tma is None and triton_interpreted() and q.dtype == torch.bfloat16
-            mid_o, mid_l = (out.float() if widen else out), lse_all
+            o_strides = (o.stride(1), 0, o.stride(2))  # (row, split, head)
+            l_strides = (lse.stride(0), lse.stride(2), 0, lse.stride(1))  # (b, s, split, head)
         else:
-            mid_o, mid_l = _partials(rows, splits, hq, dev)
-        maxes[:] = [torch.empty_like(mid_l)] if want_max else [mid_l]  # as mid_l
-        for heads, cache, kernel in zip(heads_of, caches, tma or [None] * kv_heads):
-            o, lse = mid_o[:, :, heads], mid_l[:, heads] if final else mid_l[:, :, heads]
-            if final:
-                o_strides = (o.stride(1), 0, o.stride(2))  # (row, split, head)
-                l_strides = (lse.stride(0), lse.stride(2), 0, lse.stride(1))  # (b, s, split, head)
-            else:
-                o_strides = o.stride()[:3]
-                l_strides = (sq * lse.stride(0), lse.stride(0), lse.stride(1), lse.stride(2))
-            args = (qr[:, heads], cache)
-            if kernel is not None:  # TMA key tiles: the Gluon kernel on sm90, else the Triton one
-                from triton.compiler.errors import CompilationError
+            o_strides = o.stride()[:3]
+            l_strides = (sq * lse.stride(0), lse.stride(0), lse.stride(1), lse.stride(2))
+        shape = dict(scale_log2=0.0, page=page, num_blocks=num_blocks, capacity=capacity, sq=sq, heads=group,
+                     split_len=split_len, BLOCK_H=block_h, BLOCK_N=block_n, CAUSAL=bool(causal) and not sparse,
+                     sq_r=qr.stride(0), sq_h=qr.stride(1), so_r=o_strides[0], so_s=o_strides[1],
+                     so_h=o_strides[2])  # fmt: skip
+        grid = (rows, blocks, splits)
+        options = {"num_warps": warps, "num_stages": stages}
+        tensors = {name: None for name in ("Q", "CACHE", "TABLE", "LENS", "OUT", "LSE")}
+        if route is not None:  # whole key tiles by TMA: the Gluon kernel on sm90, else the Triton one
+            tensors.update(NOPE=None, ROPE=None)
+            s_table = block_table.stride(0)
+            if gluon:
+                extra = dict(zip(("sl_b", "sl_q", "sl_s", "sl_h"), l_strides), FINAL=final)
+                options = {"num_warps": warps}
+            else:  # (row, split); head stride 1
+                extra = dict(sl_r=l_strides[1], sl_s=l_strides[2], DOT_F32=triton_interpreted())
+            args = dict(shape, **extra, s_table=s_table, s_row=cache.stride(1))
+            kernel = route.kernel
+        else:
+            tensors.update(IDX=None, TOPK_LEN=None, SINK=None, MAXES=None)
+            args = dict(shape, **dict(zip(("sl_b", "sl_q", "sl_s", "sl_h"), l_strides)),
+                        s_blk=cache.stride(0), s_slot=cache.stride(1),
+                        s_table=block_table.stride(0) if block_table is not None else 0,
+                        s_idx=self.indices(indices).stride(0) if sparse else 0, topk=keys if sparse else 0,
+                        DV=D_V, DR=D_QK - D_V, DV_BLOCK=dv_block, SPARSE=sparse, FP8=is_fp8,
+                        TOPK_GIVEN=sparse and topk_length is not None, PAGE_TILE=not sparse and page % block_n == 0,
+                        WRITE_MAX=want_max, FINAL=final, HAS_SINK=final and attn_sink is not None,
+                        DOT_F32=triton_interpreted())  # fmt: skip
+            kernel = _kernel()
+        self.launch = launch_plan.Launch(kernel, grid, {**args, **tensors}, options, (*tensors, "scale_log2"))
+        self.merge = None
+        if not final:
+            out, lse_all = (torch.empty(shape, device="meta") for shape in results)
+            so, sl = mid_o.stride(), mid_l.stride()  # row b * Sq + s
+            # FlashMLA scales out by 1 / (1 + exp(sink - lse)), the sink joining the sum; lse stays without it
+            self.merge = merge_launch(mid_o, mid_l, (sq * so[0], so[0], so[2], so[1]),
+                                      (sq * sl[0], sl[0], sl[2], sl[1]), out, lse_all, attn_sink is not None,
+                                      sink_in_lse=False, lonely_inf=True)  # fmt: skip
 
-                if not gluon:  # (row, split); head stride 1
-                    l_strides = l_strides[1:3]
-                options = {"FINAL": final} if gluon else {"DOT_F32": triton_interpreted(), "num_stages": stages}
-                try:
-                    kernel[0][(rows, blocks, splits)](
-                        *args, *kernel[1], block_table, cache_seqlens, o, lse, qr.stride(0), qr.stride(1),
-                        block_table.stride(0), *o_strides, *l_strides, scale_log2, page, num_blocks, cache.stride(1),
-                        capacity, sq, group, split_len, BLOCK_H=block_h, BLOCK_N=block_n, CAUSAL=bool(causal),
-                        num_warps=warps, **options,
-                    )  # fmt: skip
-                except CompilationError as error:  # Gluon's API moves between triton releases: never a failed call
-                    if not gluon:
-                        raise
-                    _GLUON_BROKEN.append(str(error).strip().splitlines()[-1])
-                    log.warning("torch provider: the Gluon sm90 MLA decode kernel does not compile with triton %s "
-                                "(%s); the Triton TMA kernel runs instead",
-                                _triton_version(), _GLUON_BROKEN[0])  # fmt: skip
-                    return launch(config)
-            else:
-                _kernel()[(rows, blocks, splits)](
-                    *args, table, cache_seqlens if cache_seqlens is not None else qr, idx if sparse else qr,
-                    topk_length if topk_length is not None else qr, attn_sink[heads] if attn_sink is not None else qr,
-                    o, lse, maxes[0][:, heads] if final else maxes[0][:, :, heads],
-                    qr.stride(0), qr.stride(1), cache.stride(0), cache.stride(1),
-                    table.stride(0) if block_table is not None else 0,
-                    idx.stride(0) if sparse else 0, *o_strides, *l_strides,
-                    scale_log2, page, num_blocks, capacity,
-                    sq, group, keys if sparse else 0, split_len,
-                    DV=D_V, DR=D_QK - D_V, BLOCK_H=block_h, BLOCK_N=block_n, DV_BLOCK=dv_block,
-                    SPARSE=sparse, FP8=is_fp8,
-                    CAUSAL=bool(causal) and not sparse, TOPK_GIVEN=sparse and topk_length is not None,
-                    PAGE_TILE=not sparse and page % block_n == 0, WRITE_MAX=want_max, FINAL=final,
-                    HAS_SINK=final and attn_sink is not None, DOT_F32=triton_interpreted(), num_warps=warps,
-                    num_stages=stages,
-                )  # fmt: skip
-        if final and mid_o is not out:
-            out.copy_(mid_o)
-        return (out, lse_all, final) if final else (mid_o, mid_l, final)
+    def cache(self, k_cache: torch.Tensor, j: int) -> torch.Tensor:
+        """kv head j's cache: V3.2's FP8 tokens as bytes; the whole cache where it has one head (the same pointer and
+        block and slot strides as its head's view, which the plan was made from: no view to make)."""
+        if self.is_fp8:
+            return k_cache.view(torch.uint8)[:, :, 0]
+        return k_cache if self.kv_heads == 1 else k_cache[:, :, j]
 
-    maxes: list[torch.Tensor] = []  # the launch's maxima (want_max), laid out as its lse, else a stand-in pointer
-    variant = ("sparse, FP8" if is_fp8 else "sparse") if sparse else "dense"
-    mid_o, mid_l, final = first_fitting(("the MLA decode kernel", dev, q.dtype, variant), _configs(dev, group), launch)
-    if final:  # maxes (B, Hq, Sq) as the lse
-        return (mid_o, mid_l, maxes[0].transpose(1, 2).reshape(rows, hq)) if want_max else (mid_o, mid_l)
-    o, lse = _results(q)
-    so, sl = mid_o.stride(), mid_l.stride()  # row b * Sq + s
-    # FlashMLA scales out by 1 / (1 + exp(sink - lse)), the sink joining the sum; lse stays without it
-    merge_splits(mid_o, mid_l, (sq * so[0], so[0], so[2], so[1]), (sq * sl[0], sl[0], sl[2], sl[1]), o, lse,
-                 attn_sink, sink_in_lse=False, lonely_inf=True)  # fmt: skip
-    return (o, lse, maxes[0].amax(dim=1)) if want_max else (o, lse)
+    def indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """The index lists as (rows, topk) with unit stride along a list."""
+        idx = indices.reshape(self.rows, -1)
+        return idx if idx.stride(-1) == 1 else idx.contiguous()
+
+    def heads(self, x: torch.Tensor, dim: int, j: int) -> torch.Tensor:
+        """kv head j's group of q heads along ``dim`` (q head i reads kv head i // group); all of x for one kv head."""
+        return x if self.kv_heads == 1 else x.narrow(dim, j * self.group, self.group)
+
+    def __call__(self, q, k_cache, block_table, cache_seqlens, scale: float, indices, topk_length,
+                 attn_sink) -> tuple[torch.Tensor, ...]:  # fmt: skip
+        dev = q.device
+        wide = torch.float32 if self.widen else q.dtype
+        out = torch.empty(self.out_shape, dtype=wide, device=dev)
+        lse = torch.empty(self.lse_shape, dtype=torch.float32, device=dev)
+        if self.final:
+            mid_o, mid_l = out, lse
+        else:
+            mid_o, mid_l = (torch.empty(shape, dtype=torch.float32, device=dev) for shape in self.mid_shapes)
+        maxes = torch.empty_like(mid_l) if self.want_max else mid_l
+        l_dim = 1 if self.final else 2
+        qr = q if self.q_is_rows else q.reshape(self.rows, self.hq, -1)  # also the stand-in pointer for a None
+        idx = self.indices(indices) if self.sparse else qr
+        table = block_table if block_table is not None else qr
+        lens = cache_seqlens if cache_seqlens is not None else qr
+        scale_log2 = float(scale) * LOG2E
+        for j in range(self.kv_heads):
+            cache = self.cache(k_cache, j)
+            o, lse_j = self.heads(mid_o, 2, j), self.heads(mid_l, l_dim, j)
+            if self.route is not None:
+                nope, rope = self.route.descriptors(cache, self.block_n)
+                self.launch(self.heads(qr, 1, j), cache, table, lens, o, lse_j, nope, rope, scale_log2)
+            else:
+                sink = self.heads(attn_sink, 0, j) if attn_sink is not None else qr
+                self.launch(self.heads(qr, 1, j), cache, table, lens, o, lse_j, idx,
+                            topk_length if topk_length is not None else qr, sink, self.heads(maxes, l_dim, j),
+                            scale_log2)  # fmt: skip
+        if self.merge is not None:
+            self.merge(mid_o, mid_l, attn_sink if attn_sink is not None else lse, out, lse)
+        if self.widen:
+            out = out.to(q.dtype)
+        if not self.want_max:
+            return out, lse
+        rows_max = maxes.transpose(1, 2).reshape(self.rows, self.hq) if self.final else maxes.amax(dim=1)
+        return out, lse, rows_max
+
+
+def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: bool, indices, topk_length,
+               is_fp8: bool, attn_sink, want_max: bool = False) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """-> out (B, Sq, Hq, 512) in q's dtype, lse (B, Hq, Sq) float32 (+inf where a row sees no key), and with
+    ``want_max`` (sparse) each row's largest scaled score in base 2 (B * Sq, Hq): sparse prefill's max_logits.
+
+    With h_kv kv heads (dense), q head i reads kv head i // (Hq / h_kv), as FlashMLA's reference repeats them:
+    each kv head's group of q heads is one launch over that head's view of the cache (h_kv launches; DeepSeek's
+    models have one kv head). The launches are planned once per call geometry (``_Plan``)."""
+    dev = q.device
+    caps, configs = capabilities.of(dev), _configs(dev, q.shape[2] // k_cache.shape[2])
+    key = (configs, *_key(q, k_cache, block_table, cache_seqlens, causal, indices, topk_length, is_fp8, attn_sink,
+                          want_max, caps))  # fmt: skip
+    call = (q, k_cache, block_table, cache_seqlens, scale, indices, topk_length, attn_sink)
+    plan = _PLANS.get(key)
+    if plan is not None:
+        return plan(*call)
+
+    def planned(config: tuple[int, int, int, int, int]) -> tuple[_Plan, tuple[torch.Tensor, ...]]:
+        from triton.compiler.errors import CompilationError
+
+        made = _Plan(config, q, k_cache, block_table, indices, topk_length, attn_sink, causal, is_fp8, want_max,
+                     caps)  # fmt: skip
+        try:
+            return made, made(*call)  # the first launch compiles; a config too big for the device raises here
+        except CompilationError as error:  # Gluon's API moves between triton releases: never a failed call
+            if made.route is None or not made.route.gluon:
+                raise
+            _GLUON_BROKEN.append(str(error).strip().splitlines()[-1])
+            log.warning("torch provider: the Gluon sm90 MLA decode kernel does not compile with triton %s (%s); "
+                        "the Triton TMA kernel runs instead", _triton_version(), _GLUON_BROKEN[0])  # fmt: skip
+            return planned(config)
+
+    variant = ("sparse, FP8" if is_fp8 else "sparse") if indices is not None else "dense"
+    plan, result = first_fitting(("the MLA decode kernel", dev, q.dtype, variant), configs, planned)
+    if len(_PLANS) >= _MOST_PLANS:
+        _PLANS.clear()
+    _PLANS[key] = plan
+    return result

@@ -31,6 +31,7 @@ def _sweep(kernel, module, configs, call, flops, name, **fields):
     want = call()[0].float()
     for cfg in configs:
         setattr(module, attr, lambda *_a, cfg=cfg: (cfg,) if attr == "_configs" else cfg)
+        getattr(module, "forget_plans", lambda: None)()  # a plan keeps the config it was made with
         try:
             diff = float((call()[0].float() - want).abs().max())
             t = _time(call)
@@ -40,6 +41,7 @@ def _sweep(kernel, module, configs, call, flops, name, **fields):
             row = {"kernel": kernel, "case": name, "config": cfg, "error": f"{type(e).__name__}: {e}"[:300]}
         print(json.dumps(row), flush=True)
     setattr(module, attr, default)
+    getattr(module, "forget_plans", lambda: None)()
 
 
 def _case(op: str, word: str):
@@ -109,11 +111,11 @@ def mla():
                                          kw.get("causal", False), kw.get("indices"), None,
                                          kw.get("is_fp8_kvcache", False), None)  # fmt: skip
 
-        descriptors = mla_decode._tma_kernel_for
+        route = mla_decode._tma_route
         if pointer_loads:
-            mla_decode._tma_kernel_for = lambda *a: None
+            mla_decode._tma_route = lambda *a: None
         _sweep("mla" + (" pointer loads" if pointer_loads else ""), mla_decode, configs, call, case.flops, case.name)
-        mla_decode._tma_kernel_for = descriptors
+        mla_decode._tma_route = route
 
 
 if __name__ == "__main__":

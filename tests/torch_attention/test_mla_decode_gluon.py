@@ -108,7 +108,9 @@ capabilities.of = lambda d: dataclasses.replace(caps, gluon_sm90=True)
 def broken(*a, **k):
     tried.append(1)
     raise CompilationError(None, None, "async_copy_global_to_shared has been removed; call async_load instead")
-mla_decode._sm90_kernel = lambda: type("K", (), {"__getitem__": lambda self, grid: broken})()
+from accelbridge.torch_attention.mla_decode_gluon import mla_decode_sm90_kernel
+fake = type("K", (), {"__getitem__": lambda self, grid: broken, "arg_names": mla_decode_sm90_kernel.arg_names})()
+mla_decode._sm90_kernel = lambda: fake
 mla_decode._configs = lambda device, heads: ((64, 64, 8, 1, 512),)
 g = torch.Generator().manual_seed(0)
 q, cache = (torch.randn(*shape, generator=g).to(torch.bfloat16) for shape in ((2, 1, 64, 576), (4, 64, 1, 576)))

@@ -42,9 +42,7 @@ _NOT_MLA = {"fp8-dense", "fp8-dense-sentinel-nan", "sparse-v4", "sparse-v4-topk-
             "sparse-v4-conventions", "sparse-v32-no-rope", "sparse-v41", "sparse-v41-fp4-extra",
             "sparse-v32-no-rope-conventions", "sparse-v41-conventions"}  # fmt: skip  # the kernel reads V3.2 only
 # one output block of 512 and pointer loads (no TMA descriptors)
-_WHOLE_OUTPUT = (
-    "kernel._configs = lambda device, heads: ((16, 16, 4, 1, 512),); kernel._tma_kernel_for = lambda *a: None"
-)
+_WHOLE_OUTPUT = "kernel._configs = lambda device, heads: ((16, 16, 4, 1, 512),); kernel._tma_route = lambda *a: None"
 _TILES_ACROSS_PAGES = "kernel._configs = lambda device, heads: ((16, 128, 4, 1, 256),)"  # 128 keys a tile, pages of 64
 # one processor: one split, the kernel writing the result itself (its sink, lse and max conventions); 4096: splits
 # of every row, merged

@@ -1,0 +1,102 @@
+"""A planned launch: the kernel's arguments in its signature's order, each call's tensors in their places, the
+compiled kernel only while the call's pointers are aligned as the JIT's first launch had them; and the MLA decode
+plans, reused across calls of one geometry, right for every call's own values."""
+
+import pytest
+import torch
+
+from accelbridge.torch_attention import launch_plan
+
+from . import interpreted
+
+
+class _Compiled:
+    """A compiled kernel: ``[grid](*args)`` launches, recorded."""
+
+    def __init__(self, launches):
+        self.launches = launches
+
+    def __getitem__(self, grid):
+        return lambda *args: self.launches.append((grid, args))
+
+
+class _Kernel:
+    """Triton's JIT launch protocol, recorded: ``kernel[grid](*args, **options)`` returns the compiled kernel
+    (``compiles``: the interpreter returns none)."""
+
+    arg_names = ["X", "n", "OUT", "BLOCK"]
+
+    def __init__(self, compiles: bool = True):
+        self.jit, self.compiled, self.compiles = [], [], compiles
+
+    def __getitem__(self, grid):
+        def jit(*args, **options):
+            self.jit.append((grid, args, options))
+            return _Compiled(self.compiled) if self.compiles else None
+
+        return jit
+
+
+def test_a_plan_missing_or_inventing_a_parameter_is_refused_by_name():
+    with pytest.raises(TypeError, match=r"missing \['BLOCK'\], unknown \['M'\]"):
+        launch_plan.Launch(_Kernel(), (4,), {"X": None, "n": 3, "OUT": None, "M": 1}, {}, ("X", "OUT"))
+
+
+@pytest.mark.parametrize("compiles", [True, False], ids=["compiled", "interpreted"])
+def test_the_compiled_kernel_serves_while_the_pointers_stay_aligned(monkeypatch, compiles):
+    monkeypatch.setattr(launch_plan, "_is_compiled", lambda compiled: isinstance(compiled, _Compiled))
+    kernel = _Kernel(compiles)
+    launch = launch_plan.Launch(kernel, (4, 2), {"BLOCK": 16, "OUT": None, "n": 7, "X": None}, {"num_warps": 4},
+                                ("OUT", "X"))  # fmt: skip
+    x, y, out = torch.zeros(64), torch.ones(64), torch.zeros(64)
+    launch(out, x)  # the JIT's first launch: signature order, the grid in three dimensions, the options
+    assert kernel.jit == [((4, 2, 1), (x, 7, out, 16), {"num_warps": 4})] and not kernel.compiled
+    launch(out, y)  # then the compiled kernel, with the call's tensors (none under the interpreter: the JIT's)
+    assert kernel.compiled == ([((4, 2, 1), (y, 7, out, 16))] if compiles else [])
+    assert len(kernel.jit) == (1 if compiles else 2)
+    odd = torch.zeros(65)[1:]  # 4 bytes past a 16-byte boundary: the JIT specialises (and compiles) for it
+    launch(odd, x)
+    assert kernel.jit[-1][1] == (x, 7, odd, 16) and len(kernel.compiled) == (1 if compiles else 0)
+    launch(out, x)  # aligned again: the compiled kernel of the aligned launch
+    assert len(kernel.compiled) == (2 if compiles else 0)
+
+
+_REUSED = """
+import json, torch
+from accelbridge.ops import reference
+from accelbridge.torch_attention import mla_decode
+diffs, plans = [], []
+for dense in (True, False):
+    for seed in range(3):  # one geometry, fresh values and lengths each call
+        g = torch.Generator().manual_seed(seed)
+        q = torch.randn(2, 1, 16, 576, generator=g).to(torch.bfloat16)
+        if dense:
+            cache = torch.randn(6, 64, 1, 576, generator=g).to(torch.bfloat16)
+            table = torch.randperm(6, generator=g).to(torch.int32).view(2, 3)
+            lens = torch.randint(0, 193, (2,), generator=g).to(torch.int32)
+            kw = dict(block_table=table, cache_seqlens=lens, head_dim_v=512, causal=seed == 1)
+            got = mla_decode.mla_decode(q, cache, table, lens, 576**-0.5, seed == 1, None, None, False, None)
+        else:
+            cache = torch.randn(4, 64, 1, 576, generator=g).to(torch.bfloat16)
+            idx = torch.randint(-1, 256, (2, 1, 64), generator=g).to(torch.int32)
+            sink = torch.randn(16, generator=g)
+            kw = dict(block_table=None, cache_seqlens=None, head_dim_v=512, indices=idx, attn_sink=sink)
+            got = mla_decode.mla_decode(q, cache, None, None, 576**-0.5, False, idx, None, False, sink)
+        want = reference.flash_mla_with_kvcache(q, cache, softmax_scale=576**-0.5, **kw)
+        finite = torch.isfinite(want[1])
+        diffs.append(max(float((got[0].float() - want[0].float()).abs().max()),
+                         float((got[1][finite] - want[1][finite]).abs().max()) if finite.any() else 0.0))
+        assert torch.equal(torch.isfinite(got[1]), finite)
+        plans.append(len(mla_decode._PLANS))
+print(json.dumps({"diffs": diffs, "plans": plans}))
+"""
+
+
+@pytest.mark.skipif(interpreted.not_ready() is not None, reason=str(interpreted.not_ready()))
+def test_a_plan_reused_across_calls_reads_each_calls_own_tensors():
+    """Three calls of one dense geometry (causal in one: another plan) and three of one sparse geometry with a sink,
+    each with fresh values, lengths, tables and indices: each agrees with the reference (MLA tolerance), through
+    the plan the first call of its geometry made."""
+    result = interpreted.run(_REUSED)
+    assert all(d < 2e-2 for d in result["diffs"]), result
+    assert result["plans"] == [1, 2, 2, 3, 3, 3], result  # seed 1 is causal: a geometry of its own
