@@ -26,7 +26,7 @@ class Launch:
     """``kernel[grid]`` with ``args`` (every parameter by name, constexprs included) and ``options`` (``num_warps``,
     ``num_stages``), the parameters named in ``per_call`` taking each call's values, in that order."""
 
-    __slots__ = ("kernel", "grid", "options", "args", "slots", "runner")
+    __slots__ = ("kernel", "grid", "options", "args", "slots", "pointers", "runner")
 
     def __init__(self, kernel: Any, grid: Sequence[int], args: Mapping[str, Any], options: Mapping[str, Any],
                  per_call: Sequence[str]):  # fmt: skip
@@ -39,13 +39,19 @@ class Launch:
         self.options = dict(options)
         self.args = [args[name] for name in names]  # the signature's order: the compiled kernel's and the JIT's
         self.slots = tuple(names.index(name) for name in per_call)
+        self.pointers: tuple[int, ...] | None = None  # which values are tensors (a plan passes the same kinds)
         self.runner: Any = None  # the compiled kernel's launcher, after a JIT launch with aligned tensors
 
     def __call__(self, *values: Any) -> None:
         args = self.args.copy()
         for slot, value in zip(self.slots, values):
             args[slot] = value
-        aligned = all(v.data_ptr() % _ALIGN == 0 for v in values if isinstance(v, torch.Tensor))
+        if self.pointers is None:
+            self.pointers = tuple(i for i, v in enumerate(values) if isinstance(v, torch.Tensor))
+        bits = 0
+        for i in self.pointers:
+            bits |= values[i].data_ptr()
+        aligned = bits % _ALIGN == 0
         if self.runner is not None and aligned:
             self.runner(*args)
             return
