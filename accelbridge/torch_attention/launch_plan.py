@@ -24,9 +24,10 @@ _ALIGN = 16  # the bytes a pointer's specialisation tells (Triton: ``data_ptr() 
 
 class Launch:
     """``kernel[grid]`` with ``args`` (every parameter by name, constexprs included) and ``options`` (``num_warps``,
-    ``num_stages``), the parameters named in ``per_call`` taking each call's values, in that order."""
+    ``num_stages``), the parameters named in ``per_call`` taking each call's values, in that order. A call may pass
+    its own ``grid`` (a dimension sized by a host hint, such as prefill's longest query)."""
 
-    __slots__ = ("kernel", "grid", "options", "args", "slots", "pointers", "runner")
+    __slots__ = ("kernel", "grid", "options", "args", "slots", "pointers", "compiled", "runners")
 
     def __init__(self, kernel: Any, grid: Sequence[int], args: Mapping[str, Any], options: Mapping[str, Any],
                  per_call: Sequence[str]):  # fmt: skip
@@ -35,14 +36,15 @@ class Launch:
             missing, unknown = sorted(set(names) - set(args)), sorted(set(args) - set(names))
             raise TypeError(f"launch plan for {kernel}: missing {missing}, unknown {unknown}")
         self.kernel = kernel
-        self.grid = tuple(grid) + (1,) * (3 - len(grid))
+        self.grid = _three(grid)
         self.options = dict(options)
         self.args = [args[name] for name in names]  # the signature's order: the compiled kernel's and the JIT's
         self.slots = tuple(names.index(name) for name in per_call)
         self.pointers: tuple[int, ...] | None = None  # which values are tensors (a plan passes the same kinds)
-        self.runner: Any = None  # the compiled kernel's launcher, after a JIT launch with aligned tensors
+        self.compiled: Any = None  # the kernel the JIT compiled for aligned tensors
+        self.runners: dict[tuple[int, int, int], Any] = {}  # its launchers, by grid
 
-    def __call__(self, *values: Any) -> None:
+    def __call__(self, *values: Any, grid: Sequence[int] | None = None) -> None:
         args = self.args.copy()
         for slot, value in zip(self.slots, values):
             args[slot] = value
@@ -52,12 +54,26 @@ class Launch:
         for i in self.pointers:
             bits |= values[i].data_ptr()
         aligned = bits % _ALIGN == 0
-        if self.runner is not None and aligned:
-            self.runner(*args)
+        grid = self.grid if grid is None else _three(grid)
+        if self.compiled is not None and aligned:
+            runner = self.runners.get(grid)
+            if runner is None:
+                if len(self.runners) >= _MOST_GRIDS:
+                    self.runners.clear()
+                runner = self.runners[grid] = self.compiled[grid]
+            runner(*args)
             return
-        compiled = self.kernel[self.grid](*args, **self.options)
+        compiled = self.kernel[grid](*args, **self.options)
         if aligned and _is_compiled(compiled):  # the interpreter returns none
-            self.runner = compiled[self.grid]
+            self.compiled = compiled
+
+
+_MOST_GRIDS = 64  # launchers a launch keeps (one a grid: prefill's longest query sizes its first dimension)
+
+
+def _three(grid: Sequence[int]) -> tuple[int, int, int]:
+    """A grid in the three dimensions the compiled kernel takes."""
+    return (*grid, *(1,) * (3 - len(grid)))  # type: ignore[return-value]
 
 
 def _is_compiled(kernel: Any) -> bool:

@@ -21,6 +21,7 @@ from accelbridge.torch_attention.capabilities import Capabilities, triton_interp
 from accelbridge.torch_attention.core import Masking
 from accelbridge.torch_attention.fitting import first_fitting
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
+from accelbridge.torch_attention.launch_plan import Launch
 
 _DTYPES = (torch.float16, torch.bfloat16)
 MAX_DIM = 256
@@ -60,6 +61,68 @@ def _configs(d: int, dv: int, device: torch.device) -> tuple[tuple[int, int, int
     return (64, 32, 4, 2), (64, 32, 4, 1), (32, 32, 4, 1), (16, 16, 4, 1)
 
 
+class _Plan:
+    """One call geometry's launch, worked out once (``launch_plan``): every stride and size, the config; a call
+    allocates what it writes and launches over as many query blocks as its ``max_seqlen_q`` needs."""
+
+    def __init__(self, config: tuple[int, int, int, int], q, k, v, cu_q, cu_k, used_q, used_k, page_table,
+                 mask: Masking, softcap: float, sinks: Any, want_lse: bool, out: Any, skip_aligned: int):  # fmt: skip
+        block_m, block_n, warps, stages = config
+        total_q, hq, d = q.shape
+        hk, dv = k.shape[-2], v.shape[-1]
+        batch = cu_q.shape[0] - 1
+        self.block_m, self.want_lse, self.o_shape, self.lse_shape = block_m, want_lse, (total_q, hq, dv), (hq, total_q)
+        o = out if out is not None else torch.empty(self.o_shape, device="meta")
+        lse = torch.empty(self.lse_shape, device="meta") if want_lse else o
+        paged = page_table is not None
+        if paged:
+            page, num_blocks, s_table = k.shape[1], k.shape[0], page_table.stride(0)
+            sk, sv = k.stride()[:3], v.stride()[:3]
+        else:
+            page, num_blocks, s_table = 1, 1, 0
+            sk, sv = (k.stride(0), 0, k.stride(1)), (v.stride(0), 0, v.stride(1))
+        left, right = mask.limits
+        names = ("sq_t", "sq_h", "sk_0", "sk_1", "sk_h", "sv_0", "sv_1", "sv_h", "so_t", "so_h", "sl_h", "s_table")
+        strides = (q.stride(0), q.stride(1), *sk, *sv, o.stride(0), o.stride(1), lse.stride(0), s_table)
+        tensors = ("Q", "K", "V", "OUT", "LSE", "CU_Q", "CU_K", "USED_Q", "USED_K", "TABLE", "SINKS", "scale_log2",
+                   "softcap")  # fmt: skip
+        args = dict(zip(names, strides), left=left, right=right, page=page, num_blocks=num_blocks, total_q=total_q,
+                    batch=batch, aligned=skip_aligned, G=hq // hk, D=d, DV=dv, BLOCK_D=next_pow2(d),
+                    BLOCK_DV=next_pow2(dv), BLOCK_M=block_m, BLOCK_N=block_n, PAGED=paged,
+                    USED_Q_GIVEN=used_q is not None, USED_K_GIVEN=used_k is not None, LEFT=left >= 0,
+                    RIGHT=right >= 0, SOFTCAP=bool(softcap), HAS_SINKS=sinks is not None, WRITE_LSE=want_lse,
+                    SKIP_ALIGNED=skip_aligned > 0, DOT_F32=triton_interpreted())  # fmt: skip
+        self.launch = Launch(_kernel(), (1, hq, batch + 1), {**args, **dict.fromkeys(tensors)},
+                             {"num_warps": warps, "num_stages": stages}, tensors)  # fmt: skip
+
+    def __call__(self, q, k, v, cu_q, cu_k, max_seqlen_q: int, used_q, used_k, page_table, scale: float,
+                 softcap: float, sinks: Any, out: Any) -> tuple[torch.Tensor, Any]:  # fmt: skip
+        o = out if out is not None else torch.empty(self.o_shape, dtype=q.dtype, device=q.device)
+        lse = torch.empty(self.lse_shape, dtype=torch.float32, device=q.device) if self.want_lse else o
+        self.launch(q, k, v, o, lse, cu_q, cu_k if cu_k is not None else cu_q, used_q if used_q is not None else cu_q,
+                    used_k if used_k is not None else cu_q, page_table if page_table is not None else cu_q,
+                    sinks if sinks is not None else cu_q, float(scale) * LOG2E, float(softcap or 1.0),
+                    grid=(max(1, ceil_div(max_seqlen_q, self.block_m)), *self.launch.grid[1:]))  # fmt: skip
+        return o, (lse if self.want_lse else None)
+
+
+def _key(q, k, v, cu_q, cu_k, used_q, used_k, page_table, mask: Masking, softcap: float, sinks: Any, want_lse: bool,
+         out: Any, skip_aligned: int) -> tuple[Any, ...]:  # fmt: skip
+    """Every shape, stride, dtype and flag the launch's integers and kernel come from. Not the packed keys' count:
+    the kernel reads them through the sequences' offsets, so a decode step whose keys grew keeps its plan."""
+    paged = page_table is not None
+    return (q.device, q.dtype, q.shape, q.stride(), k.dtype, k.shape[:2] if paged else k.shape[1:], k.stride(),
+            v.dtype, v.shape[-1], v.stride(), cu_q.dtype, cu_q.shape, mask.limits, bool(softcap), want_lse,
+            skip_aligned, None if cu_k is None else cu_k.dtype, None if used_q is None else used_q.dtype,
+            None if used_k is None else used_k.dtype,
+            None if page_table is None else (page_table.dtype, page_table.stride()),
+            None if sinks is None else sinks.dtype, None if out is None else out.stride())  # fmt: skip
+
+
+_PLANS: dict[tuple[Any, ...], _Plan] = {}
+_MOST_PLANS = 256  # geometries a process keeps
+
+
 def prefill(q, k, v, cu_q, cu_k, max_seqlen_q: int, used_q, used_k, page_table, scale: float, mask: Masking,
             softcap: float, sinks: Any, want_lse: bool, out: Any = None,
             skip_aligned: int = 0) -> tuple[Any, Any]:  # fmt: skip
@@ -67,39 +130,27 @@ def prefill(q, k, v, cu_q, cu_k, max_seqlen_q: int, used_q, used_k, page_table, 
     -> out (total_q, Hq, Dv) in q's dtype, lse (Hq, total_q) float32 or None. ``out`` (the caller's,
     when usable as it is: q's dtype, unit stride in the head dim) is written in place of a new one.
     With ``skip_aligned`` L, a sequence whose rows are exactly rows [b * L, (b + 1) * L) is left as
-    ``out`` holds it (``dense`` wrote it from views of the packed rows); the device tells which."""
-    total_q, hq, d = q.shape
-    hk, dv = k.shape[-2], v.shape[-1]
-    batch = cu_q.shape[0] - 1
-    dev = q.device
+    ``out`` holds it (``dense`` wrote it from views of the packed rows); the device tells which.
+    The launch is planned once per call geometry (``_Plan``)."""
     o = writable(out, q.dtype)
-    o = o if o is not None else torch.empty(total_q, hq, dv, dtype=q.dtype, device=dev)
-    lse = torch.empty(hq, total_q, dtype=torch.float32, device=dev) if want_lse else o
-    paged = page_table is not None
-    if paged:
-        page, num_blocks, table = k.shape[1], k.shape[0], page_table
-        sk, sv, s_table = k.stride()[:3], v.stride()[:3], page_table.stride(0)
-    else:
-        page, num_blocks, table = 1, 1, cu_q
-        sk, sv, s_table = (k.stride(0), 0, k.stride(1)), (v.stride(0), 0, v.stride(1)), 0
-    left, right = mask.limits
+    dev = q.device
+    configs = _configs(q.shape[-1], v.shape[-1], dev)
+    key = (configs, *_key(q, k, v, cu_q, cu_k, used_q, used_k, page_table, mask, softcap, sinks, want_lse, o,
+                          skip_aligned))  # fmt: skip
+    call = (q, k, v, cu_q, cu_k, max_seqlen_q, used_q, used_k, page_table, scale, softcap, sinks, o)
+    plan = _PLANS.get(key)
+    if plan is not None:
+        return plan(*call)
 
-    def launch(config: tuple[int, int, int, int]) -> None:
-        block_m, block_n, warps, stages = config
-        _kernel()[(max(1, ceil_div(max_seqlen_q, block_m)), hq, batch + 1)](
-            q, k, v, o, lse, cu_q, cu_k if cu_k is not None else cu_q,
-            used_q if used_q is not None else cu_q, used_k if used_k is not None else cu_q, table,
-            sinks if sinks is not None else cu_q,
-            q.stride(0), q.stride(1), *sk, *sv, o.stride(0), o.stride(1), lse.stride(0), s_table,
-            float(scale) * LOG2E, float(softcap or 1.0), left, right, page, num_blocks, total_q, batch,
-            skip_aligned,
-            G=hq // hk, D=d, DV=dv, BLOCK_D=next_pow2(d), BLOCK_DV=next_pow2(dv), BLOCK_M=block_m, BLOCK_N=block_n,
-            PAGED=paged, USED_Q_GIVEN=used_q is not None, USED_K_GIVEN=used_k is not None,
-            LEFT=left >= 0, RIGHT=right >= 0, SOFTCAP=bool(softcap), HAS_SINKS=sinks is not None,
-            WRITE_LSE=want_lse, SKIP_ALIGNED=skip_aligned > 0, DOT_F32=triton_interpreted(),
-            num_warps=warps, num_stages=stages,
-        )  # fmt: skip
+    def planned(config: tuple[int, int, int, int]) -> tuple[_Plan, tuple[torch.Tensor, Any]]:
+        made = _Plan(config, q, k, v, cu_q, cu_k, used_q, used_k, page_table, mask, softcap, sinks, want_lse, o,
+                     skip_aligned)  # fmt: skip
+        return made, made(*call)  # the first launch compiles; a config too big for the device raises here
 
-    first_fitting(("the prefill kernel", dev, d, dv, q.dtype, "paged" if paged else "packed"), _configs(d, dv, dev),
-                  launch)  # fmt: skip
-    return o, (lse if want_lse else None)
+    variant = "paged" if page_table is not None else "packed"
+    plan, result = first_fitting(("the prefill kernel", dev, q.shape[-1], v.shape[-1], q.dtype, variant), configs,
+                                 planned)  # fmt: skip
+    if len(_PLANS) >= _MOST_PLANS:
+        _PLANS.clear()
+    _PLANS[key] = plan
+    return result

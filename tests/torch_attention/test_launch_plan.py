@@ -59,6 +59,8 @@ def test_the_compiled_kernel_serves_while_the_pointers_stay_aligned(monkeypatch,
     assert kernel.jit[-1][1] == (x, 7, odd, 16) and len(kernel.compiled) == (1 if compiles else 0)
     launch(out, x)  # aligned again: the compiled kernel of the aligned launch
     assert len(kernel.compiled) == (2 if compiles else 0)
+    launch(out, x, grid=(9,))  # a call's own grid: the same compiled kernel, launched on it
+    assert (kernel.compiled[-1][0] if compiles else kernel.jit[-1][0]) == (9, 1, 1)
 
 
 _REUSED = """
@@ -88,15 +90,30 @@ for dense in (True, False):
                          float((got[1][finite] - want[1][finite]).abs().max()) if finite.any() else 0.0))
         assert torch.equal(torch.isfinite(got[1]), finite)
         plans.append(len(mla_decode._PLANS))
+from accelbridge.torch_attention import prefill
+from accelbridge.torch_attention.core import Masking
+for step in range(3):  # decode steps over packed keys that grow: one plan (the kernel never reads their count)
+    g = torch.Generator().manual_seed(10 + step)
+    lens = [40 + step, 7 + step, 100 + step]
+    q = torch.randn(3, 4, 64, generator=g).to(torch.bfloat16)
+    k, v = (torch.randn(sum(lens), 2, 64, generator=g).to(torch.bfloat16) for _ in range(2))
+    cu_q = torch.arange(4, dtype=torch.int32)
+    cu_k = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
+    got, lse = prefill.prefill(q, k, v, cu_q, cu_k, 1, None, None, None, 0.125, Masking(causal=True), 0.0, None, True)
+    want, want_lse = reference.flash_attn_varlen_func(q, k, v, cu_q, cu_k, softmax_scale=0.125, causal=True,
+                                                      return_softmax_lse=True)
+    diffs.append(max(float((got.float() - want.float()).abs().max()), float((lse - want_lse).abs().max())))
+    plans.append(len(prefill._PLANS))
 print(json.dumps({"diffs": diffs, "plans": plans}))
 """
 
 
 @pytest.mark.skipif(interpreted.not_ready() is not None, reason=str(interpreted.not_ready()))
 def test_a_plan_reused_across_calls_reads_each_calls_own_tensors():
-    """Three calls of one dense geometry (causal in one: another plan) and three of one sparse geometry with a sink,
-    each with fresh values, lengths, tables and indices: each agrees with the reference (MLA tolerance), through
-    the plan the first call of its geometry made."""
+    """Three calls of one dense MLA geometry (causal in one: another plan), three of one sparse geometry with a
+    sink and three decode steps of the prefill kernel over packed keys that grow, each with fresh values, lengths,
+    tables and indices: each agrees with the reference (the MLA tests' tolerance), through the plan the first call
+    of its geometry made."""
     result = interpreted.run(_REUSED)
     assert all(d < 2e-2 for d in result["diffs"]), result
-    assert result["plans"] == [1, 2, 2, 3, 3, 3], result  # seed 1 is causal: a geometry of its own
+    assert result["plans"] == [1, 2, 2, 3, 3, 3, 1, 1, 1], result  # seed 1 is causal: a geometry of its own
