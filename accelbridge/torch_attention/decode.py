@@ -18,9 +18,8 @@ import torch
 from accelbridge.ops.softmax import LOG2E
 from accelbridge.torch_attention.capabilities import Capabilities, processors, triton_interpreted
 from accelbridge.torch_attention.core import Masking
-from accelbridge.torch_attention.fitting import first_fitting
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
-from accelbridge.torch_attention.launch_plan import Launch
+from accelbridge.torch_attention.launch_plan import Launch, Plans
 from accelbridge.torch_attention.splits import merge_launch
 
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -121,8 +120,7 @@ def _key(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, mask, sof
             None if out is None else (out.dtype, out.shape, out.stride()))  # fmt: skip
 
 
-_PLANS: dict[tuple[Any, ...], _Plan] = {}
-_MOST_PLANS = 256  # geometries a process keeps
+_PLANS: Plans[_Plan] = Plans()
 
 
 def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, scale: float, mask: Masking,
@@ -136,17 +134,10 @@ def paged_decode(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, s
     configs = _configs(dev)
     key = (configs, *_key(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, mask, softcap, sinks, out))
     call = (q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, scale, softcap, sinks, out)
-    plan = _PLANS.get(key)
-    if plan is not None:
-        return plan(*call)
 
-    def planned(config: tuple[int, int, int]) -> tuple[_Plan, tuple[torch.Tensor, torch.Tensor]]:
+    def first(config: tuple[int, int, int]) -> tuple[_Plan, tuple[torch.Tensor, torch.Tensor]]:
         made = _Plan(config, q, k_cache, v_cache, q_len, k_start, rows, page_table, mask, softcap, sinks, out)
-        return made, made(*call)  # the first launch compiles; a config too big for the device raises here
+        return made, made(*call)
 
     d, dv, rows_of_group = q.shape[-1], v_cache.shape[-1], q.shape[1] * (q.shape[2] // k_cache.shape[2])
-    plan, result = first_fitting(("the paged decode kernel", dev, d, dv, q.dtype, rows_of_group), configs, planned)
-    if len(_PLANS) >= _MOST_PLANS:
-        _PLANS.clear()
-    _PLANS[key] = plan
-    return result
+    return _PLANS.call(key, call, ("the paged decode kernel", dev, d, dv, q.dtype, rows_of_group), configs, first)

@@ -14,12 +14,45 @@ interpreter there is no compiled kernel: every launch is the JIT's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 import torch
 
+from accelbridge.torch_attention.fitting import first_fitting
+
 _ALIGN = 16  # the bytes a pointer's specialisation tells (Triton: ``data_ptr() % 16 == 0``)
+Plan = TypeVar("Plan")
+Config = TypeVar("Config")
+
+
+class Plans(Generic[Plan]):
+    """A kernel's plans by call geometry, at most ``most`` a process (a serving engine has one per batch shape)."""
+
+    def __init__(self, most: int = 256):
+        self.most = most
+        self._plans: dict[Hashable, Plan] = {}
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def clear(self) -> None:
+        """Drop every plan: a tool that swaps a module's routes calls it (a plan keeps what it was made with)."""
+        self._plans.clear()
+
+    def call(self, key: Hashable, call: tuple[Any, ...], what: tuple[Any, ...], configs: Sequence[Config],
+             first: Callable[[Config], tuple[Plan, Any]]) -> Any:  # fmt: skip
+        """The plan of ``key`` run on ``call``; without one, ``first(config)`` makes a plan and runs it (the first
+        launch compiles, so a config too big for the device raises there), with the first of ``configs`` that fits
+        (``fitting``, ``what`` naming the kernel), and the plan is kept."""
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan(*call)  # type: ignore[operator]
+        plan, result = first_fitting(what, configs, first)
+        if len(self._plans) >= self.most:
+            self._plans.clear()
+        self._plans[key] = plan
+        return result
 
 
 class Launch:

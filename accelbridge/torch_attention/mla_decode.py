@@ -22,7 +22,6 @@ from accelbridge.ops.reference import V32_TOKEN_BYTES
 from accelbridge.ops.softmax import LOG2E
 from accelbridge.torch_attention import capabilities, launch_plan
 from accelbridge.torch_attention.capabilities import Capabilities, processors, triton_interpreted
-from accelbridge.torch_attention.fitting import first_fitting
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
 from accelbridge.torch_attention.splits import merge_launch
 from accelbridge.torch_attention.tma_descriptors import descriptor
@@ -128,12 +127,6 @@ def _tma_route(cache: torch.Tensor, config: tuple[int, ...], caps: Capabilities)
     return _TmaRoute(_tma_kernel(), TensorDescriptor, ((), ()), rows, False)
 
 
-def _tma_kernel_for(cache: torch.Tensor, config: tuple[int, ...], caps: Capabilities) -> tuple[Any, ...] | None:
-    """(kernel, the descriptors over ``cache``, whether it is Gluon's) where descriptors serve (``_tma_route``)."""
-    route = _tma_route(cache, config, caps)
-    return None if route is None else (route.kernel, route.descriptors(cache, config[1]), route.gluon)
-
-
 @functools.cache
 def _configs(device: torch.device, heads: int) -> tuple[tuple[int, int, int, int, int], ...]:
     """(BLOCK_H, BLOCK_N, num_warps, num_stages, DV_BLOCK), best first: H200-tuned, then for GPUs with less
@@ -162,8 +155,7 @@ def _key(q, k_cache, block_table, cache_seqlens, causal, indices, topk_length, i
             None if attn_sink is None else attn_sink.dtype)  # fmt: skip
 
 
-_PLANS: dict[tuple[Any, ...], _Plan] = {}
-_MOST_PLANS = 256  # geometries a process keeps (a serving engine has one per batch shape it captures)
+_PLANS: launch_plan.Plans[_Plan] = launch_plan.Plans()
 
 
 def forget_plans() -> None:
@@ -329,28 +321,21 @@ def mla_decode(q, k_cache, block_table, cache_seqlens, scale: float, causal: boo
     key = (configs, *_key(q, k_cache, block_table, cache_seqlens, causal, indices, topk_length, is_fp8, attn_sink,
                           want_max, caps))  # fmt: skip
     call = (q, k_cache, block_table, cache_seqlens, scale, indices, topk_length, attn_sink)
-    plan = _PLANS.get(key)
-    if plan is not None:
-        return plan(*call)
 
-    def planned(config: tuple[int, int, int, int, int]) -> tuple[_Plan, tuple[torch.Tensor, ...]]:
+    def first(config: tuple[int, int, int, int, int]) -> tuple[_Plan, tuple[torch.Tensor, ...]]:
         from triton.compiler.errors import CompilationError
 
         made = _Plan(config, q, k_cache, block_table, indices, topk_length, attn_sink, causal, is_fp8, want_max,
                      caps)  # fmt: skip
         try:
-            return made, made(*call)  # the first launch compiles; a config too big for the device raises here
+            return made, made(*call)
         except CompilationError as error:  # Gluon's API moves between triton releases: never a failed call
             if made.route is None or not made.route.gluon:
                 raise
             _GLUON_BROKEN.append(str(error).strip().splitlines()[-1])
             log.warning("torch provider: the Gluon sm90 MLA decode kernel does not compile with triton %s (%s); "
                         "the Triton TMA kernel runs instead", _triton_version(), _GLUON_BROKEN[0])  # fmt: skip
-            return planned(config)
+            return first(config)
 
     variant = ("sparse, FP8" if is_fp8 else "sparse") if indices is not None else "dense"
-    plan, result = first_fitting(("the MLA decode kernel", dev, q.dtype, variant), configs, planned)
-    if len(_PLANS) >= _MOST_PLANS:
-        _PLANS.clear()
-    _PLANS[key] = plan
-    return result
+    return _PLANS.call(key, call, ("the MLA decode kernel", dev, q.dtype, variant), configs, first)

@@ -19,9 +19,8 @@ import torch
 from accelbridge.ops.softmax import LOG2E
 from accelbridge.torch_attention.capabilities import Capabilities, triton_interpreted
 from accelbridge.torch_attention.core import Masking
-from accelbridge.torch_attention.fitting import first_fitting
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
-from accelbridge.torch_attention.launch_plan import Launch
+from accelbridge.torch_attention.launch_plan import Launch, Plans
 
 _DTYPES = (torch.float16, torch.bfloat16)
 MAX_DIM = 256
@@ -119,8 +118,7 @@ def _key(q, k, v, cu_q, cu_k, used_q, used_k, page_table, mask: Masking, softcap
             None if sinks is None else sinks.dtype, None if out is None else out.stride())  # fmt: skip
 
 
-_PLANS: dict[tuple[Any, ...], _Plan] = {}
-_MOST_PLANS = 256  # geometries a process keeps
+_PLANS: Plans[_Plan] = Plans()
 
 
 def prefill(q, k, v, cu_q, cu_k, max_seqlen_q: int, used_q, used_k, page_table, scale: float, mask: Masking,
@@ -138,19 +136,12 @@ def prefill(q, k, v, cu_q, cu_k, max_seqlen_q: int, used_q, used_k, page_table, 
     key = (configs, *_key(q, k, v, cu_q, cu_k, used_q, used_k, page_table, mask, softcap, sinks, want_lse, o,
                           skip_aligned))  # fmt: skip
     call = (q, k, v, cu_q, cu_k, max_seqlen_q, used_q, used_k, page_table, scale, softcap, sinks, o)
-    plan = _PLANS.get(key)
-    if plan is not None:
-        return plan(*call)
 
-    def planned(config: tuple[int, int, int, int]) -> tuple[_Plan, tuple[torch.Tensor, Any]]:
+    def first(config: tuple[int, int, int, int]) -> tuple[_Plan, tuple[torch.Tensor, Any]]:
         made = _Plan(config, q, k, v, cu_q, cu_k, used_q, used_k, page_table, mask, softcap, sinks, want_lse, o,
                      skip_aligned)  # fmt: skip
-        return made, made(*call)  # the first launch compiles; a config too big for the device raises here
+        return made, made(*call)
 
     variant = "paged" if page_table is not None else "packed"
-    plan, result = first_fitting(("the prefill kernel", dev, q.shape[-1], v.shape[-1], q.dtype, variant), configs,
-                                 planned)  # fmt: skip
-    if len(_PLANS) >= _MOST_PLANS:
-        _PLANS.clear()
-    _PLANS[key] = plan
-    return result
+    return _PLANS.call(key, call, ("the prefill kernel", dev, q.shape[-1], v.shape[-1], q.dtype, variant), configs,
+                       first)  # fmt: skip

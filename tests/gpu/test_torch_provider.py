@@ -19,6 +19,7 @@ from accelbridge.torch_attention import (
     flash_attn_varlen_func,
     flash_attn_with_kvcache,
     flash_mla_with_kvcache,
+    launch_plan,
     mla_decode,
     prefill,
 )
@@ -263,7 +264,7 @@ def test_dense_mla_runs_the_gluon_kernel_on_sm90_and_matches_the_triton_one(monk
     served = []
     kernel = mla_decode._sm90_kernel
     monkeypatch.setattr(mla_decode, "_sm90_kernel", lambda: served.append(1) or kernel())
-    monkeypatch.setattr(mla_decode, "_PLANS", {})  # the route is chosen when a geometry is planned
+    monkeypatch.setattr(mla_decode, "_PLANS", launch_plan.Plans())  # the route is chosen when a geometry is planned
     g = torch.Generator(device=DEV).manual_seed(b * 100 + hq)
     pages = max(lens) // 64 + 1
     q = torch.randn(b, sq, hq, 576, device=DEV, generator=g).to(dtype)

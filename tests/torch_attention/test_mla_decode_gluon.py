@@ -76,14 +76,15 @@ def test_the_gluon_kernel_compiles_for_sm90_within_an_sms_shared_memory(dtype, f
 def test_mla_decode_picks_the_gluon_kernel_only_with_its_block_sizes_on_sm90():
     cache = torch.zeros(4, 64, 2, 576, dtype=torch.bfloat16)[:, :, 1]  # kv head 1 of 2: rows 1152 apart
     sm90 = capabilities.Capabilities("cuda:0", triton=True, tma=True, gluon_sm90=True)
-    kernel, descriptors, gluon = mla_decode._tma_kernel_for(cache, (64, 64, 8, 2, 512), sm90)
-    assert gluon and kernel is mla_decode._sm90_kernel()
+    route = mla_decode._tma_route(cache, (64, 64, 8, 2, 512), sm90)
+    descriptors = route.descriptors(cache, 64)
+    assert route.gluon and route.kernel is mla_decode._sm90_kernel()
     assert [d.block_shape for d in descriptors] == [[64, 256], [64, 64]]
     assert all(d.layout.swizzle_byte_width == 128 for d in descriptors)
     for config, caps in [((32, 64, 8, 2, 512), sm90), ((64, 32, 8, 2, 512), sm90), ((64, 64, 4, 2, 512), sm90),
                          ((64, 64, 8, 2, 512), dataclasses.replace(sm90, gluon_sm90=False))]:  # fmt: skip
-        kernel, _, gluon = mla_decode._tma_kernel_for(cache, config, caps)
-        assert not gluon and kernel is mla_decode._tma_kernel()
+        route = mla_decode._tma_route(cache, config, caps)
+        assert not route.gluon and route.kernel is mla_decode._tma_kernel()
 
 
 def test_the_gluon_kernel_is_said_present_or_missing_with_its_reason():
