@@ -4,7 +4,7 @@ Gathering pages into a padded batch writes the whole cache once more and reads i
 times the traffic of reading it); this kernel reads each key and value once. Program (b, kv
 head, split) runs its GQA group's query rows (group * seqlen_q, padded to 16) over one slice of
 the sequence's keys, looking up each key's block in the page table; the slices' partial results
-are merged with their log-sum-exp by ``splits.merge``. The kernel is ``decode_kernel``'s, imported (with
+are merged with their log-sum-exp by ``splits.merge_launch``. The kernel is ``decode_kernel``'s, imported (with
 triton) on the first call.
 """
 

@@ -25,7 +25,7 @@ def decode_split_kernel(Q, K, V, TABLE, ROWS, QLEN, KLEN, KSTART, MID_O, MID_L,
                         UNIFORM_Q: tl.constexpr, DOT_F32: tl.constexpr):  # fmt: skip
     """Program (b, kv head, split): the GQA group's query rows (row g * LQ + i: head hk * G + g, query i) over
     keys [split * split_len, ...) of the sequence, each key's block looked up in the table. Writes the split's
-    out (float32, normalised by its sum) and lse (base e; -inf where it saw no key) for ``splits.merge``."""
+    out (float32, normalised by its sum) and lse (base e; -inf where it saw no key) for ``splits.merge_launch``."""
     b = tl.program_id(0)
     hk = tl.program_id(1)
     sp = tl.program_id(2)

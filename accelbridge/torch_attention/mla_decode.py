@@ -6,7 +6,7 @@ bf16 cache). All heads of a row share each loaded key, as in FlashMLA. On a TMA 
 dense contiguous cache's whole key tiles are read by tensor descriptors (``mla_decode_tma_kernel``;
 on sm90, for 64-head blocks, the Gluon kernel of ``mla_decode_gluon``, which also writes the result
 itself when there is one split and no sink). Splits, used only when the rows alone leave the GPU's
-processors idle, are merged with their log-sum-exp by ``splits.merge``, which applies the sink and
+processors idle, are merged with their log-sum-exp by ``splits.merge_launch``, which applies the sink and
 FlashMLA's conventions (a row with no key: out 0, lse +inf).
 """
 

@@ -141,7 +141,7 @@ def mla_decode_kernel(Q, CACHE, TABLE, LENS, IDX, TOPK_LEN, SINK, OUT, LSE, MAXE
 
 @triton.jit
 def final_result(inv, lse, total, SINK, h, h_ok, HAS_SINK: tl.constexpr):
-    """What one split's epilogue writes when it is the row's only split, as ``splits.merge`` would (FlashMLA's
+    """What one split's epilogue writes when it is the row's only split, as ``splits.merge_launch`` would (FlashMLA's
     conventions): the output scale ``inv`` times 1 / (1 + exp(sink - lse)) with a sink (the sink joins the sum;
     +inf takes all the weight), lse without the sink, +inf where the row saw no key. -> (inv, lse)."""
     if HAS_SINK:

@@ -9,11 +9,9 @@ split once and writes the output in its final layout and dtype (the caller's ``o
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import torch
 
-from accelbridge.torch_attention.capabilities import triton_interpreted
 from accelbridge.torch_attention.grid import next_pow2
 from accelbridge.torch_attention.launch_plan import Launch
 
@@ -25,48 +23,25 @@ def _kernel():
     return merge_kernel
 
 
-def _merge_args(mid_o: torch.Tensor, mid_l: torch.Tensor, o_strides: tuple[int, int, int, int],
-                l_strides: tuple[int, int, int, int], out: torch.Tensor, lse: torch.Tensor, has_sink: bool,
-                sink_in_lse: bool, lonely_inf: bool) -> tuple[tuple[int, int], dict[str, Any]]:  # fmt: skip
-    """The merge kernel's grid and its arguments but the tensors (MID_O, MID_L, SINK, OUT, LSE)."""
-    (batch, lq, heads, dv), splits = out.shape, mid_l.shape[1]
-    block_s = max(2, next_pow2(splits))
-    strides = (*o_strides, *l_strides, *out.stride()[:3], lse.stride(0), lse.stride(2), lse.stride(1))
-    names = ("so_b", "so_i", "so_h", "so_s", "sl_b", "sl_i", "sl_h", "sl_s", "to_b", "to_i", "to_h", "tl_b", "tl_i",
-             "tl_h")  # fmt: skip
-    return (batch * lq, heads), dict(zip(names, strides), splits=splits, lq=lq, DV=dv, BLOCK_S=block_s,
-                                     BLOCK_DV=max(16, min(next_pow2(dv), 4096 // block_s)), HAS_SINK=has_sink,
-                                     SINK_IN_LSE=sink_in_lse, LONELY_INF=lonely_inf)  # fmt: skip
-
-
 _TENSORS = ("MID_O", "MID_L", "SINK", "OUT", "LSE")
 
 
 def merge_launch(mid_o: torch.Tensor, mid_l: torch.Tensor, o_strides: tuple[int, int, int, int],
                  l_strides: tuple[int, int, int, int], out: torch.Tensor, lse: torch.Tensor, has_sink: bool,
                  sink_in_lse: bool = True, lonely_inf: bool = False) -> Launch:  # fmt: skip
-    """``merge`` planned for tensors of these shapes and strides (any device, ``meta`` included): the launch takes
-    (mid_o, mid_l, sink (any tensor where ``has_sink`` is False), out, lse). ``out`` float32 under the interpreter
-    for a bf16 result (see ``merge``)."""
-    grid, args = _merge_args(mid_o, mid_l, o_strides, l_strides, out, lse, has_sink, sink_in_lse, lonely_inf)
-    return Launch(_kernel(), grid, {**args, **dict.fromkeys(_TENSORS)}, {"num_warps": 4}, _TENSORS)
+    """The merge planned for tensors of these shapes and strides (any device, ``meta`` included): the launch takes
+    (mid_o, mid_l, sink (any tensor where ``has_sink`` is False), out, lse) and merges into ``out`` (B, Lq, H, Dv;
+    unit stride in Dv) and ``lse`` (B, H, Lq), otherwise any strides.
 
-
-def merge(mid_o: torch.Tensor, mid_l: torch.Tensor, o_strides: tuple[int, int, int, int],
-          l_strides: tuple[int, int, int, int], out: torch.Tensor, lse: torch.Tensor, sinks: Any = None,
-          sink_in_lse: bool = True, lonely_inf: bool = False) -> None:  # fmt: skip
-    """Merge into ``out`` (B, Lq, H, Dv; unit stride in Dv) and ``lse`` (B, H, Lq), otherwise any strides.
-
-    ``o_strides`` / ``l_strides`` address ``mid_o`` / ``mid_l`` by (b, i, head, split) (mid_o unit
-    stride in Dv), so one kernel serves the decode kernel's (B, splits, Hk, G * Lq) layout and the
-    MLA kernel's (B * Sq, splits, H).
-    """
-    target = out
-    if out.dtype == torch.bfloat16 and triton_interpreted():  # the interpreter truncates to bf16, torch rounds
-        target = torch.empty(out.shape, dtype=torch.float32, device=out.device)
-    grid, args = _merge_args(mid_o, mid_l, o_strides, l_strides, target, lse, sinks is not None, sink_in_lse,
-                             lonely_inf)  # fmt: skip
-    sink = sinks if sinks is not None else lse
-    _kernel()[grid](MID_O=mid_o, MID_L=mid_l, SINK=sink, OUT=target, LSE=lse, **args, num_warps=4)
-    if target is not out:
-        out.copy_(target)
+    ``o_strides`` / ``l_strides`` address ``mid_o`` / ``mid_l`` by (b, i, head, split) (mid_o unit stride in Dv), so
+    one kernel serves the decode kernel's (B, splits, Hk, G * Lq) layout and the MLA kernel's (B * Sq, splits, H).
+    Under the interpreter a bf16 result is written to a float32 ``out`` (it truncates to bf16 where torch rounds)."""
+    (batch, lq, heads, dv), splits = out.shape, mid_l.shape[1]
+    block_s = max(2, next_pow2(splits))
+    strides = (*o_strides, *l_strides, *out.stride()[:3], lse.stride(0), lse.stride(2), lse.stride(1))
+    names = ("so_b", "so_i", "so_h", "so_s", "sl_b", "sl_i", "sl_h", "sl_s", "to_b", "to_i", "to_h", "tl_b", "tl_i",
+             "tl_h")  # fmt: skip
+    args = dict(zip(names, strides), splits=splits, lq=lq, DV=dv, BLOCK_S=block_s,
+                BLOCK_DV=max(16, min(next_pow2(dv), 4096 // block_s)), HAS_SINK=has_sink, SINK_IN_LSE=sink_in_lse,
+                LONELY_INF=lonely_inf)  # fmt: skip
+    return Launch(_kernel(), (batch * lq, heads), {**args, **dict.fromkeys(_TENSORS)}, {"num_warps": 4}, _TENSORS)
