@@ -222,9 +222,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
     if args.provider and "throughput" not in args.what:
         raise AccelbridgeError("bench: --provider compares providers' throughput; run `bench throughput --provider P`")
+    if args.graphs and not args.provider:
+        raise AccelbridgeError("bench: --graphs times the providers' CUDA-graph replays; run "
+                               "`bench throughput --provider P --graphs`")  # fmt: skip
     for what in args.what or ["overhead"]:
         if what == "throughput" and args.provider:
-            result = _bench_providers(args.provider)
+            result = _bench_providers(args.provider, args.graphs)
             results.append(result)
             if not args.json:
                 from accelbridge.bench.providers import format_providers
@@ -248,7 +251,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_providers(names: list[str]) -> dict[str, Any]:
+def _bench_providers(names: list[str], graphs: bool = False) -> dict[str, Any]:
     from accelbridge import kernels_catalog, platforms
     from accelbridge.bench.providers import bench_providers
 
@@ -257,7 +260,7 @@ def _bench_providers(names: list[str]) -> dict[str, Any]:
     if unknown:
         raise AccelbridgeError(f"bench: no provider {unknown[0]!r} in the {catalog.platform} catalog; "
                                f"valid: {', '.join(catalog.providers)}")  # fmt: skip
-    return bench_providers(names)
+    return bench_providers(names, graphs=graphs)
 
 
 # -- selftest -----------------------------------------------------------------------------
@@ -424,6 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="P",
         help="with throughput: these providers side by side with the vendor kernel (repeatable)",
+    )
+    bench.add_argument(
+        "--graphs",
+        action="store_true",
+        help="with throughput --provider: also each one's CUDA-graph replay, against the vendor kernel's (a GPU)",
     )
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)

@@ -55,3 +55,24 @@ def test_compile_rows_show_each_mode_against_the_direct_kernel_and_its_host_time
     text = format_compile(result)
     assert "decode, sgl-kernel" in text and "0.9766x direct" in text and "(host 131.0 us a call)" in text
     assert "    direct " in text and " 250.0 us  (host 36.0 us a call)" in text
+
+
+def test_graph_replays_show_beside_each_runner_against_the_vendor_kernels_own():
+    results = {"vendor (direct)": {"us": 30.0, "tflops": 2.0, "peak_mib": 1.0, "graph": {"us": 24.0}},
+               "torch": {"us": 60.0, "tflops": 1.0, "peak_mib": 1.0, "vs_vendor": 0.5,
+                         "graph": {"us": 22.0, "vs_vendor": 24.0 / 22.0}},
+               "reference": {"us": 900.0, "tflops": 1.0, "peak_mib": None,
+                             "graph": {"skipped": "not capturable: RuntimeError: a sync"}}}  # fmt: skip
+    result = {"device": "H100", "torch": "x", "platform": "cuda", "rounds": 5,
+              "rows": [{"case": "dense MLA B=1", "skipped": {}, "results": results}]}  # fmt: skip
+    lines = bench_providers.format_providers(result).splitlines()
+    assert lines[2].endswith("graph 24.0 us") and "0.500x vendor" in lines[3]
+    assert lines[3].endswith("graph 22.0 us 1.091x vendor's")
+    assert lines[4].endswith("graph: not capturable: RuntimeError: a sync")
+
+
+def test_graphs_are_a_providers_comparison(capsys):
+    from accelbridge import cli
+
+    assert cli.main(["bench", "throughput", "--graphs"]) != 0
+    assert "run `bench throughput --provider P --graphs`" in capsys.readouterr().err

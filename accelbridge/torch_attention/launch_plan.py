@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
+from accelbridge.torch_attention import triton_launcher
 from accelbridge.torch_attention.fitting import first_fitting
 
 _ALIGN = 16  # the bytes a pointer's specialisation tells (Triton: ``data_ptr() % 16 == 0``)
@@ -58,12 +59,17 @@ class Plans(Generic[Plan]):
 class Launch:
     """``kernel[grid]`` with ``args`` (every parameter by name, constexprs included) and ``options`` (``num_warps``,
     ``num_stages``), the parameters named in ``per_call`` taking each call's values, in that order. A call may pass
-    its own ``grid`` (a dimension sized by a host hint, such as prefill's longest query)."""
+    its own ``grid`` (a dimension sized by a host hint, such as prefill's longest query). ``descriptors``: the
+    per-call parameters that are TMA descriptors, each with the function making it from the call's tensor (the call
+    passes the tensor: on the bound path a descriptor is encoded once a pointer, never made again).
 
-    __slots__ = ("kernel", "grid", "options", "args", "slots", "pointers", "compiled", "runners")
+    After the first aligned launch, a call goes through ``triton_launcher.bind``'s C launch where this triton's
+    launcher is the known one, else through the compiled kernel's runner."""
+
+    __slots__ = ("kernel", "grid", "options", "args", "slots", "makers", "pointers", "compiled", "runners", "bound")
 
     def __init__(self, kernel: Any, grid: Sequence[int], args: Mapping[str, Any], options: Mapping[str, Any],
-                 per_call: Sequence[str]):  # fmt: skip
+                 per_call: Sequence[str], descriptors: Mapping[str, Callable[[Any], Any]] | None = None):  # fmt: skip
         names = list(kernel.arg_names)
         if set(args) != set(names):  # a plan that forgot a parameter would launch with another's value
             missing, unknown = sorted(set(names) - set(args)), sorted(set(args) - set(names))
@@ -73,14 +79,13 @@ class Launch:
         self.options = dict(options)
         self.args = [args[name] for name in names]  # the signature's order: the compiled kernel's and the JIT's
         self.slots = tuple(names.index(name) for name in per_call)
+        self.makers = {names.index(name): make for name, make in (descriptors or {}).items()}
         self.pointers: tuple[int, ...] | None = None  # which values are tensors (a plan passes the same kinds)
         self.compiled: Any = None  # the kernel the JIT compiled for aligned tensors
         self.runners: dict[tuple[int, int, int], Any] = {}  # its launchers, by grid
+        self.bound: Any = None  # its C launch, laid out (``triton_launcher``)
 
     def __call__(self, *values: Any, grid: Sequence[int] | None = None) -> None:
-        args = self.args.copy()
-        for slot, value in zip(self.slots, values):
-            args[slot] = value
         if self.pointers is None:
             self.pointers = tuple(i for i, v in enumerate(values) if isinstance(v, torch.Tensor))
         bits = 0
@@ -88,6 +93,12 @@ class Launch:
             bits |= values[i].data_ptr()
         aligned = bits % _ALIGN == 0
         grid = self.grid if grid is None else _three(grid)
+        if aligned and self.bound is not None and self.bound(values, grid):
+            return
+        args = self.args.copy()
+        for slot, value in zip(self.slots, values):
+            make = self.makers.get(slot)
+            args[slot] = value if make is None else make(value)
         if self.compiled is not None and aligned:
             runner = self.runners.get(grid)
             if runner is None:
@@ -99,6 +110,7 @@ class Launch:
         compiled = self.kernel[grid](*args, **self.options)
         if aligned and _is_compiled(compiled):  # the interpreter returns none
             self.compiled = compiled
+            self.bound = triton_launcher.bind(compiled, self.args, self.slots, self.makers, values)
 
 
 _MOST_GRIDS = 64  # launchers a launch keeps (one a grid: prefill's longest query sizes its first dimension)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -98,10 +99,14 @@ class _TmaRoute(NamedTuple):
     rows: tuple[tuple[int, int], tuple[int, int]]
     gluon: bool
 
-    def descriptors(self, cache: torch.Tensor, block_n: int) -> tuple[Any, ...]:
-        """The latent half's and the rope's descriptors over ``cache`` (one kv head, this route's geometry)."""
-        return tuple(descriptor(self.cls, cache, *self.rows, box, *layout)
-                     for box, layout in zip(_boxes(block_n), self.layouts))  # fmt: skip
+    def makers(self, block_n: int) -> dict[str, Callable[[torch.Tensor], Any]]:
+        """The kernel's descriptor parameters, the latent half's (NOPE) and the rope's (ROPE), each with the function
+        making it over a cache (one kv head, this route's geometry)."""
+
+        def maker(box: list[int], layout: tuple[Any, ...]) -> Callable[[torch.Tensor], Any]:
+            return lambda cache: descriptor(self.cls, cache, *self.rows, box, *layout)
+
+        return {name: maker(box, layout) for name, box, layout in zip(("NOPE", "ROPE"), _boxes(block_n), self.layouts)}
 
 
 def _tma_route(cache: torch.Tensor, config: tuple[int, ...], caps: Capabilities) -> _TmaRoute | None:
@@ -178,7 +183,7 @@ class _Plan:
         page, num_blocks, kv_heads = k_cache.shape[1], k_cache.shape[0], k_cache.shape[2]
         group = hq // kv_heads
         sparse = indices is not None
-        self.rows, self.hq, self.kv_heads, self.group, self.block_n = rows, hq, kv_heads, group, block_n
+        self.rows, self.hq, self.kv_heads, self.group = rows, hq, kv_heads, group
         self.sparse, self.is_fp8, self.want_max = sparse, is_fp8, want_max
         cache = k_cache.view(torch.uint8)[:, :, 0] if is_fp8 else k_cache[:, :, 0]  # one kv head's (blocks, page, d)
         qr = q.reshape(rows, hq, d)
@@ -244,7 +249,8 @@ class _Plan:
                         WRITE_MAX=want_max, FINAL=final, HAS_SINK=final and attn_sink is not None,
                         DOT_F32=triton_interpreted())  # fmt: skip
             kernel = _kernel()
-        self.launch = launch_plan.Launch(kernel, grid, {**args, **tensors}, options, (*tensors, "scale_log2"))
+        makers = route.makers(block_n) if route is not None else None
+        self.launch = launch_plan.Launch(kernel, grid, {**args, **tensors}, options, (*tensors, "scale_log2"), makers)
         self.merge = None
         if not final:
             out, lse_all = (torch.empty(shape, device="meta") for shape in results)
@@ -291,8 +297,8 @@ class _Plan:
             cache = self.cache(k_cache, j)
             o, lse_j = self.heads(mid_o, 2, j), self.heads(mid_l, l_dim, j)
             if self.route is not None:
-                nope, rope = self.route.descriptors(cache, self.block_n)
-                self.launch(self.heads(qr, 1, j), cache, table, lens, o, lse_j, nope, rope, scale_log2)
+                # NOPE and ROPE: descriptors over the cache (the plan's makers)
+                self.launch(self.heads(qr, 1, j), cache, table, lens, o, lse_j, cache, cache, scale_log2)
             else:
                 sink = self.heads(attn_sink, 0, j) if attn_sink is not None else qr
                 self.launch(self.heads(qr, 1, j), cache, table, lens, o, lse_j, idx,

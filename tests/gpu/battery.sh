@@ -4,8 +4,11 @@
 # test files, materialised as docs/testing.md says). Summaries and logs go to $OUT.
 #   bash tests/gpu/battery.sh correct   # every correctness run at once (none is timed): tests/gpu, the GPU fuzz,
 #                                       # sgl-kernel's two files and FlashMLA's sparse file with the torch provider
-#   bash tests/gpu/battery.sh perf      # timed, alone: the bench side by side, each row's kernel and host profile,
-#                                       # then a transformers model's tokens/s per attention backend
+#   bash tests/gpu/battery.sh perf      # timed, alone: the bench side by side (the vendor directly, the facade over
+#                                       # sgl-kernel, the torch provider; eager and CUDA-graph replays), each row's
+#                                       # kernel and host profile, then a transformers model's tokens/s per backend
+#   bash tests/gpu/battery.sh ncu       # Nsight Compute's sections for the kernel-bound rows' kernels, vendor and
+#                                       # torch provider (ROWS: the rows' names, comma-separated)
 # Knobs: T (seconds a run, 540), FUZZ / SEED (the fuzz's seeds, 8 from 100), EVERY (the sparse file's every Nth, 4).
 set -u
 # the staged providers (sgl-kernel: the bench's vendor column, tests/gpu's real-provider tests); without them the
@@ -42,12 +45,27 @@ correct)
   cat "$OUT/summary.txt"
   ;;
 perf)
-  timeout "$T" python -m accelbridge bench throughput --provider torch > "$OUT/bench.txt" 2>&1; echo "bench rc $?"
+  timeout "$T" python -m accelbridge bench throughput --provider sgl-kernel --provider torch --graphs \
+    > "$OUT/bench.txt" 2>&1; echo "bench rc $?"
   cat "$OUT/bench.txt"
-  timeout "$T" python tests/gpu/profile_rows.py --host 20 --json "$OUT/profile.json" > "$OUT/profile.txt" 2>&1; echo "profile rc $?"
-  grep launches "$OUT/profile.txt"
+  timeout "$T" python tests/gpu/profile_rows.py --provider sgl-kernel --provider torch --runner --host 20 \
+    --json "$OUT/profile.json" > "$OUT/profile.txt" 2>&1; echo "profile rc $?"
+  grep -E "launches|runner" "$OUT/profile.txt"
   timeout "$T" python tests/gpu/transformers_throughput.py > "$OUT/throughput.txt" 2>&1; echo "throughput rc $?"
   grep "|" "$OUT/throughput.txt"
   ;;
-*) echo "usage: bash tests/gpu/battery.sh correct|perf" >&2; exit 2 ;;
+ncu)
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  sections=()
+  for s in SpeedOfLight Occupancy LaunchStats WarpStateStats SchedulerStats MemoryWorkloadAnalysis ComputeWorkloadAnalysis
+  do sections+=(--section "$s"); done
+  IFS=',' read -ra rows <<< "${ROWS:-decode batch 64 128,sparse decode,sparse prefill,ragged prefill}"
+  greps=(); for r in "${rows[@]}"; do greps+=("--grep=$r"); done
+  timeout "$T" "$NCU" --profile-from-start off --clock-control none "${sections[@]}" --csv --page details \
+    --log-file "$OUT/ncu.csv" python tests/gpu/ncu_rows.py "${greps[@]}" > "$OUT/ncu_runs.txt" 2>&1
+  echo "ncu rc $?"
+  cat "$OUT/ncu_runs.txt" | grep -v Warning | tail -20
+  python tests/gpu/ncu_summary.py "$OUT/ncu.csv" | tee "$OUT/ncu_summary.txt"
+  ;;
+*) echo "usage: bash tests/gpu/battery.sh correct|perf|ncu" >&2; exit 2 ;;
 esac

@@ -7,7 +7,8 @@ where installed, each provider through the facade's path as the bench runs it. O
 launches per call, GPU time per call (the sum of its kernels), host time per call, then the kernels, longest
 first. The profile before a kernel change and after it, side by side with the vendor's. With ``--host N``, each
 provider's host time a call by Python function too (cProfile over 200 calls, the N functions with the most time
-of their own): where the host time goes, not the GPU's.
+of their own): where the host time goes, not the GPU's. With ``--runner``, each provider's host time a call
+again with the bound C launches declined (``triton_launcher``): through Triton's runner, as before them, side by side.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from accelbridge.bench import problems, providers  # noqa: E402
+from accelbridge.torch_attention import triton_launcher  # noqa: E402
 from tests.gpu.profiling import kernel_times  # noqa: E402
 
 
@@ -49,12 +51,24 @@ def host_functions(fn, top: int, calls: int = 200) -> str:
     return text.getvalue()
 
 
+def runner_host_us(fn, dev) -> float:
+    """``fn``'s host time a call with every bound launch declined, so launched by Triton's runner."""
+    bound = triton_launcher.Bound.__call__
+    triton_launcher.Bound.__call__ = lambda self, values, grid: False
+    try:
+        fn()
+        return providers._host_us(fn, dev)
+    finally:
+        triton_launcher.Bound.__call__ = bound
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--provider", action="append", default=None)
     ap.add_argument("--grep", default="")
     ap.add_argument("--json", default=None)
     ap.add_argument("--host", type=int, default=0, help="also the N Python functions with the most host time")
+    ap.add_argument("--runner", action="store_true", help="also the host time through Triton's runner")
     args = ap.parse_args()
     dev = torch.device("cuda")
     out = []
@@ -76,10 +90,14 @@ def main() -> None:
             print(f"\n{case.name} / {name}: {launches:g} launches, GPU {gpu_us:.1f} us, host {host:.1f} us a call")
             for r in rows[:8]:
                 print(f"    {r['us']:9.1f} us  x{r['calls']:g}  {r['kernel']}")
+            runner = None
+            if args.runner and name != providers.VENDOR:
+                runner = runner_host_us(fn, dev)
+                print(f"  host through Triton's runner (the bound launches declined): {runner:.1f} us a call")
             if args.host:
                 print(f"  host by function (cProfile, its own overhead included):\n{host_functions(fn, args.host)}")
             out.append({"case": case.name, "runner": name, "launches": launches, "gpu_us": gpu_us,
-                        "host_us": host, "kernels": rows})  # fmt: skip
+                        "host_us": host, "runner_host_us": runner, "kernels": rows})  # fmt: skip
         del runners
         torch.cuda.empty_cache()
     if args.json:

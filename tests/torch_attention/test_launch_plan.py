@@ -45,6 +45,7 @@ def test_a_plan_missing_or_inventing_a_parameter_is_refused_by_name():
 @pytest.mark.parametrize("compiles", [True, False], ids=["compiled", "interpreted"])
 def test_the_compiled_kernel_serves_while_the_pointers_stay_aligned(monkeypatch, compiles):
     monkeypatch.setattr(launch_plan, "_is_compiled", lambda compiled: isinstance(compiled, _Compiled))
+    monkeypatch.setattr(launch_plan.triton_launcher, "bind", lambda *a: None)  # the runner's path (declined)
     kernel = _Kernel(compiles)
     launch = launch_plan.Launch(kernel, (4, 2), {"BLOCK": 16, "OUT": None, "n": 7, "X": None}, {"num_warps": 4},
                                 ("OUT", "X"))  # fmt: skip
@@ -61,6 +62,40 @@ def test_the_compiled_kernel_serves_while_the_pointers_stay_aligned(monkeypatch,
     assert len(kernel.compiled) == (2 if compiles else 0)
     launch(out, x, grid=(9,))  # a call's own grid: the same compiled kernel, launched on it
     assert (kernel.compiled[-1][0] if compiles else kernel.jit[-1][0]) == (9, 1, 1)
+
+
+def test_a_bound_launch_serves_aligned_calls_and_the_runner_those_it_declines(monkeypatch):
+    """After the first aligned launch, ``triton_launcher.bind``'s launch takes the call's values as given (a
+    descriptor parameter's tensor, made into a descriptor only on the JIT's and the runner's paths); where it
+    declines (a launch hook, another device), the compiled kernel's runner launches."""
+    bound_calls, declining = [], []
+
+    def bound(values, grid):
+        bound_calls.append((grid, values))
+        return not declining
+
+    binds = []
+
+    def bind(compiled, args, slots, makers, first):
+        binds.append((args, slots, sorted(makers), first))
+        return bound
+
+    monkeypatch.setattr(launch_plan, "_is_compiled", lambda compiled: isinstance(compiled, _Compiled))
+    monkeypatch.setattr(launch_plan.triton_launcher, "bind", bind)
+    kernel = _Kernel()
+    launch = launch_plan.Launch(kernel, (4,), {"BLOCK": 16, "OUT": None, "n": 7, "X": None}, {}, ("OUT", "X"),
+                                {"X": lambda t: ("descriptor over", t)})  # fmt: skip
+    x, out = torch.zeros(64), torch.zeros(64)
+    launch(out, x)
+    assert kernel.jit == [((4, 1, 1), (("descriptor over", x), 7, out, 16), {})]
+    assert binds == [([None, 7, None, 16], (2, 0), [0], (out, x))]  # the template, per-call slots, descriptors
+    launch(out, x)
+    assert bound_calls == [((4, 1, 1), (out, x))] and not kernel.compiled
+    declining.append(True)
+    launch(out, x)
+    assert kernel.compiled == [((4, 1, 1), (("descriptor over", x), 7, out, 16))]
+    launch(torch.zeros(65)[1:], x)  # misaligned: neither the bound launch nor the runner
+    assert len(bound_calls) == 2 and len(kernel.jit) == 2
 
 
 _REUSED = """

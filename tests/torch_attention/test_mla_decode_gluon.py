@@ -77,7 +77,7 @@ def test_mla_decode_picks_the_gluon_kernel_only_with_its_block_sizes_on_sm90():
     cache = torch.zeros(4, 64, 2, 576, dtype=torch.bfloat16)[:, :, 1]  # kv head 1 of 2: rows 1152 apart
     sm90 = capabilities.Capabilities("cuda:0", triton=True, tma=True, gluon_sm90=True)
     route = mla_decode._tma_route(cache, (64, 64, 8, 2, 512), sm90)
-    descriptors = route.descriptors(cache, 64)
+    descriptors = [make(cache) for make in route.makers(64).values()]
     assert route.gluon and route.kernel is mla_decode._sm90_kernel()
     assert [d.block_shape for d in descriptors] == [[64, 256], [64, 64]]
     assert all(d.layout.swizzle_byte_width == 128 for d in descriptors)
