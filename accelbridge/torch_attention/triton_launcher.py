@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
+
 _CHECKED = ("3.6.",)  # triton releases whose CUDA launcher this follows
 _MOST_POINTERS = 16  # encoded maps a descriptor keeps (a model's caches: one pointer each)
 
@@ -88,7 +90,9 @@ def bind(compiled: Any, args: Sequence[Any], slots: Sequence[int], makers: dict[
     if len(head) != nvidia._BASE_ARGS_FORMAT_LEN:
         return None
     active = driver.active
-    runtime = {"device": active.get_current_device, "stream": active.get_current_stream, "hooks": knobs.runtime}
+    # 3.6's current device is torch.cuda.current_device, a Python wrapper (lazy init, done by now) over this
+    device = getattr(torch._C, "_cuda_getDevice", active.get_current_device)
+    runtime = {"device": device, "stream": active.get_current_stream, "hooks": knobs.runtime}
     return lay_out(raw, head, args, slots, makers, metas, first, runtime)
 
 
