@@ -10,9 +10,9 @@ their pointers' alignment reaches the specialisation. So a launch goes through t
 while the call's tensors are on 16-byte boundaries (the JIT's first launch having had them so), and
 through the JIT otherwise, which specialises, and compiles, for what it is given. Below the compiled
 kernel's runner, where this triton's launcher is the one ``triton_launcher`` knows, a launch calls the C
-launcher with its arguments laid out once (H100, dense MLA decode at B=1: 107 us of host time a call
-against 196 through the runner, session 17). Under Triton's interpreter there is no compiled kernel:
-every launch is the JIT's.
+launcher with its arguments laid out once (H100, dense MLA decode at B=1: 67 us of host time a call
+against 101 through the runner, side by side in ``tests/gpu/bound_host.py``, session 17). Under Triton's
+interpreter there is no compiled kernel: every launch is the JIT's.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@
 #                                       # sgl-kernel's two files and FlashMLA's sparse file with the torch provider
 #   bash tests/gpu/battery.sh perf      # timed, alone: the bench side by side (the vendor directly, the facade over
 #                                       # sgl-kernel, the torch provider; eager and CUDA-graph replays), each row's
-#                                       # kernel and host profile, then a transformers model's tokens/s per backend
+#                                       # kernel and host profile, host time bound against Triton's runner, then a
+#                                       # transformers model's tokens/s per backend
 #   bash tests/gpu/battery.sh ncu       # Nsight Compute's sections for the kernel-bound rows' kernels, vendor and
 #                                       # torch provider (ROWS: the rows' names, comma-separated)
 # Knobs: T (seconds a run, 540), FUZZ / SEED (the fuzz's seeds, 8 from 100), EVERY (the sparse file's every Nth, 4).
@@ -48,9 +49,11 @@ perf)
   timeout "$T" python -m accelbridge bench throughput --provider sgl-kernel --provider torch --graphs \
     > "$OUT/bench.txt" 2>&1; echo "bench rc $?"
   cat "$OUT/bench.txt"
-  timeout "$T" python tests/gpu/profile_rows.py --provider sgl-kernel --provider torch --runner --host 20 \
+  timeout "$T" python tests/gpu/profile_rows.py --provider sgl-kernel --provider torch --host 20 \
     --json "$OUT/profile.json" > "$OUT/profile.txt" 2>&1; echo "profile rc $?"
-  grep -E "launches|runner" "$OUT/profile.txt"
+  grep launches "$OUT/profile.txt"
+  timeout "$T" python tests/gpu/bound_host.py > "$OUT/bound_host.txt" 2>&1; echo "bound_host rc $?"
+  grep "host us" "$OUT/bound_host.txt"
   timeout "$T" python tests/gpu/transformers_throughput.py > "$OUT/throughput.txt" 2>&1; echo "throughput rc $?"
   grep "|" "$OUT/throughput.txt"
   ;;

@@ -54,7 +54,7 @@ def main() -> None:
     out = []
     for case in problems.cases(dev):
         runners = {}
-        for p in ("sgl-kernel", "torch"):
+        for p in ("sgl-kernel", "torch"):  # the facade over sgl-kernel where it is installed
             r = providers._runner(case, p)
             if not isinstance(r, str):
                 runners[p] = (r, False)
