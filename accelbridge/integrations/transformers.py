@@ -4,7 +4,8 @@ Importing this module registers the backend with transformers (``AttentionInterf
 interface), so a model loaded or switched with ``attn_implementation="accelbridge"`` computes every
 attention call through :func:`accelbridge.attention.flash_attn_varlen_func` (padded, packed and
 continuous-batching prefill batches) or :func:`accelbridge.attention.flash_attn_with_kvcache`
-(continuous batching's decode steps, reading transformers' paged cache through its block table),
+(decode steps: continuous batching's through transformers' paged cache and its block table, a plain
+cache's read in place as (batch, tokens, kv heads, dim) views),
 resolved against the active platform's catalog like any facade call. ``"paged|accelbridge"`` names the
 same backend (transformers 5.23+ drops the ``paged|`` prefix, as of ``paged|flash_attention_2``).
 
@@ -218,6 +219,10 @@ def attention_forward(
             module, attention.flash_attn_varlen_func, q[0], k[0], v[0], starts, starts, max_len, max_len, **features
         )  # fmt: skip
         return out.view(batch, q_len, heads, dv), None
+
+    if q_len < k_len:  # queries over a cache of earlier keys (a decode step): the cache read in place, as
+        # (batch, tokens, kv heads, dim) views; packing it into varlen rows would copy it whole every step
+        return _facade(module, attention.flash_attn_with_kvcache, q, k, v, **features), None
 
     # every row one whole sequence: a varlen batch of equal lengths
     cu_q, cu_k = _uniform(batch, q_len, q.device), _uniform(batch, k_len, q.device)

@@ -129,6 +129,7 @@ def of(device: torch.device) -> Capabilities:
 
 
 @functools.cache
+@functools.cache
 def processors(device: torch.device) -> int:
     """Streaming multiprocessors (compute units) of ``device``: how many programs make a wave (8 off a GPU)."""
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8

@@ -55,7 +55,12 @@ def _configs(device: torch.device) -> tuple[tuple[int, int, int], ...]:
 
 class _Plan:
     """One call geometry's launches, worked out once (``launch_plan``): the split count and length, every stride
-    and size, the merge; a call allocates the partials and the result and points the launches at its tensors."""
+    and size, the merge; a call allocates the partials and the result and points the launches at its tensors.
+
+    A contiguous cache (no page table) is planned without its length: a model's cache that grows a token a step
+    (transformers' DynamicCache, read in place as (batch, tokens, kv heads, dim) views) keeps its plan until its
+    split count changes (every 512 keys, up to the waves' worth). Its length, the split length and the strides the
+    length sets (``_GROWING``) are a call's values; the key holds what Triton specialises them on (``_classes``)."""
 
     def __init__(self, config: tuple[int, int, int], q, k_cache, v_cache, q_len, k_start, rows, page_table,
                  mask: Masking, softcap: float, sinks: Any, out: Any):  # fmt: skip
@@ -65,9 +70,10 @@ class _Plan:
         g = hq // hk
         dev = q.device
         page = k_cache.shape[1]
-        paged = page_table is not None
+        paged = self.paged = page_table is not None
         capacity = page_table.shape[1] * page if paged else page
-        splits = max(1, min(ceil_div(_WAVES * processors(dev), b * hk), ceil_div(capacity, _MIN_SPLIT)))
+        splits = _splits(b, hk, capacity, dev)
+        self.block_n, self.splits = block_n, splits
         self.mid_shapes = ((b, splits, hk, g * lq, dv), (b, splits, hk, g * lq))
         self.out_shape, self.lse_shape = (b, lq, hq, dv), (b, hq, lq)
         mid_o, mid_l = (torch.empty(shape, device="meta") for shape in self.mid_shapes)
@@ -78,12 +84,13 @@ class _Plan:
                  "so_s", "so_h", "so_r", "sl_b", "sl_s", "sl_h")  # fmt: skip
         tensors = ("Q", "K", "V", "TABLE", "ROWS", "QLEN", "KLEN", "KSTART", "MID_O", "MID_L", "scale_log2", "softcap")
         args = dict(zip(names, strides), page=page, num_blocks=k_cache.shape[0], capacity=capacity, left=left,
-                    right=right, split_len=ceil_div(ceil_div(capacity, splits), block_n) * block_n, G=g, LQ=lq,
+                    right=right, split_len=self.split_len(capacity), G=g, LQ=lq,
                     BLOCK_R=max(16, next_pow2(g * lq)), D=d, DV=dv, BLOCK_N=block_n, SOFTCAP=bool(softcap),
                     LEFT=left >= 0, RIGHT=right >= 0, HAS_START=k_start is not None, PAGED=paged,
                     OWN_ROW=rows is None, UNIFORM_Q=q_len is None, DOT_F32=triton_interpreted())  # fmt: skip
+        per_call = tensors if paged else (*tensors, *_GROWING)
         self.launch = Launch(_kernel(), (b, hk, splits), {**args, **dict.fromkeys(tensors)},
-                             {"num_warps": warps, "num_stages": stages}, tensors)  # fmt: skip
+                             {"num_warps": warps, "num_stages": stages}, per_call)  # fmt: skip
         # a query head h = hk * G + g is row g * Lq + i of kv head hk
         target = out if out is not None else torch.empty(self.out_shape, dtype=q.dtype, device="meta")
         if target.dtype == torch.bfloat16 and triton_interpreted():  # the interpreter truncates to bf16, torch rounds
@@ -93,14 +100,23 @@ class _Plan:
         self.merge = merge_launch(mid_o, mid_l, (so[0], so[3], lq * so[3], so[1]), (sl[0], sl[3], lq * sl[3], sl[1]),
                                   target, torch.empty(self.lse_shape, device="meta"), sinks is not None)  # fmt: skip
 
+    def split_len(self, capacity: int) -> int:
+        """Keys a split takes: a whole number of key blocks (so a multiple of 16, as Triton specialises it)."""
+        return ceil_div(ceil_div(capacity, self.splits), self.block_n) * self.block_n
+
     def __call__(self, q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, scale: float, softcap: float,
                  sinks: Any, out: Any) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         dev = q.device
         mid_o, mid_l = (torch.empty(shape, dtype=torch.float32, device=dev) for shape in self.mid_shapes)
+        growing = ()
+        if not self.paged:  # _GROWING's order
+            length = k_cache.shape[1]
+            growing = (length, self.split_len(length), k_cache.stride(0), k_cache.stride(2), v_cache.stride(0),
+                       v_cache.stride(2))  # fmt: skip
         self.launch(q, k_cache, v_cache, page_table if page_table is not None else k_len,
                     rows if rows is not None else k_len, q_len if q_len is not None else k_len, k_len,
                     k_start if k_start is not None else k_len, mid_o, mid_l, float(scale) * LOG2E,
-                    float(softcap or 1.0))  # fmt: skip
+                    float(softcap or 1.0), *growing)  # fmt: skip
         o = out if out is not None else torch.empty(self.out_shape, dtype=q.dtype, device=dev)
         lse = torch.empty(self.lse_shape, dtype=torch.float32, device=dev)
         target = torch.empty(self.out_shape, dtype=torch.float32, device=dev) if self.widen else o
@@ -110,10 +126,32 @@ class _Plan:
         return o, lse
 
 
+def _splits(b: int, hk: int, capacity: int, dev: torch.device) -> int:
+    """Splits of a sequence's keys: enough programs for ``_WAVES`` waves, none shorter than ``_MIN_SPLIT`` keys."""
+    return max(1, min(ceil_div(_WAVES * processors(dev), b * hk), ceil_div(capacity, _MIN_SPLIT)))
+
+
+# a contiguous cache's integers that follow its length: a call's own (``_Plan``), in this order
+_GROWING = ("capacity", "split_len", "sk_blk", "sk_h", "sv_blk", "sv_h")
+
+
+def _classes(*values: int) -> tuple[tuple[bool, bool, bool], ...]:
+    """What Triton's JIT specialises an integer argument on (equal to 1, divisible by 16, past int32): a launch
+    compiled for one value serves another of the same class."""
+    return tuple((v == 1, v % 16 == 0, not -(2**31) <= v < 2**31) for v in values)
+
+
 def _key(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, mask, softcap, sinks, out) -> tuple[Any, ...]:
-    """Every shape, stride, dtype and flag a plan's integers and kernels come from."""
-    return (q.device, q.dtype, q.shape, q.stride(), k_cache.dtype, k_cache.shape, k_cache.stride(), v_cache.shape,
-            v_cache.stride(), k_len.dtype, mask.limits, bool(softcap),
+    """Every shape, stride, dtype and flag a plan's integers and kernels come from; for a contiguous cache, not its
+    length or the strides that follow it (a call's own, ``_GROWING``), only their classes."""
+    if page_table is None:
+        kc, vc = k_cache.stride(), v_cache.stride()
+        splits = _splits(q.shape[0], k_cache.shape[2], k_cache.shape[1], q.device)
+        cache = (k_cache.shape[0], k_cache.shape[2:], kc[1], kc[3], v_cache.shape[-1], vc[1], vc[3], splits,
+                 _classes(k_cache.shape[1], kc[0], kc[2], vc[0], vc[2]))  # fmt: skip
+    else:
+        cache = (k_cache.shape, k_cache.stride(), v_cache.shape, v_cache.stride())
+    return (q.device, q.dtype, q.shape, q.stride(), k_cache.dtype, cache, k_len.dtype, mask.limits, bool(softcap),
             None if page_table is None else (page_table.dtype, page_table.shape, page_table.stride()),
             None if q_len is None else q_len.dtype, None if k_start is None else k_start.dtype,
             None if rows is None else rows.dtype, None if sinks is None else sinks.dtype,

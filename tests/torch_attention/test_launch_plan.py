@@ -139,6 +139,17 @@ for step in range(3):  # decode steps over packed keys that grow: one plan (the 
                                                       return_softmax_lse=True)
     diffs.append(max(float((got.float() - want.float()).abs().max()), float((lse - want_lse).abs().max())))
     plans.append(len(prefill._PLANS))
+from accelbridge.torch_attention import decode
+for step, length in enumerate((40, 41, 47, 600, 601)):  # transformers' cache, a view that grows a step at a time
+    g = torch.Generator().manual_seed(20 + step)
+    q = torch.randn(2, 1, 4, 64, generator=g).to(torch.bfloat16)
+    k, v = (torch.randn(2, 2, length, 64, generator=g).to(torch.bfloat16).transpose(1, 2) for _ in range(2))
+    lens = torch.full((2,), length, dtype=torch.int32)
+    got, lse = decode.paged_decode(q, k, v, None, lens, None, None, None, 0.125, Masking(causal=True), 0.0, None)
+    want, want_lse = reference.flash_attn_with_kvcache(q, k, v, softmax_scale=0.125, causal=True,
+                                                       return_softmax_lse=True)
+    diffs.append(max(float((got.float() - want.float()).abs().max()), float((lse - want_lse).abs().max())))
+    plans.append(len(decode._PLANS))
 print(json.dumps({"diffs": diffs, "plans": plans}))
 """
 
@@ -148,7 +159,10 @@ def test_a_plan_reused_across_calls_reads_each_calls_own_tensors():
     """Three calls of one dense MLA geometry (causal in one: another plan), three of one sparse geometry with a
     sink and three decode steps of the prefill kernel over packed keys that grow, each with fresh values, lengths,
     tables and indices: each agrees with the reference (the MLA tests' tolerance), through the plan the first call
-    of its geometry made."""
+    of its geometry made; then a contiguous cache read in place as it grows (transformers' (batch, kv heads, tokens,
+    dim) cache as a (batch, tokens, kv heads, dim) view): one plan while its length keeps Triton's class and its
+    split count (40 and 600 keys: two, with 47 and 601 sharing theirs)."""
     result = interpreted.run(_REUSED)
     assert all(d < 2e-2 for d in result["diffs"]), result
-    assert result["plans"] == [1, 2, 2, 3, 3, 3, 1, 1, 1], result  # seed 1 is causal: a geometry of its own
+    # seed 1 is causal: a geometry of its own; the growing cache: 40, 41 and 47 one plan, 600 and 601 another
+    assert result["plans"] == [1, 2, 2, 3, 3, 3, 1, 1, 1, 1, 1, 1, 2, 2], result
