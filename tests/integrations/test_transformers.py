@@ -177,6 +177,46 @@ def test_block_table_decode_appends_to_the_paged_cache_and_attends_like_varlen(r
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_a_decode_step_reads_the_cache_in_place_and_attends_like_varlen(rng, monkeypatch):
+    """Fewer queries than keys without a mask (a decode step over transformers' cache): one flash_attn_with_kvcache
+    call over the cache's own memory, as (batch, tokens, kv heads, dim) views (no packed copy), the result the
+    packed varlen path gives; GQA, a window, softcap and sinks mapped as there."""
+    q = torch.randn(3, 4, 2, 16, generator=rng)  # two new tokens a sequence
+    k, v = (torch.randn(3, 2, 9, 16, generator=rng) for _ in range(2))
+    seen = []
+    real = attention.flash_attn_with_kvcache
+
+    def kvcache(q_, k_cache, v_cache, **kw):
+        seen.append((k_cache.data_ptr(), v_cache.data_ptr(), k_cache.shape, k_cache.is_contiguous()))
+        return real(q_, k_cache, v_cache, **kw)
+
+    monkeypatch.setattr(attention, "flash_attn_with_kvcache", kvcache)
+    features = {"scaling": 0.3, "sliding_window": 4, "softcap": 3.0, "s_aux": torch.randn(4, generator=rng)}
+    out, weights = backend.attention_forward(_Attention(), q, k, v, None, **features)
+    assert weights is None and out.shape == (3, 2, 4, 16)
+    assert seen == [(k.data_ptr(), v.data_ptr(), (3, 9, 2, 16), False)]  # the cache itself, not a copy
+    cu = torch.arange(0, 4 * 9, 9, dtype=torch.int32)  # each sequence's 9 keys, its 2 queries the last two
+    expected, _ = backend.attention_forward(
+        _Attention(), q, k, v, None, cu_seq_lens_q=torch.arange(0, 8, 2, dtype=torch.int32), cu_seq_lens_k=cu,
+        max_length_q=2, max_length_k=9, **features,
+    )  # fmt: skip
+    torch.testing.assert_close(out, expected.view(3, 2, 4, 16), rtol=1e-5, atol=1e-5)
+
+
+def test_an_unpadded_batch_decodes_over_its_cache_in_place_with_the_plain_tokens(provider):
+    """Equal-length prompts and no mask: every decode step goes through flash_attn_with_kvcache (the cache read in
+    place) and the tokens are transformers' own."""
+    model, implementation = build("llama")
+    ids = torch.tensor(prompts(lengths=(6, 6, 6)))
+    model.set_attn_implementation(implementation)
+    want = model.generate(input_ids=ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    model.set_attn_implementation(backend.NAME)
+    got = model.generate(input_ids=ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert torch.equal(got, want)
+    layers = model.config.num_hidden_layers
+    assert provider[1].count("flash_attn_with_kvcache") == 7 * layers  # every step after the prefill
+
+
 def test_window_is_the_tokens_seen_including_the_query(rng):
     """sliding_window=w (transformers: keys j with i - j < w) is FA's window_size=(w - 1, 0)."""
     q, k, v = _qkv(rng, tokens=9)
