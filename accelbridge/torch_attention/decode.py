@@ -19,7 +19,7 @@ from accelbridge.ops.softmax import LOG2E
 from accelbridge.torch_attention.capabilities import Capabilities, processors, triton_interpreted
 from accelbridge.torch_attention.core import Masking
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
-from accelbridge.torch_attention.launch_plan import Launch, Plans
+from accelbridge.torch_attention.launch_plan import Launch, Plans, classes
 from accelbridge.torch_attention.splits import merge_launch
 
 _DTYPES = (torch.float16, torch.bfloat16)
@@ -60,7 +60,8 @@ class _Plan:
     A contiguous cache (no page table) is planned without its length: a model's cache that grows a token a step
     (transformers' DynamicCache, read in place as (batch, tokens, kv heads, dim) views) keeps its plan until its
     split count changes (every 512 keys, up to the waves' worth). Its length, the split length and the strides the
-    length sets (``_GROWING``) are a call's values; the key holds what Triton specialises them on (``_classes``)."""
+    length sets (``_GROWING``) are a call's values; the key holds what Triton specialises them on
+    (``launch_plan.classes``)."""
 
     def __init__(self, config: tuple[int, int, int], q, k_cache, v_cache, q_len, k_start, rows, page_table,
                  mask: Masking, softcap: float, sinks: Any, out: Any):  # fmt: skip
@@ -135,12 +136,6 @@ def _splits(b: int, hk: int, capacity: int, dev: torch.device) -> int:
 _GROWING = ("capacity", "split_len", "sk_blk", "sk_h", "sv_blk", "sv_h")
 
 
-def _classes(*values: int) -> tuple[tuple[bool, bool, bool], ...]:
-    """What Triton's JIT specialises an integer argument on (equal to 1, divisible by 16, past int32): a launch
-    compiled for one value serves another of the same class."""
-    return tuple((v == 1, v % 16 == 0, not -(2**31) <= v < 2**31) for v in values)
-
-
 def _key(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, mask, softcap, sinks, out) -> tuple[Any, ...]:
     """Every shape, stride, dtype and flag a plan's integers and kernels come from; for a contiguous cache, not its
     length or the strides that follow it (a call's own, ``_GROWING``), only their classes."""
@@ -148,7 +143,7 @@ def _key(q, k_cache, v_cache, q_len, k_len, k_start, rows, page_table, mask, sof
         kc, vc = k_cache.stride(), v_cache.stride()
         splits = _splits(q.shape[0], k_cache.shape[2], k_cache.shape[1], q.device)
         cache = (k_cache.shape[0], k_cache.shape[2:], kc[1], kc[3], v_cache.shape[-1], vc[1], vc[3], splits,
-                 _classes(k_cache.shape[1], kc[0], kc[2], vc[0], vc[2]))  # fmt: skip
+                 classes(k_cache.shape[1], kc[0], kc[2], vc[0], vc[2]))  # fmt: skip
     else:
         cache = (k_cache.shape, k_cache.stride(), v_cache.shape, v_cache.stride())
     return (q.device, q.dtype, q.shape, q.stride(), k_cache.dtype, cache, k_len.dtype, mask.limits, bool(softcap),

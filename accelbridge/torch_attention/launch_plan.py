@@ -116,6 +116,13 @@ class Launch:
             self.bound = triton_launcher.bind(compiled, self.args, self.slots, self.makers, values)
 
 
+def classes(*values: int) -> tuple[tuple[bool, bool, bool], ...]:
+    """What Triton's JIT specialises an integer argument on (equal to 1, divisible by 16, past int32): a launch
+    compiled for one value serves another of the same class. A plan that takes an integer per call (a cache's
+    length, and the strides it sets, as the cache grows) keys on its class."""
+    return tuple((v == 1, v % 16 == 0, not -(2**31) <= v < 2**31) for v in values)
+
+
 _MOST_GRIDS = 64  # launchers a launch keeps (one a grid: prefill's longest query sizes its first dimension)
 
 

@@ -20,7 +20,7 @@ from accelbridge.ops.softmax import LOG2E
 from accelbridge.torch_attention.capabilities import Capabilities, triton_interpreted
 from accelbridge.torch_attention.core import Masking
 from accelbridge.torch_attention.grid import ceil_div, next_pow2
-from accelbridge.torch_attention.launch_plan import Launch, Plans
+from accelbridge.torch_attention.launch_plan import Launch, Plans, classes
 
 _DTYPES = (torch.float16, torch.bfloat16)
 MAX_DIM = 256
@@ -91,8 +91,10 @@ class _Plan:
                     USED_Q_GIVEN=used_q is not None, USED_K_GIVEN=used_k is not None, LEFT=left >= 0,
                     RIGHT=right >= 0, SOFTCAP=bool(softcap), HAS_SINKS=sinks is not None, WRITE_LSE=want_lse,
                     SKIP_ALIGNED=skip_aligned > 0, DOT_F32=triton_interpreted())  # fmt: skip
+        self.paged = paged
+        per_call = (*tensors, *_GROWING) if paged else tensors
         self.launch = Launch(_kernel(), (1, hq, batch + 1), {**args, **dict.fromkeys(tensors)},
-                             {"num_warps": warps, "num_stages": stages}, tensors)  # fmt: skip
+                             {"num_warps": warps, "num_stages": stages}, per_call)  # fmt: skip
 
     def __call__(self, q, k, v, cu_q, cu_k, max_seqlen_q: int, used_q, used_k, page_table, scale: float,
                  softcap: float, sinks: Any, out: Any) -> tuple[torch.Tensor, Any]:  # fmt: skip
@@ -101,17 +103,28 @@ class _Plan:
         self.launch(q, k, v, o, lse, cu_q, cu_k if cu_k is not None else cu_q, used_q if used_q is not None else cu_q,
                     used_k if used_k is not None else cu_q, page_table if page_table is not None else cu_q,
                     sinks if sinks is not None else cu_q, float(scale) * LOG2E, float(softcap or 1.0),
+                    *((k.shape[1], k.stride(0), k.stride(2), v.stride(0), v.stride(2)) if self.paged else ()),
                     grid=(max(1, ceil_div(max_seqlen_q, self.block_m)), *self.launch.grid[1:]))  # fmt: skip
         return o, (lse if self.want_lse else None)
+
+
+# a paged cache's integers that a contiguous cache's length sets (its rows read as pages of that length: a
+# model's cache read in place as (batch, tokens, kv heads, dim) views): a call's own, in this order
+_GROWING = ("page", "sk_0", "sk_h", "sv_0", "sv_h")
 
 
 def _key(q, k, v, cu_q, cu_k, used_q, used_k, page_table, mask: Masking, softcap: float, sinks: Any, want_lse: bool,
          out: Any, skip_aligned: int) -> tuple[Any, ...]:  # fmt: skip
     """Every shape, stride, dtype and flag the launch's integers and kernel come from. Not the packed keys' count:
-    the kernel reads them through the sequences' offsets, so a decode step whose keys grew keeps its plan."""
-    paged = page_table is not None
-    return (q.device, q.dtype, q.shape, q.stride(), k.dtype, k.shape[:2] if paged else k.shape[1:], k.stride(),
-            v.dtype, v.shape[-1], v.stride(), cu_q.dtype, cu_q.shape, mask.limits, bool(softcap), want_lse,
+    the kernel reads them through the sequences' offsets, so a decode step whose keys grew keeps its plan; nor a
+    paged cache's page length and the strides it sets (``_GROWING``, a call's own), only their classes."""
+    if page_table is not None:
+        ks, vs = k.stride(), v.stride()
+        cache = (k.shape[0], k.shape[2:], ks[1], ks[3], vs[1], vs[3], classes(k.shape[1], ks[0], ks[2], vs[0], vs[2]))
+    else:
+        cache = (k.shape[1:], k.stride(), v.stride())
+    return (q.device, q.dtype, q.shape, q.stride(), k.dtype, cache,
+            v.dtype, v.shape[-1], cu_q.dtype, cu_q.shape, mask.limits, bool(softcap), want_lse,
             skip_aligned, None if cu_k is None else cu_k.dtype, None if used_q is None else used_q.dtype,
             None if used_k is None else used_k.dtype,
             None if page_table is None else (page_table.dtype, page_table.stride()),

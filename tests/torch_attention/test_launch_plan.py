@@ -150,6 +150,16 @@ for step, length in enumerate((40, 41, 47, 600, 601)):  # transformers' cache, a
                                                        return_softmax_lse=True)
     diffs.append(max(float((got.float() - want.float()).abs().max()), float((lse - want_lse).abs().max())))
     plans.append(len(decode._PLANS))
+from accelbridge.torch_attention import flash_attn_with_kvcache
+before = len(prefill._PLANS)
+for step, length in enumerate((40, 41, 47)):  # head dim 48: the decode kernel's dims are powers of two, so the
+    g = torch.Generator().manual_seed(30 + step)  # cache is read by the prefill kernel, its rows as pages
+    q = torch.randn(2, 1, 4, 48, generator=g).to(torch.bfloat16)
+    k, v = (torch.randn(2, 2, length, 48, generator=g).to(torch.bfloat16).transpose(1, 2) for _ in range(2))
+    got = flash_attn_with_kvcache(q, k, v, softmax_scale=0.125, causal=True)
+    want = reference.flash_attn_with_kvcache(q, k, v, softmax_scale=0.125, causal=True)
+    diffs.append(float((got.float() - want.float()).abs().max()))
+    plans.append(len(prefill._PLANS) - before)
 print(json.dumps({"diffs": diffs, "plans": plans}))
 """
 
@@ -161,8 +171,10 @@ def test_a_plan_reused_across_calls_reads_each_calls_own_tensors():
     tables and indices: each agrees with the reference (the MLA tests' tolerance), through the plan the first call
     of its geometry made; then a contiguous cache read in place as it grows (transformers' (batch, kv heads, tokens,
     dim) cache as a (batch, tokens, kv heads, dim) view): one plan while its length keeps Triton's class and its
-    split count (40 and 600 keys: two, with 47 and 601 sharing theirs)."""
+    split count (40 and 600 keys: two, with 47 and 601 sharing theirs), and so through the prefill kernel, which
+    reads such a cache's rows as pages of its length."""
     result = interpreted.run(_REUSED)
     assert all(d < 2e-2 for d in result["diffs"]), result
-    # seed 1 is causal: a geometry of its own; the growing cache: 40, 41 and 47 one plan, 600 and 601 another
-    assert result["plans"] == [1, 2, 2, 3, 3, 3, 1, 1, 1, 1, 1, 1, 2, 2], result
+    # seed 1 is causal: a geometry of its own; the growing cache: 40, 41 and 47 one plan, 600 and 601 another; the
+    # same through the prefill kernel (head dim 48), its rows as pages: one plan
+    assert result["plans"] == [1, 2, 2, 3, 3, 3, 1, 1, 1, 1, 1, 1, 2, 2, 1, 1, 1], result
