@@ -14,7 +14,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,16 +31,11 @@ def _declined(self, values, grid):
 
 
 def _host_us(fn, calls: int, runner: bool) -> float:
+    """Host us a call of ``fn``, its launches bound or (``runner``) declined to Triton's runner."""
     triton_launcher.Bound.__call__ = _declined if runner else BOUND
     try:
         fn()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        host = time.perf_counter() - t0
-        torch.cuda.synchronize()
-        return host / calls * 1e6
+        return providers._host_us(fn, torch.device("cuda"), calls)
     finally:
         triton_launcher.Bound.__call__ = BOUND
 
