@@ -203,10 +203,11 @@ def test_a_decode_step_reads_the_cache_in_place_and_attends_like_varlen(rng, mon
     torch.testing.assert_close(out, expected.view(3, 2, 4, 16), rtol=1e-5, atol=1e-5)
 
 
-def test_an_unpadded_batch_decodes_over_its_cache_in_place_with_the_plain_tokens(provider):
+@pytest.mark.parametrize("name", MODELS)
+def test_an_unpadded_batch_decodes_over_its_cache_in_place_with_the_plain_tokens(name, provider):
     """Equal-length prompts and no mask: every decode step goes through flash_attn_with_kvcache (the cache read in
-    place) and the tokens are transformers' own."""
-    model, implementation = build("llama")
+    place; sliding-window layers' caches too) and the tokens are transformers' own."""
+    model, implementation = build(name)
     ids = torch.tensor(prompts(lengths=(6, 6, 6)))
     model.set_attn_implementation(implementation)
     want = model.generate(input_ids=ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
